@@ -1,0 +1,338 @@
+// Host side of the guest protocol: one AgentClient per VM control stream, multiplexing any number
+// of exec channels. Every wait has a deadline; a vanished stream fails every pending call.
+import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import {
+  FrameDecoder, INITIAL_WINDOW, MAX_PAYLOAD, MsgType, PROTOCOL_VERSION, decodeTlv, encodeFrame, encodeMessage,
+  fieldsToObject, type Frame,
+} from './codec.ts';
+import { EmberdError } from '../errors.ts';
+
+export interface HelloAck {
+  protoVersion: number;
+  agentVersion: string;
+  capabilities: string[];
+  transport: string;
+  uptimeMs: number;
+}
+
+export interface ExecRequest {
+  argv?: string[];
+  code?: string;
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: Buffer;
+  /** Keep stdin open for writeStdin(); closeStdin() ends it. */
+  stdinOpen?: boolean;
+  timeoutMs?: number;
+  outputCap?: number;
+}
+
+export interface ExitInfo {
+  exitCode: number;
+  signal: number;
+  timedOut: boolean;
+  truncated: boolean;
+  durationUs: number;
+}
+
+export interface ExecResult extends ExitInfo {
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+export interface ExecCallbacks {
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+}
+
+/** How long past the guest-side timeout the host waits for EXIT before giving up on the guest. */
+const EXIT_GRACE_MS = 5000;
+
+export class ExecHandle {
+  readonly channel: number;
+  readonly exited: Promise<ExitInfo>;
+  private readonly client: AgentClient;
+  private readonly callbacks: ExecCallbacks;
+  private resolveExit!: (e: ExitInfo) => void;
+  private rejectExit!: (e: Error) => void;
+  private stdinCredit = INITIAL_WINDOW;
+  private stdinQueue: { data: Buffer; done: () => void }[] = [];
+  private stdinClosed = false;
+  private timer: NodeJS.Timeout | undefined;
+  settled = false;
+
+  constructor(client: AgentClient, channel: number, callbacks: ExecCallbacks, hostDeadlineMs: number | undefined) {
+    this.client = client;
+    this.channel = channel;
+    this.callbacks = callbacks;
+    this.exited = new Promise<ExitInfo>((res, rej) => { this.resolveExit = res; this.rejectExit = rej; });
+    this.exited.catch(() => {}); // callers may only care about callbacks; never an unhandled rejection
+    if (hostDeadlineMs !== undefined) {
+      this.timer = setTimeout(() => {
+        this.signal(9);
+        this.fail(new EmberdError('AGENT_TIMEOUT', `the guest did not report the end of exec channel ${channel} within ${hostDeadlineMs} ms; the sandbox may be overloaded or hung`));
+      }, hostDeadlineMs);
+    }
+  }
+
+  signal(signo: number): void {
+    if (!this.settled) this.client.send(encodeMessage('SIGNAL', this.channel, { signo }));
+  }
+
+  /** Queues stdin bytes; resolves once they were handed to the stream (within the guest's credit). */
+  writeStdin(data: Buffer): Promise<void> {
+    if (this.stdinClosed) return Promise.reject(new Error('stdin is closed'));
+    return new Promise((done) => { this.stdinQueue.push({ data, done }); this.pumpStdin(); });
+  }
+
+  closeStdin(): void {
+    if (this.stdinClosed) return;
+    this.stdinClosed = true;
+    this.stdinQueue.push({ data: Buffer.alloc(0), done: () => {} });
+    this.pumpStdin();
+  }
+
+  /** @internal */
+  handle(frame: Frame): void {
+    switch (frame.type) {
+      case MsgType.STDOUT:
+      case MsgType.STDERR:
+        if (frame.type === MsgType.STDOUT) this.callbacks.onStdout?.(frame.payload);
+        else this.callbacks.onStderr?.(frame.payload);
+        // Consumed synchronously: hand the credit straight back.
+        if (frame.payload.length > 0) this.client.send(encodeMessage('WINDOW', this.channel, { increment: frame.payload.length }));
+        break;
+      case MsgType.WINDOW: {
+        const f = fieldsToObject(frame.type, decodeTlv(frame.type, frame.payload));
+        this.stdinCredit += Number(f.increment);
+        this.pumpStdin();
+        break;
+      }
+      case MsgType.EXIT: {
+        const f = fieldsToObject(frame.type, decodeTlv(frame.type, frame.payload));
+        this.finish({
+          exitCode: Number(f.exit_code),
+          signal: Number(f.signal ?? 0),
+          timedOut: Number(f.timed_out ?? 0) === 1,
+          truncated: Number(f.truncated ?? 0) === 1,
+          durationUs: Number(f.duration_us ?? 0n),
+        });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private pumpStdin(): void {
+    while (this.stdinQueue.length > 0 && !this.settled) {
+      const head = this.stdinQueue[0]!;
+      if (head.data.length === 0) { // EOF marker
+        this.client.send(encodeFrame(MsgType.STDIN, this.channel));
+        this.stdinQueue.shift();
+        head.done();
+        continue;
+      }
+      const n = Math.min(head.data.length, this.stdinCredit, 65536);
+      if (n <= 0) return;
+      this.client.send(encodeFrame(MsgType.STDIN, this.channel, head.data.subarray(0, n)));
+      this.stdinCredit -= n;
+      head.data = head.data.subarray(n);
+      if (head.data.length === 0) { this.stdinQueue.shift(); head.done(); }
+    }
+  }
+
+  private finish(info: ExitInfo): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.client.release(this.channel);
+    this.resolveExit(info);
+  }
+
+  /** @internal */
+  fail(err: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.client.release(this.channel);
+    for (const q of this.stdinQueue) q.done();
+    this.stdinQueue = [];
+    this.rejectExit(err);
+  }
+}
+
+export interface AgentClientOptions {
+  /** Called with connection-level ERROR frames and local decode problems. */
+  onProtocolError?: (code: string, message: string) => void;
+}
+
+export class AgentClient {
+  private readonly stream: Duplex;
+  private readonly decoder: FrameDecoder;
+  private readonly execs = new Map<number, ExecHandle>();
+  private readonly waiters = new Set<{ type: number; match: (f: Frame) => boolean; resolve: (f: Frame) => void; reject: (e: Error) => void }>();
+  private readonly opts: AgentClientOptions;
+  private nextChannel = 1;
+  private closedError: Error | undefined;
+  /** Resolves when the stream has ended, for whatever reason. */
+  readonly closed: Promise<void>;
+
+  constructor(stream: Duplex, opts: AgentClientOptions = {}) {
+    this.stream = stream;
+    this.opts = opts;
+    this.decoder = new FrameDecoder((code, message) => opts.onProtocolError?.(code, message));
+    let onClosed!: () => void;
+    this.closed = new Promise((r) => { onClosed = r; });
+    stream.on('data', (chunk: Buffer) => { for (const f of this.decoder.push(chunk)) this.dispatch(f); });
+    const end = (err?: Error) => {
+      if (this.closedError) return;
+      this.closedError = new EmberdError('AGENT_DISCONNECTED', `the control channel to the guest closed${err ? `: ${err.message}` : ''}; the VM has probably stopped`);
+      for (const e of this.execs.values()) e.fail(this.closedError);
+      for (const w of this.waiters) w.reject(this.closedError);
+      this.waiters.clear();
+      onClosed();
+    };
+    stream.on('error', end);
+    stream.on('close', () => end());
+    stream.on('end', () => end());
+  }
+
+  get isClosed(): boolean {
+    return this.closedError !== undefined;
+  }
+
+  async hello(timeoutMs: number, extra: { realtimeNs?: bigint; entropy?: Buffer } = {}): Promise<HelloAck> {
+    const reply = this.waitFor(MsgType.HELLO_ACK, () => true, timeoutMs, 'HELLO_ACK');
+    this.send(encodeMessage('HELLO', 0, {
+      proto_version: PROTOCOL_VERSION,
+      realtime_ns: extra.realtimeNs ?? BigInt(Date.now()) * 1_000_000n,
+      entropy: extra.entropy ?? randomBytes(64),
+    }));
+    const f = fieldsToObject(MsgType.HELLO_ACK, decodeTlv(MsgType.HELLO_ACK, (await reply).payload));
+    const ack: HelloAck = {
+      protoVersion: Number(f.proto_version),
+      agentVersion: String(f.agent_version ?? ''),
+      capabilities: ((f.capability as Buffer[] | undefined) ?? []).map(String),
+      transport: String(f.transport ?? ''),
+      uptimeMs: Number(f.uptime_ms ?? 0n),
+    };
+    if (ack.protoVersion !== PROTOCOL_VERSION) {
+      throw new EmberdError('AGENT_VERSION_MISMATCH', `the guest agent speaks protocol ${ack.protoVersion}, this daemon speaks ${PROTOCOL_VERSION}; rebuild the images with \`emberd images build --force\``);
+    }
+    return ack;
+  }
+
+  /** Round trip of a PING, in microseconds. */
+  async ping(timeoutMs: number, payload: Buffer = randomBytes(8)): Promise<number> {
+    const start = process.hrtime.bigint();
+    const reply = this.waitFor(MsgType.PONG, (f) => f.payload.equals(payload), timeoutMs, 'PONG');
+    this.send(encodeFrame(MsgType.PING, 0, payload));
+    await reply;
+    return Number(process.hrtime.bigint() - start) / 1000;
+  }
+
+  exec(req: ExecRequest, callbacks: ExecCallbacks = {}): ExecHandle {
+    if (this.closedError) throw this.closedError;
+    if ((req.argv === undefined) === (req.code === undefined)) throw new Error('exec needs exactly one of argv and code');
+    const channel = this.allocChannel();
+    const deadline = req.timeoutMs ? req.timeoutMs + EXIT_GRACE_MS : undefined;
+    const handle = new ExecHandle(this, channel, callbacks, deadline);
+    this.execs.set(channel, handle);
+    const payloadStdin = req.stdin && req.stdin.length > MAX_PAYLOAD / 2 ? undefined : req.stdin;
+    this.send(encodeMessage('EXEC', channel, {
+      argv: req.argv,
+      code: req.code,
+      env: req.env ? Object.entries(req.env).map(([k, v]) => `${k}=${v}`) : undefined,
+      cwd: req.cwd,
+      stdin: payloadStdin,
+      stdin_open: req.stdinOpen || (req.stdin !== undefined && payloadStdin === undefined) ? 1 : undefined,
+      timeout_ms: req.timeoutMs ? BigInt(req.timeoutMs) : undefined,
+      output_cap: req.outputCap ? BigInt(req.outputCap) : undefined,
+    }));
+    if (req.stdin !== undefined && payloadStdin === undefined) {
+      // Too big for one frame: stream it under flow control, then close.
+      void handle.writeStdin(req.stdin).then(() => { if (!req.stdinOpen) handle.closeStdin(); });
+    }
+    return handle;
+  }
+
+  /** Runs to completion and buffers the output (the guest enforces outputCap). */
+  async run(req: ExecRequest): Promise<ExecResult> {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const h = this.exec(req, { onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) });
+    const info = await h.exited;
+    return { ...info, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+  }
+
+  /** Asks the guest to power off; the VMM process then exits. */
+  shutdown(): void {
+    if (!this.closedError) this.send(encodeMessage('SHUTDOWN', 0));
+  }
+
+  close(): void {
+    this.stream.destroy();
+  }
+
+  /** @internal */
+  send(frame: Buffer): void {
+    if (!this.closedError && !this.stream.destroyed) this.stream.write(frame);
+  }
+
+  /** @internal */
+  release(channel: number): void {
+    this.execs.delete(channel);
+  }
+
+  private allocChannel(): number {
+    for (;;) {
+      const c = this.nextChannel;
+      this.nextChannel = this.nextChannel >= 0x7fffffff ? 1 : this.nextChannel + 1;
+      if (!this.execs.has(c)) return c;
+    }
+  }
+
+  private dispatch(f: Frame): void {
+    try {
+      if (f.channel !== 0 && this.execs.has(f.channel)) {
+        const h = this.execs.get(f.channel)!;
+        if (f.type === MsgType.ERROR) {
+          const e = fieldsToObject(f.type, decodeTlv(f.type, f.payload));
+          h.fail(new EmberdError('AGENT_PROTOCOL', `the guest refused exec channel ${f.channel}: ${String(e.code)}: ${String(e.message)}`));
+        } else {
+          h.handle(f);
+        }
+        return;
+      }
+      if (f.type === MsgType.ERROR) {
+        const e = fieldsToObject(f.type, decodeTlv(f.type, f.payload));
+        this.opts.onProtocolError?.(String(e.code), String(e.message));
+        return;
+      }
+      for (const w of this.waiters) {
+        if (w.type === f.type && w.match(f)) { this.waiters.delete(w); w.resolve(f); return; }
+      }
+    } catch (e) {
+      this.opts.onProtocolError?.('BAD_PAYLOAD', (e as Error).message);
+    }
+  }
+
+  private waitFor(type: number, match: (f: Frame) => boolean, timeoutMs: number, what: string): Promise<Frame> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise<Frame>((resolve, reject) => {
+      const w = {
+        type,
+        match,
+        resolve: (f: Frame) => { clearTimeout(timer); resolve(f); },
+        reject: (e: Error) => { clearTimeout(timer); reject(e); },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new EmberdError('AGENT_TIMEOUT', `no ${what} from the guest within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// emberctl: a command line for the emberd API, built on the SDK. Human output by default,
+// --json for scripts.
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { EmberdApiError, EmberdClient } from '../sdk/client.ts';
+import { VERSION } from '../version.ts';
+import { runSelfTest } from './self-test.ts';
+
+const program = new Command('emberctl')
+  .description('control an emberd daemon: create sandboxes, run code in them, delete them')
+  .version(VERSION)
+  .addOption(new Option('--addr <host:port>', 'daemon address').env('EMBERD_ADDR').default('127.0.0.1:7777'))
+  .option('--json', 'print JSON instead of text', false);
+
+const client = () => new EmberdClient(program.opts<{ addr: string }>().addr);
+const json = () => program.opts<{ json: boolean }>().json;
+const print = (value: unknown, human: () => string) => console.log(json() ? JSON.stringify(value, null, 2) : human());
+
+program.command('create')
+  .description('boot a new sandbox and print its id once it is ready')
+  .option('--pack <name>', 'language pack (python, shell)')
+  .action(async (o: { pack?: string }) => {
+    const sb = await client().createSandbox(o.pack ? { language_pack: o.pack } : {});
+    print(sb, () => sb.id);
+  });
+
+program.command('exec')
+  .description('run code in a sandbox; "-" reads the code from stdin; exits with the code\'s status')
+  .argument('<id>', 'sandbox id')
+  .argument('<code>', 'code for the sandbox\'s interpreter, or - for stdin')
+  .option('--timeout <ms>', 'timeout in milliseconds', (v) => Number(v))
+  .action(async (id: string, code: string, o: { timeout?: number }) => {
+    const src = code === '-' ? readFileSync(0, 'utf8') : code;
+    const r = await client().exec(id, { code: src, timeout_ms: o.timeout });
+    if (json()) console.log(JSON.stringify(r, null, 2));
+    else {
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      if (r.timed_out) process.stderr.write(`emberctl: timed out after ${r.duration_ms} ms\n`);
+      if (r.truncated) process.stderr.write('emberctl: output was truncated\n');
+    }
+    process.exitCode = r.exit_code;
+  });
+
+program.command('inspect')
+  .description('show a sandbox\'s state, backend, VMM pid and boot log tail')
+  .argument('<id>', 'sandbox id')
+  .action(async (id: string) => {
+    const d = await client().getSandbox(id);
+    print(d, () => [
+      `id:            ${d.id}`,
+      `state:         ${d.state}`,
+      `language pack: ${d.language_pack}`,
+      `backend:       ${d.backend}`,
+      `created:       ${d.created_at}`,
+      `boot:          ${d.boot_ms ?? '-'} ms`,
+      `vmm pid:       ${d.vmm_pid ?? '-'}`,
+      `agent:         ${d.agent_version ?? '-'}`,
+      ...(d.error ? [`error:         ${d.error.code}: ${d.error.message}`] : []),
+      `boot log tail:`,
+      d.boot_log_tail.trimEnd().split('\n').slice(-15).map((l) => `  ${l}`).join('\n'),
+    ].join('\n'));
+  });
+
+program.command('ls')
+  .description('list sandboxes')
+  .action(async () => {
+    const list = await client().listSandboxes();
+    print(list, () => list.length === 0 ? 'no sandboxes' : [
+      'ID                        STATE      PACK     CREATED',
+      ...list.map((s) => `${s.id.padEnd(26)}${s.state.padEnd(11)}${s.language_pack.padEnd(9)}${s.created_at}`),
+    ].join('\n'));
+  });
+
+program.command('rm')
+  .description('destroy a sandbox')
+  .argument('<id...>', 'sandbox ids')
+  .action(async (ids: string[]) => {
+    for (const id of ids) await client().deleteSandbox(id);
+    print({ deleted: ids }, () => ids.map((i) => `deleted ${i}`).join('\n'));
+  });
+
+program.command('test')
+  .description('check a daemon end to end: create -> inspect -> exec -> delete, with assertions')
+  .option('--pack <name>', 'language pack', 'python')
+  .action(async (o: { pack: string }) => {
+    const ok = await runSelfTest(client(), o.pack, json());
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof EmberdApiError) {
+    if (json()) console.error(JSON.stringify({ error: { code: e.code, message: e.message } }));
+    else console.error(`emberctl: ${e.code}: ${e.message}`);
+  } else {
+    console.error(`emberctl: ${(e as Error).message}`);
+  }
+  process.exitCode = 1;
+});

@@ -1,0 +1,108 @@
+// Daemon configuration: flags override environment variables override defaults.
+import { parseArgs } from 'node:util';
+import type { BackendName } from '../vmm/backend.ts';
+import { defaultRunBase } from '../sandbox/run-dir.ts';
+
+export interface DaemonConfig {
+  host: string;
+  port: number;
+  imagesDir: string | undefined;
+  runDir: string;
+  backend: BackendName | 'auto';
+  qemu: string | undefined;
+  vcpus: number;
+  memoryMib: number;
+  bootTimeoutMs: number;
+  maxSandboxes: number;
+  maxBody: number;
+  execDefaultTimeoutMs: number;
+  execMaxTimeoutMs: number;
+  execOutputCap: number;
+  defaultPack: string;
+}
+
+export const USAGE = `usage: emberd [options]            run the daemon
+       emberd images build [--dir DIR] [--only LIST] [--force]
+       emberd images path | verify
+
+options (environment variable in brackets):
+  --addr HOST:PORT         listen address [EMBERD_ADDR] (default 127.0.0.1:7777)
+  --images-dir DIR         built images [EMBERD_IMAGES_DIR] (default $XDG_CACHE_HOME/emberd/images)
+  --run-dir DIR            per-sandbox sockets [EMBERD_RUN_DIR] (default /run/emberd as root)
+  --backend NAME           auto | qemu | firecracker [EMBERD_BACKEND] (default auto)
+  --qemu PATH              qemu-system-x86_64 binary [EMBERD_QEMU]
+  --vcpus N                vCPUs per sandbox [EMBERD_VCPUS] (default 1)
+  --memory MIB             memory per sandbox in MiB [EMBERD_MEMORY_MIB] (default 256)
+  --boot-timeout MS        deadline for a guest to answer [EMBERD_BOOT_TIMEOUT_MS] (default 60000)
+  --max-sandboxes N        live sandboxes at once [EMBERD_MAX_SANDBOXES] (default 32)
+  --max-body BYTES         largest request body [EMBERD_MAX_BODY] (default 2097152)
+  --exec-timeout MS        default exec timeout [EMBERD_EXEC_TIMEOUT_MS] (default 60000)
+  --exec-max-timeout MS    largest timeout_ms accepted [EMBERD_EXEC_MAX_TIMEOUT_MS] (default 3600000)
+  --exec-output-cap BYTES  stdout+stderr kept per exec [EMBERD_EXEC_OUTPUT_CAP] (default 8388608)
+  --default-pack NAME      pack used when a create names none [EMBERD_DEFAULT_PACK] (default python)
+  -h, --help               this text`;
+
+export class ConfigError extends Error {}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonConfig | 'help' {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      addr: { type: 'string' },
+      'images-dir': { type: 'string' },
+      'run-dir': { type: 'string' },
+      backend: { type: 'string' },
+      qemu: { type: 'string' },
+      vcpus: { type: 'string' },
+      memory: { type: 'string' },
+      'boot-timeout': { type: 'string' },
+      'max-sandboxes': { type: 'string' },
+      'max-body': { type: 'string' },
+      'exec-timeout': { type: 'string' },
+      'exec-max-timeout': { type: 'string' },
+      'exec-output-cap': { type: 'string' },
+      'default-pack': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  if (positionals.length) throw new ConfigError(`unexpected argument "${positionals[0]}"`);
+  const pick = (flag: keyof typeof values, envName: string, def: string): string => (values[flag] as string | undefined) ?? env[envName] ?? def;
+  const int = (flag: keyof typeof values, envName: string, def: number, min: number, max: number): number => {
+    const raw = pick(flag, envName, String(def));
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(`--${String(flag)} (${envName}) must be an integer from ${min} to ${max}, got "${raw}"`);
+    return n;
+  };
+  const { host, port } = parseAddr(pick('addr', 'EMBERD_ADDR', '127.0.0.1:7777'));
+  const backend = pick('backend', 'EMBERD_BACKEND', 'auto');
+  if (!['auto', 'qemu', 'firecracker'].includes(backend)) throw new ConfigError(`--backend must be auto, qemu or firecracker, got "${backend}"`);
+  const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
+  const cfg: DaemonConfig = {
+    host,
+    port,
+    imagesDir: pick('images-dir', 'EMBERD_IMAGES_DIR', '') || undefined,
+    runDir: pick('run-dir', 'EMBERD_RUN_DIR', defaultRunBase()),
+    backend: backend as DaemonConfig['backend'],
+    qemu: pick('qemu', 'EMBERD_QEMU', '') || undefined,
+    vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, 32),
+    memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, 65536),
+    bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
+    maxSandboxes: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
+    maxBody: int('max-body', 'EMBERD_MAX_BODY', 2 * 1024 * 1024, 1024, 1 << 30),
+    execDefaultTimeoutMs: int('exec-timeout', 'EMBERD_EXEC_TIMEOUT_MS', 60_000, 1, execMax),
+    execMaxTimeoutMs: execMax,
+    execOutputCap: int('exec-output-cap', 'EMBERD_EXEC_OUTPUT_CAP', 8 * 1024 * 1024, 1, 1 << 30),
+    defaultPack: pick('default-pack', 'EMBERD_DEFAULT_PACK', 'python'),
+  };
+  return cfg;
+}
+
+export function parseAddr(addr: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(addr);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`--addr must be HOST:PORT such as 127.0.0.1:7777, got "${addr}"`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}

@@ -1,0 +1,56 @@
+// The HTTP server: parsing, error mapping and routing only. Handlers call the sandbox manager
+// and never touch a VM directly.
+import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
+import { EmberdError } from '../../errors.ts';
+import type { SandboxManager } from '../../sandbox/manager.ts';
+import { registerSandboxRoutes } from './sandbox-routes.ts';
+import type { DaemonInfo } from './info.ts';
+
+export interface HttpOptions {
+  bodyLimit: number;
+  info: () => DaemonInfo;
+}
+
+export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: opts.bodyLimit, forceCloseConnections: true, return503OnClosing: true });
+
+  // Bodies are JSON whatever Content-Type says (curl -d sends form-urlencoded); empty means none.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => {
+    const text = (body as string).trim();
+    if (text === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (e) {
+      done(new EmberdError('INVALID_JSON', `the request body is not valid JSON (${(e as Error).message}); send a JSON object such as {"code": "print(6*7)"}`), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError | EmberdError, _req, reply) => {
+    const e = toEmberdError(err);
+    void reply.status(e.status).send(e.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const e = new EmberdError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; the API has GET /, POST /sandboxes, GET /sandboxes, GET /sandboxes/{id}, POST /sandboxes/{id}/exec and DELETE /sandboxes/{id}`);
+    void reply.status(e.status).send(e.toJSON());
+  });
+
+  app.get('/', async () => opts.info());
+  registerSandboxRoutes(app, manager);
+  return app;
+}
+
+function toEmberdError(err: FastifyError | EmberdError): EmberdError {
+  if (err instanceof EmberdError) return err;
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new EmberdError('BODY_TOO_LARGE', `the request body is larger than this daemon accepts; send less, or start emberd with a higher --max-body`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new EmberdError('UNSUPPORTED_MEDIA_TYPE', 'send the body as JSON');
+    default:
+      if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+        return new EmberdError('INVALID_REQUEST', err.message);
+      }
+      return new EmberdError('INTERNAL', `internal error: ${err.message}; this is a bug in emberd, please report it`);
+  }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+// emberd: the daemon. main() is the design: configuration -> images -> VMM backend -> sandbox
+// manager -> HTTP API, and on SIGINT/SIGTERM the reverse, leaving no VM behind.
+import { writeFileSync, rmSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, parseConfig, USAGE, type DaemonConfig } from './config.ts';
+import { buildHttpServer } from './http/server.ts';
+import { SandboxManager } from '../sandbox/manager.ts';
+import { prepareRunBase } from '../sandbox/run-dir.ts';
+import { selectBackend } from '../vmm/select.ts';
+import { loadImageSet } from '../images/manifest.ts';
+import { runImagesCommand } from '../images/cli.ts';
+import { VERSION } from '../version.ts';
+
+async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'images') return runImagesCommand(argv.slice(1));
+
+  const cfg = parseConfig(argv);
+  if (cfg === 'help') { console.log(USAGE); return 0; }
+
+  const images = loadImageSet(cfg.imagesDir);
+  const backend = selectBackend({ backend: cfg.backend, qemu: cfg.qemu });
+  log(`backend ${backend.info.name} ${backend.info.version} (${backend.info.accel}): ${backend.info.reason}`);
+  for (const w of backend.info.warnings) log(`warning: ${w}`);
+
+  claimRunDir(cfg.runDir);
+  const manager = new SandboxManager({
+    backend,
+    kernel: images.kernel,
+    initramfs: images.initramfs,
+    packs: images.packs,
+    defaultPack: cfg.defaultPack,
+    machine: { vcpus: cfg.vcpus, memoryMib: cfg.memoryMib },
+    runBase: cfg.runDir,
+    bootTimeoutMs: cfg.bootTimeoutMs,
+    maxSandboxes: cfg.maxSandboxes,
+    exec: { defaultTimeoutMs: cfg.execDefaultTimeoutMs, maxTimeoutMs: cfg.execMaxTimeoutMs, outputCap: cfg.execOutputCap },
+    log,
+  });
+  if (!images.packs.has(cfg.defaultPack)) throw new ConfigError(`default pack "${cfg.defaultPack}" is not built; built packs: ${[...images.packs.keys()].join(', ')}`);
+
+  const http = buildHttpServer(manager, {
+    bodyLimit: cfg.maxBody,
+    info: () => ({
+      name: 'emberd',
+      version: VERSION,
+      api_version: 1,
+      backend: backend.info,
+      language_packs: [...images.packs.keys()],
+      default_language_pack: cfg.defaultPack,
+      sandboxes: { live: manager.list().length, limit: cfg.maxSandboxes },
+      machine: { vcpus: cfg.vcpus, memory_mib: cfg.memoryMib },
+    }),
+  });
+  await http.listen({ host: cfg.host, port: cfg.port });
+  log(`listening on http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${cfg.port}`);
+
+  await stopSignal();
+  log('shutting down: destroying every sandbox');
+  await Promise.all([http.close(), manager.shutdown()]);
+  releaseRunDir(cfg.runDir);
+  log('stopped');
+  return 0;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`emberd: ${msg}\n`);
+}
+
+function stopSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals) => resolve(s);
+    process.once('SIGINT', on);
+    process.once('SIGTERM', on);
+  });
+}
+
+/** One daemon per run dir: a live pid file means another emberd owns it. */
+function claimRunDir(dir: DaemonConfig['runDir']): void {
+  const pidFile = join(dir, 'emberd.pid');
+  try {
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    if (pid && pid !== process.pid && isAlive(pid)) {
+      throw new ConfigError(`another emberd (pid ${pid}) is using run dir ${dir}; stop it or pass a different --run-dir`);
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+  }
+  const removed = prepareRunBase(dir);
+  if (removed) log(`removed ${removed} stale sandbox directories from ${dir}`);
+  writeFileSync(pidFile, String(process.pid));
+}
+
+function releaseRunDir(dir: string): void {
+  rmSync(join(dir, 'emberd.pid'), { force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    const err = e as Error & { code?: string };
+    process.stderr.write(`emberd: ${err instanceof ConfigError || err.code ? '' : 'fatal: '}${err.message}\n`);
+    if (err instanceof ConfigError) process.stderr.write(`run \`emberd --help\` for the options\n`);
+    process.exit(err instanceof ConfigError ? 2 : 1);
+  },
+);

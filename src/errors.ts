@@ -1,0 +1,49 @@
+// Every error emberd reports carries a stable code. Users (and the SDK, CLI and MCP server) match
+// on `code`, never on the message; messages say what to do about it.
+
+export const ERROR_STATUS = {
+  // request problems (4xx)
+  INVALID_JSON: 400,
+  INVALID_REQUEST: 400,
+  INVALID_SANDBOX_ID: 400,
+  UNKNOWN_LANGUAGE_PACK: 400,
+  ROUTE_NOT_FOUND: 404,
+  SANDBOX_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  SANDBOX_NOT_READY: 409,
+  SANDBOX_FAILED: 409,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  TOO_MANY_SANDBOXES: 429,
+  // emberd or VM problems (5xx)
+  INTERNAL: 500,
+  BOOT_FAILED: 500,
+  VMM_EXITED: 502,
+  AGENT_DISCONNECTED: 502,
+  AGENT_PROTOCOL: 502,
+  AGENT_VERSION_MISMATCH: 502,
+  SHUTTING_DOWN: 503,
+  BOOT_TIMEOUT: 504,
+  AGENT_TIMEOUT: 504,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class EmberdError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EmberdError';
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+export function isEmberdError(e: unknown, code?: ErrorCode): e is EmberdError {
+  return e instanceof EmberdError && (code === undefined || e.code === code);
+}

@@ -1,0 +1,74 @@
+// One sandbox: its state machine and what it holds. The manager drives transitions.
+import type { AgentClient } from '../agent/client.ts';
+import type { BackendName, VmHandle } from '../vmm/backend.ts';
+
+/**
+ * creating -> ready -> destroying -> gone
+ *     \          \
+ *      `-> failed `-> failed   (boot error, or the VMM died; resources already freed)
+ */
+export type SandboxState = 'creating' | 'ready' | 'destroying' | 'gone' | 'failed';
+
+export interface SandboxView {
+  id: string;
+  state: SandboxState;
+  language_pack: string;
+  backend: BackendName;
+  created_at: string;
+  ready_at: string | null;
+  boot_ms: number | null;
+  vmm_pid: number | null;
+  agent_version: string | null;
+  error: { code: string; message: string } | null;
+}
+
+export class Sandbox {
+  readonly id: string;
+  readonly pack: string;
+  readonly backend: BackendName;
+  readonly runDir: string;
+  readonly createdAt = new Date();
+  state: SandboxState = 'creating';
+  readyAt: Date | undefined;
+  vm: VmHandle | undefined;
+  agent: AgentClient | undefined;
+  agentVersion: string | undefined;
+  failure: { code: string; message: string } | undefined;
+  /** Console tail kept after the VM is gone, so a failed sandbox can still be explained. */
+  lastConsole = '';
+  /** Settles when creation has finished one way or the other. */
+  created: Promise<void> = Promise.resolve();
+  /** Set by destroy() while creating: the boot stops at its next step. */
+  cancelled = false;
+  /** The VM teardown, once started (by destroy, a failed boot, or the VM dying). */
+  released: Promise<void> | undefined;
+  /** The whole destroy, once started: concurrent DELETEs share it. */
+  destroying: Promise<void> | undefined;
+
+  constructor(id: string, pack: string, backend: BackendName, runDir: string) {
+    this.id = id;
+    this.pack = pack;
+    this.backend = backend;
+    this.runDir = runDir;
+  }
+
+  consoleTail(maxBytes = 4096): string {
+    const text = this.vm ? this.vm.consoleTail(maxBytes) : this.lastConsole;
+    return text.length > maxBytes ? text.slice(text.length - maxBytes) : text;
+  }
+
+  view(): SandboxView {
+    return {
+      id: this.id,
+      state: this.state,
+      language_pack: this.pack,
+      backend: this.backend,
+      created_at: this.createdAt.toISOString(),
+      ready_at: this.readyAt?.toISOString() ?? null,
+      boot_ms: this.readyAt ? this.readyAt.getTime() - this.createdAt.getTime() : null,
+      vmm_pid: this.vm && (this.state === 'ready' || this.state === 'creating') ? this.vm.pid : null,
+      agent_version: this.agentVersion ?? null,
+      error: this.failure ?? null,
+    };
+  }
+}

@@ -1,0 +1,75 @@
+// The one interface every VMM backend implements. The sandbox manager only talks to this; the
+// conformance suite (src/vmm/conformance.ts) runs the same cases against every implementation.
+import type { Duplex } from 'node:stream';
+
+export type BackendName = 'qemu' | 'firecracker';
+
+export interface MachineConfig {
+  vcpus: number;
+  memoryMib: number;
+}
+
+export interface BootSpec {
+  /** Sandbox id; used for names and the guest hostname. */
+  id: string;
+  /** Private directory for this VM's sockets; the backend removes what it creates there. */
+  runDir: string;
+  /** Uncompressed ELF vmlinux (PVH-capable on x86_64). */
+  kernel: string;
+  initramfs: string;
+  /** Read-only squashfs language pack, attached as the first virtio-blk disk. */
+  packImage: string;
+  machine: MachineConfig;
+  /** Extra kernel command-line words (the backend adds its own console/timer settings). */
+  kernelArgs: string[];
+  /** Epoch ms by which the control stream must be connected. */
+  deadline: number;
+}
+
+export interface VmExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Human explanation, e.g. what a Firecracker exit code means. */
+  reason: string;
+}
+
+export interface VmResources {
+  pid: number;
+  /** Files and sockets the VM holds on the host; all gone after stop(). */
+  paths: string[];
+}
+
+export interface VmHandle {
+  readonly pid: number;
+  /** Byte stream to the guest agent's control channel, already connected. */
+  readonly control: Duplex;
+  /** Settles when the VMM process has exited and its files are removed. Never rejects. */
+  readonly exited: Promise<VmExit>;
+  /** Last bytes the guest wrote to its serial console. */
+  consoleTail(maxBytes?: number): string;
+  resources(): VmResources;
+  /**
+   * Ends the VM: waits up to graceMs for it to exit by itself (after a guest SHUTDOWN), then asks
+   * the VMM to quit, then SIGKILLs it. Removes every file the backend created. Idempotent.
+   */
+  stop(graceMs: number): Promise<VmExit>;
+}
+
+export interface BackendInfo {
+  name: BackendName;
+  binary: string;
+  version: string;
+  /** e.g. "kvm" or "tcg" for QEMU. */
+  accel: string;
+  /** Why this backend/acceleration was chosen; shown by the daemon at start and in GET /. */
+  reason: string;
+  /** Notes a user should know, e.g. the software-emulation warning. */
+  warnings: string[];
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  readonly info: BackendInfo;
+  /** Boots a VM and returns once its control stream is connected (the guest may still be starting). */
+  boot(spec: BootSpec): Promise<VmHandle>;
+}

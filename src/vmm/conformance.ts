@@ -1,0 +1,97 @@
+// The backend conformance suite: every VMM backend runs these same cases (hono's pattern of one
+// shared suite over sibling implementations). A backend that cannot run a case must list it in
+// `skip` with the reason, and the reason is printed.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Backend, BootSpec, VmHandle } from './backend.ts';
+import { AgentClient } from '../agent/client.ts';
+import { isEmberdError } from '../errors.ts';
+
+export interface ConformanceImages {
+  kernel: string;
+  initramfs: string;
+  pack: string;
+}
+
+export type ConformanceCase = 'boot-and-exec' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel';
+
+export function runBackendConformance(label: string, makeBackend: () => Backend, images: ConformanceImages, skip: Partial<Record<ConformanceCase, string>> = {}): void {
+  const base = mkdtempSync(join(tmpdir(), 'emb-conf-'));
+  after(() => rmSync(base, { recursive: true, force: true }));
+  let n = 0;
+  const spec = (over: Partial<BootSpec> = {}): BootSpec => ({
+    id: `conf${n++}`,
+    runDir: join(base, String(n)),
+    kernel: images.kernel,
+    initramfs: images.initramfs,
+    packImage: images.pack,
+    machine: { vcpus: 1, memoryMib: 256 },
+    kernelArgs: [],
+    deadline: Date.now() + 90_000,
+    ...over,
+  });
+  const caseTest = (name: ConformanceCase, fn: () => Promise<void>) => {
+    const reason = skip[name];
+    if (reason) test(`${label}: ${name}`, { skip: reason }, () => {});
+    else test(`${label}: ${name}`, { timeout: 180_000 }, fn);
+  };
+  const ready = async (vm: VmHandle) => {
+    const agent = new AgentClient(vm.control);
+    for (let i = 0; ; i++) {
+      try { await agent.hello(3000); return agent; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT') || i > 30) throw e; }
+    }
+  };
+  const gone = (vm: VmHandle) => {
+    assert.throws(() => process.kill(vm.pid, 0), /ESRCH/, `VMM pid ${vm.pid} still exists`);
+    for (const p of vm.resources().paths) assert.equal(existsSync(p), false, `${p} was left behind`);
+  };
+
+  caseTest('boot-and-exec', async () => {
+    const backend = makeBackend();
+    const vm = await backend.boot(spec());
+    try {
+      assert.ok(vm.pid > 0);
+      const agent = await ready(vm);
+      const r = await agent.run({ argv: ['sh', '-c', 'echo $((6*7)); echo e >&2; exit 3'], timeoutMs: 30_000 });
+      assert.equal(r.stdout.toString(), '42\n');
+      assert.equal(r.stderr.toString(), 'e\n');
+      assert.equal(r.exitCode, 3);
+      for (const p of vm.resources().paths) assert.ok(existsSync(p), `${p} should exist while the VM runs`);
+      assert.match(vm.consoleTail(), /./s, 'the console tail is captured');
+      agent.shutdown();
+      const exit = await vm.stop(10_000);
+      assert.equal(exit.signal, null, `a guest SHUTDOWN should end the VMM by itself, got ${exit.reason}`);
+    } finally {
+      await vm.stop(0);
+    }
+    gone(vm);
+  });
+
+  caseTest('forced-stop', async () => {
+    const vm = await makeBackend().boot(spec());
+    await ready(vm);
+    await vm.stop(0);
+    gone(vm);
+    await vm.stop(0); // idempotent
+  });
+
+  caseTest('killed-from-outside', async () => {
+    const vm = await makeBackend().boot(spec());
+    const agent = await ready(vm);
+    process.kill(vm.pid, 'SIGKILL');
+    const exit = await vm.exited;
+    assert.equal(exit.signal, 'SIGKILL');
+    await agent.closed;
+    await assert.rejects(agent.ping(1000), (e) => isEmberdError(e, 'AGENT_DISCONNECTED'));
+    gone(vm);
+  });
+
+  caseTest('bad-kernel', async () => {
+    const s = spec({ kernel: join(base, 'no-such-vmlinux'), deadline: Date.now() + 20_000 });
+    await assert.rejects(makeBackend().boot(s), (e) => isEmberdError(e, 'BOOT_FAILED') || isEmberdError(e, 'BOOT_TIMEOUT'));
+    assert.deepEqual(existsSync(s.runDir) ? readdirSync(s.runDir) : [], [], 'no socket left in the run dir');
+  });
+}

@@ -1,0 +1,56 @@
+// Builds QEMU's argv for one microVM. Pure, so tests can pin it without starting QEMU.
+import type { BootSpec } from '../backend.ts';
+
+export interface QemuPaths {
+  controlSocket: string;
+  qmpSocket: string;
+}
+
+export interface QemuOptions {
+  accel: 'kvm' | 'tcg';
+  /** Host TSC kHz; passed to TCG guests as tsc_early_khz to avoid a boot hang. */
+  tscKhz?: number;
+}
+
+/** Kernel words every emberd guest gets; the backend adds the timer ones under TCG. */
+export const BASE_KERNEL_ARGS = [
+  'console=ttyS0', 'reboot=t', 'panic=-1', 'quiet', 'cryptomgr.notests', 'pci=off', 'i8042.noaux', '8250.nr_uarts=1',
+];
+
+export function kernelCommandLine(spec: BootSpec, opts: QemuOptions): string {
+  const words = [...BASE_KERNEL_ARGS];
+  if (opts.accel === 'tcg') {
+    words.push('tsc=reliable', 'no_timer_check');
+    if (opts.tscKhz) words.push(`tsc_early_khz=${opts.tscKhz}`);
+  }
+  return [...words, ...spec.kernelArgs].join(' ');
+}
+
+export function qemuArgs(spec: BootSpec, paths: QemuPaths, opts: QemuOptions): string[] {
+  return [
+    '-name', `emberd-${spec.id}`,
+    '-M', 'microvm',
+    '-accel', opts.accel,
+    '-cpu', opts.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(spec.machine.vcpus),
+    '-m', `${spec.machine.memoryMib}M`,
+    '-nodefaults', '-no-user-config', '-display', 'none',
+    // -nodefaults drops the serial backend: the console goes to stdout, which the daemon keeps a bounded tail of.
+    '-serial', 'stdio',
+    // reboot(2) in the guest (SHUTDOWN, panic=-1) ends the QEMU process instead of restarting the VM.
+    '-no-reboot',
+    // Seccomp: no privilege changes, no obsolete syscalls, no resource-control calls.
+    '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny',
+    '-kernel', spec.kernel,
+    '-initrd', spec.initramfs,
+    '-append', kernelCommandLine(spec, opts),
+    '-drive', `id=pack,file=${spec.packImage},format=raw,if=none,readonly=on`,
+    '-device', 'virtio-blk-device,drive=pack',
+    '-device', 'virtio-serial-device,max_ports=2',
+    '-chardev', `socket,id=control,path=${paths.controlSocket},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=control,name=emberd.control',
+    '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
+    // No network device: a sandbox has no network unless a later feature adds one explicitly.
+    '-nic', 'none',
+  ];
+}
