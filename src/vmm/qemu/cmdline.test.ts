@@ -1,0 +1,39 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { qemuArgs, kernelCommandLine } from './cmdline.ts';
+import type { BootSpec } from '../backend.ts';
+
+const spec: BootSpec = {
+  id: 'sb_x', runDir: '/r', kernel: '/k/vmlinux', initramfs: '/k/init.cpio', packImage: '/p/python.sqfs',
+  machine: { vcpus: 2, memoryMib: 512 }, kernelArgs: ['emberd.hostname=sb-x'], deadline: 0,
+};
+const paths = { controlSocket: '/r/control.sock', qmpSocket: '/r/qmp.sock' };
+
+const flag = (args: string[], name: string) => args.filter((_, i) => args[i - 1] === name);
+
+test('TCG guests get the timer settings that keep them from hanging', () => {
+  const line = kernelCommandLine(spec, { accel: 'tcg', tscKhz: 2_100_000 });
+  assert.match(line, /tsc_early_khz=2100000/);
+  assert.match(line, /tsc=reliable/);
+  assert.match(line, /emberd\.hostname=sb-x$/);
+  assert.doesNotMatch(kernelCommandLine(spec, { accel: 'kvm' }), /tsc/);
+});
+
+test('the pack is a read-only virtio-blk disk and there is no network device', () => {
+  const args = qemuArgs(spec, paths, { accel: 'tcg' });
+  assert.deepEqual(flag(args, '-drive'), ['id=pack,file=/p/python.sqfs,format=raw,if=none,readonly=on']);
+  assert.ok(flag(args, '-device').includes('virtio-blk-device,drive=pack'));
+  assert.deepEqual(flag(args, '-nic'), ['none']);
+  assert.ok(args.includes('-no-reboot'), 'a guest reboot must end QEMU');
+  assert.deepEqual(flag(args, '-M'), ['microvm']);
+  assert.deepEqual(flag(args, '-smp'), ['2']);
+  assert.deepEqual(flag(args, '-m'), ['512M']);
+});
+
+test('the control channel is the emberd.control virtio-serial port on the given socket', () => {
+  const args = qemuArgs(spec, paths, { accel: 'kvm' });
+  assert.ok(flag(args, '-chardev').includes('socket,id=control,path=/r/control.sock,server=on,wait=off'));
+  assert.ok(flag(args, '-device').includes('virtserialport,chardev=control,name=emberd.control'));
+  assert.deepEqual(flag(args, '-accel'), ['kvm']);
+  assert.deepEqual(flag(args, '-cpu'), ['host']);
+});

@@ -1,0 +1,163 @@
+// emberd-init in a real microVM (QEMU; TCG where there is no KVM), driven over its control
+// channel with the host-side protocol client. One VM serves every case: each case checks that
+// the agent is still healthy afterwards, which is part of what it tests.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentClient, type HelloAck } from '../src/agent/client.ts';
+import { isEmberdError } from '../src/errors.ts';
+import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
+import type { VmHandle } from '../src/vmm/backend.ts';
+import { testImages } from './helpers/images.ts';
+
+let vm: VmHandle;
+let agent: AgentClient;
+let ack: HelloAck;
+const protocolErrors: string[] = [];
+const runDir = mkdtempSync('/tmp/emb-agent-');
+
+before(async () => {
+  const images = testImages();
+  vm = await new QemuBackend().boot({
+    id: 'agent-test',
+    runDir: join(runDir, 'vm'),
+    kernel: images.kernel,
+    initramfs: images.initramfs,
+    packImage: images.packs.get('python')!.image,
+    machine: { vcpus: 1, memoryMib: 256 },
+    kernelArgs: [],
+    deadline: Date.now() + 90_000,
+  });
+  agent = new AgentClient(vm.control, { onProtocolError: (code) => protocolErrors.push(code) });
+  for (;;) {
+    try { ack = await agent.hello(3000); break; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e; }
+  }
+});
+
+after(async () => {
+  agent?.shutdown();
+  await vm?.stop(5000);
+  rmSync(runDir, { recursive: true, force: true });
+});
+
+async function healthy() {
+  const r = await agent.run({ argv: ['true'], timeoutMs: 30_000 });
+  assert.equal(r.exitCode, 0, 'the agent still runs commands');
+}
+
+test('handshake reports protocol 1, the agent version, capabilities and transport', () => {
+  assert.equal(ack.protoVersion, 1);
+  assert.match(ack.agentVersion, /^\d+\.\d+\.\d+/);
+  assert.ok(ack.capabilities.includes('exec'));
+  assert.equal(ack.transport, 'virtio-serial');
+});
+
+test('ping round trip', async () => {
+  const us = await agent.ping(5000);
+  assert.ok(us > 0);
+});
+
+test('print(6*7) through the pack interpreter gives 42 and exit 0', async () => {
+  const r = await agent.run({ code: 'print(6*7)', timeoutMs: 60_000 });
+  assert.equal(r.stdout.toString(), '42\n');
+  assert.equal(r.stderr.toString(), '');
+  assert.equal(r.exitCode, 0);
+  assert.equal(r.signal, 0);
+  assert.ok(r.durationUs > 0);
+});
+
+test('shell exit codes, stderr, env, cwd and stdin', async () => {
+  const r = await agent.run({
+    argv: ['sh', '-c', 'echo "$GREETING from $(pwd)"; cat; echo oops >&2; exit 42'],
+    env: { GREETING: 'héllo' },
+    cwd: '/tmp',
+    stdin: Buffer.from('piped\n'),
+    timeoutMs: 30_000,
+  });
+  assert.equal(r.stdout.toString(), 'héllo from /tmp\npiped\n');
+  assert.equal(r.stderr.toString(), 'oops\n');
+  assert.equal(r.exitCode, 42);
+});
+
+test('a missing program exits 127, a non-executable one 126, like a shell', async () => {
+  const a = await agent.run({ argv: ['/no/such/program'], timeoutMs: 30_000 });
+  assert.equal(a.exitCode, 127);
+  assert.match(a.stderr.toString(), /no\/such\/program/);
+  const b = await agent.run({ argv: ['/etc/passwd'], timeoutMs: 30_000 });
+  assert.equal(b.exitCode, 126);
+});
+
+test('a signal-killed process reports 128+n and the signal', async () => {
+  const r = await agent.run({ argv: ['sh', '-c', 'kill -TERM $$'], timeoutMs: 30_000 });
+  assert.equal(r.signal, 15);
+  assert.equal(r.exitCode, 143);
+});
+
+test('orphans are reaped: no zombies after a script that double-forks', async () => {
+  await agent.run({ argv: ['sh', '-c', 'for i in 1 2 3 4 5; do (sh -c "sleep 0.2" &) ; done; exit 0'], timeoutMs: 30_000 });
+  await new Promise((r) => setTimeout(r, 1500));
+  const r = await agent.run({
+    code: 'import os,glob\nz=[]\nfor p in glob.glob("/proc/[0-9]*/stat"):\n  try: s=open(p).read()\n  except OSError: continue\n  if s[s.rindex(")")+2]=="Z": z.append(s)\nprint(len(z))',
+    timeoutMs: 60_000,
+  });
+  assert.equal(r.stdout.toString(), '0\n', `zombies: ${r.stdout}${r.stderr}`);
+});
+
+test('a timeout kills a busy loop and all its children', async () => {
+  const t0 = Date.now();
+  const r = await agent.run({ argv: ['sh', '-c', 'sleep 1000 & sleep 1001 & while :; do :; done'], timeoutMs: 1000 });
+  assert.equal(r.timedOut, true);
+  assert.equal(r.signal, 9);
+  assert.equal(r.exitCode, 137);
+  assert.ok(Date.now() - t0 < 15_000);
+  const ps = await agent.run({ argv: ['sh', '-c', 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "'], timeoutMs: 30_000 });
+  assert.doesNotMatch(ps.stdout.toString(), /sleep 100[01]/, 'a child of the timed-out exec survived');
+});
+
+test('SIGNAL reaches the whole process group', async () => {
+  const h = agent.exec({ argv: ['sh', '-c', 'sleep 1002 & wait'], timeoutMs: 60_000 });
+  await new Promise((r) => setTimeout(r, 500));
+  h.signal(9);
+  const r = await h.exited;
+  assert.equal(r.signal, 9);
+  const ps = await agent.run({ argv: ['sh', '-c', 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "'], timeoutMs: 30_000 });
+  assert.doesNotMatch(ps.stdout.toString(), /sleep 1002/);
+});
+
+test('two concurrent execs never mix output', async () => {
+  const script = (tag: string) => `i=0; while [ $i -lt 3000 ]; do echo ${tag}$i; i=$((i+1)); done`;
+  const [a, b] = await Promise.all([
+    agent.run({ argv: ['sh', '-c', script('A')], timeoutMs: 120_000 }),
+    agent.run({ argv: ['sh', '-c', script('B')], timeoutMs: 120_000 }),
+  ]);
+  const la = a.stdout.toString().trimEnd().split('\n');
+  const lb = b.stdout.toString().trimEnd().split('\n');
+  assert.equal(la.length, 3000);
+  assert.equal(lb.length, 3000);
+  assert.ok(la.every((l, i) => l === `A${i}`));
+  assert.ok(lb.every((l, i) => l === `B${i}`));
+});
+
+test('stdin streamed under flow control arrives intact (2 MiB, more than one window)', async () => {
+  const data = Buffer.alloc(2 * 1024 * 1024, 'abcdefgh');
+  const r = await agent.run({ argv: ['sh', '-c', 'wc -c'], stdin: data, timeoutMs: 120_000 });
+  assert.equal(r.stdout.toString().trim(), String(data.length));
+});
+
+test('a garbage frame gets an error and the agent keeps serving', async () => {
+  protocolErrors.length = 0;
+  vm.control.write(Buffer.from('this is not a frame\n'));
+  assert.ok((await agent.ping(10_000)) > 0);
+  assert.deepEqual(protocolErrors, ['BAD_MAGIC']);
+  await healthy();
+});
+
+test('50 MB of output with a 1 MiB cap arrives truncated and the agent stays healthy', async () => {
+  const cap = 1024 * 1024;
+  const r = await agent.run({ argv: ['sh', '-c', 'head -c 50000000 /dev/zero; echo done >&2'], outputCap: cap, timeoutMs: 300_000 });
+  assert.equal(r.truncated, true);
+  assert.equal(r.stdout.length + r.stderr.length, cap);
+  assert.equal(r.exitCode, 0);
+  await healthy();
+});
