@@ -114,7 +114,9 @@ export class SandboxManager {
       const message = err.code === 'BOOT_TIMEOUT' || err.code === 'AGENT_TIMEOUT'
         ? `the guest did not answer within ${this.cfg.bootTimeoutMs} ms of boot (the host may be overloaded: raise --boot-timeout)${tail ? `; last console output: ${tail}` : ''}`
         : `${err.message}${tail && !err.message.includes(tail) ? `; last console output: ${tail}` : ''}`;
-      sb.failure ??= { code: err.code === 'AGENT_TIMEOUT' ? 'BOOT_TIMEOUT' : err.code, message };
+      sb.failure ??= sb.cancelled
+        ? { code: 'SANDBOX_NOT_FOUND', message: 'the sandbox was deleted while it was starting' }
+        : { code: err.code === 'AGENT_TIMEOUT' ? 'BOOT_TIMEOUT' : err.code, message };
       await this.release(sb, 0);
       sb.state = 'failed';
       if (sb.cancelled) this.sandboxes.delete(sb.id);
@@ -171,6 +173,7 @@ export class SandboxManager {
     sb.destroying ??= (async () => {
       if (sb.state === 'creating') {
         sb.cancelled = true;
+        sb.agent?.close(); // a pending handshake fails at once
         await sb.created;
       }
       if (sb.state === 'ready') sb.state = 'destroying';
