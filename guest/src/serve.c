@@ -1,0 +1,291 @@
+/* The serve loop: one poll() over the control channel, a signalfd and every exec's pipes.
+ * Everything is non-blocking; output to the host goes through one bounded queue, because a
+ * write to virtio-serial can block or complete partially at any time. */
+#include "serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "exec.h"
+#include "util.h"
+
+#define READ_CHUNK (256u * 1024)
+
+static struct control *ctl;
+static struct decoder dec;
+static struct buf outq;
+static int sigfd = -1;
+
+static void send_error(uint32_t channel, const char *code, const char *msg)
+{
+    size_t at = enc_begin(&outq, MSG_ERROR, channel);
+    enc_str(&outq, 1, code);
+    enc_str(&outq, 2, msg);
+    enc_end(&outq, at);
+}
+
+/* The host is gone (or replaced): nobody will read what its execs produce. */
+static void end_session(const char *why)
+{
+    say("host connection ended (%s); killing its execs", why);
+    execs_kill_all();
+    dec_reset(&dec);
+    buf_clear(&outq);
+}
+
+/* Last value of a field (fields were validated by tlv_check). */
+static bool field(const struct frame *f, uint8_t tag, struct tlv *out)
+{
+    bool found = false;
+    struct tlv t;
+    struct tlv_iter it;
+    tlv_iter_init(&it, f);
+    while (tlv_next(&it, &t))
+        if (t.tag == tag) {
+            *out = t;
+            found = true;
+        }
+    return found;
+}
+
+static void on_hello(const struct frame *f)
+{
+    uint64_t up = uptime_ms();
+    struct tlv t;
+    field(f, 1, &t);
+    if (t.num != PROTO_VERSION)
+        say("host speaks protocol %llu, this agent %d", (unsigned long long)t.num, PROTO_VERSION);
+    if (opt.pid1 && field(f, 2, &t)) {
+        struct timespec ts = { .tv_sec = (time_t)(t.num / 1000000000u), .tv_nsec = (long)(t.num % 1000000000u) };
+        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+            say("clock_settime: %s", strerror(errno));
+    }
+    if (opt.pid1 && field(f, 3, &t) && t.len > 0)
+        write_file("/dev/urandom", t.val, t.len);
+
+    size_t at = enc_begin(&outq, MSG_HELLO_ACK, 0);
+    enc_u32(&outq, 1, PROTO_VERSION);
+    enc_str(&outq, 2, AGENT_VERSION);
+    enc_str(&outq, 3, "exec");
+    enc_str(&outq, 3, "signal");
+    enc_str(&outq, 3, "window");
+    enc_str(&outq, 3, "stdin");
+    enc_str(&outq, 4, ctl->name);
+    enc_u64(&outq, 5, up);
+    enc_end(&outq, at);
+}
+
+static void __attribute__((noreturn)) shutdown_now(void)
+{
+    if (!opt.pid1) {
+        execs_kill_all();
+        exit(0);
+    }
+    say("shutdown");
+    kill(-1, SIGKILL);
+    sync();
+    reboot(RB_AUTOBOOT);
+    say("reboot: %s", strerror(errno));
+    for (;;)
+        pause();
+}
+
+static void on_frame(const struct frame *f)
+{
+    char why[160];
+    const char *name = msg_name(f->type);
+    bool from_host = f->type == MSG_HELLO || f->type == MSG_PING || f->type == MSG_EXEC ||
+                     f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW ||
+                     f->type == MSG_SHUTDOWN;
+    if (!from_host) {
+        if (name)
+            snprintf(why, sizeof why, "%s is not a host->guest message", name);
+        else
+            snprintf(why, sizeof why, "unknown message type 0x%02x", f->type);
+        send_error(f->channel, E_UNKNOWN_TYPE, why);
+        return;
+    }
+    bool conn_msg = f->type == MSG_HELLO || f->type == MSG_PING || f->type == MSG_SHUTDOWN;
+    if ((conn_msg && f->channel != 0) || (f->type == MSG_EXEC && f->channel == 0)) {
+        snprintf(why, sizeof why, "%s on channel %u", name, f->channel);
+        send_error(f->channel, E_BAD_CHANNEL, why);
+        return;
+    }
+    if (msg_is_tlv(f->type) && tlv_check(f->type, f->payload, f->len, why, sizeof why) < 0) {
+        send_error(f->channel, E_BAD_PAYLOAD, why);
+        return;
+    }
+
+    struct exec *e = NULL;
+    if (f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW) {
+        e = exec_find(f->channel);
+        if (!e) {
+            if (!exec_recently_ended(f->channel)) {
+                snprintf(why, sizeof why, "%s for channel %u, which has no exec", name, f->channel);
+                send_error(f->channel, E_NO_SUCH_CHANNEL, why);
+            }
+            return;
+        }
+    }
+
+    struct tlv t;
+    const char *err;
+    switch (f->type) {
+    case MSG_HELLO:
+        on_hello(f);
+        break;
+    case MSG_PING:
+        if (f->len > MAX_PING)
+            send_error(0, E_BAD_PAYLOAD, "PING carries at most 4096 bytes");
+        else
+            enc_raw(&outq, MSG_PONG, 0, f->payload, f->len);
+        break;
+    case MSG_SHUTDOWN:
+        shutdown_now();
+    case MSG_EXEC:
+        if ((err = exec_start(f, why, sizeof why)))
+            send_error(f->channel, err, why);
+        break;
+    case MSG_STDIN:
+        if (exec_stdin(e, f->payload, f->len, &outq))
+            send_error(f->channel, E_BAD_PAYLOAD, "STDIN beyond the granted window");
+        break;
+    case MSG_SIGNAL:
+        field(f, 1, &t);
+        if (t.num < 1 || t.num >= NSIG)
+            send_error(f->channel, E_BAD_PAYLOAD, "signo out of range");
+        else
+            exec_signal(e, (int)t.num);
+        break;
+    case MSG_WINDOW:
+        field(f, 1, &t);
+        exec_window(e, (uint32_t)t.num);
+        break;
+    }
+}
+
+/* Decodes and handles buffered frames while there is room to answer them. */
+static void process_input(void)
+{
+    struct frame f;
+    const char *code, *msg;
+    while (buf_pending(&outq) < OUTQ_MAX) {
+        int r = dec_next(&dec, &f, &code, &msg);
+        if (r == DEC_MORE)
+            break;
+        if (r == DEC_ERROR)
+            send_error(0, code, msg);
+        else
+            on_frame(&f);
+    }
+}
+
+static void read_input(bool hangup)
+{
+    size_t room;
+    uint8_t *p = dec_space(&dec, &room);
+    if (room > READ_CHUNK)
+        room = READ_CHUNK;
+    if (room == 0) { /* a full frame is waiting for the output queue to drain */
+        if (hangup) {
+            ctl_drop(ctl);
+            end_session("hang-up");
+        }
+        return;
+    }
+    ssize_t n = ctl_read(ctl, p, room);
+    if (n > 0)
+        dec_commit(&dec, (size_t)n);
+    else if (n < 0)
+        end_session("end of stream");
+}
+
+static void flush_output(void)
+{
+    while (buf_pending(&outq) > 0 && ctl_writable(ctl)) {
+        ssize_t n = ctl_write(ctl, outq.data + outq.off, buf_pending(&outq));
+        if (n < 0) {
+            end_session("write failed");
+            return;
+        }
+        if (n == 0)
+            return;
+        buf_consume(&outq, (size_t)n);
+    }
+}
+
+static void handle_signals(void)
+{
+    struct signalfd_siginfo si;
+    while (read(sigfd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGCHLD || si.ssi_signo == SIGIO)
+            continue;
+        if (!opt.pid1) { /* host mode: terminate cleanly, taking the execs along */
+            execs_kill_all();
+            exit(0);
+        }
+        say("ignoring signal %u", si.ssi_signo);
+    }
+    /* Reap everything: exec leaders and every orphan re-parented to us. */
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        execs_reaped(pid, status);
+}
+
+void serve(struct control *c)
+{
+    ctl = c;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGIO); /* virtio-serial: a host attached to or left the port */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a closed stdin pipe is an EPIPE, not a dead agent */
+    sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sigfd < 0 || dec_init(&dec) < 0) {
+        say("cannot start: %s", strerror(errno));
+        for (;;) /* PID 1 must not exit */
+            pause();
+    }
+    handle_signals(); /* children that exited before the signalfd existed */
+
+    for (;;) {
+        struct pollfd p[1 + CTL_POLLFDS + EXEC_POLLFDS];
+        int n = 0;
+        p[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
+        int timeout = execs_timeouts();
+        struct pollfd *pc = p + n;
+        n += ctl_prepare(c, pc, buf_pending(&outq) < OUTQ_MAX, buf_pending(&outq) > 0, &timeout);
+        struct pollfd *pe = p + n;
+        n += execs_poll_prepare(pe, buf_pending(&outq) < OUTQ_HIGH, &timeout);
+        if (poll(p, n, timeout) < 0) {
+            if (errno != EINTR) {
+                say("poll: %s", strerror(errno));
+                sleep_ms(10);
+            }
+            continue;
+        }
+        if (p[0].revents)
+            handle_signals();
+        if (ctl_accept(c, pc))
+            end_session("a new host connected");
+        if (ctl_readable(c, pc))
+            read_input(ctl_hangup(c, pc));
+        process_input();
+        execs_poll_handle(pe, &outq);
+        flush_output();
+    }
+}
