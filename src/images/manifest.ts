@@ -2,7 +2,7 @@
 // manifest.json looks like, and a typed loader that turns it into absolute paths.
 
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -82,10 +82,12 @@ export interface PackMeta {
   packages: { name: string; version: string }[];
 }
 
+/** A built language pack, as the sandbox manager uses it (structurally its PackImage). */
 export interface PackImage {
   name: string;
-  /** absolute path of packs/<name>.sqfs */
-  path: string;
+  /** absolute path of packs/<name>.sqfs (the read-only root disk) */
+  image: string;
+  /** argv prefix for `code` requests; the guest appends the code (also /etc/emberd/interpreter) */
   interpreter: string[];
   size: number;
   sha256: string;
@@ -95,20 +97,19 @@ export interface PackImage {
 /** What the daemon boots from. All paths absolute. */
 export interface ImageSet {
   dir: string;
-  kernel: {
-    /** uncompressed ELF with PVH entry: preferred for QEMU microvm (-kernel vmlinux) */
-    vmlinux: string;
-    bzImage: string;
-    package: string;
-    version: string;
-    release: string;
-  };
+  /** uncompressed ELF vmlinux with the PVH entry: what QEMU microvm boots (-kernel) */
+  kernel: string;
+  /** the same kernel as Debian ships it (LZ4 bzImage), for VMMs/machines that want one */
+  bzImage: string;
+  kernelInfo: { package: string; version: string; release: string };
+  /** uncompressed newc initramfs (-initrd) */
   initramfs: string;
-  /** sha256 of the emberd-init baked into the initramfs */
+  /** sha256 of the emberd-init baked into the initramfs as /init */
   initSha256: string;
-  /** modules in /lib/modules of the initramfs, in load order (also /lib/modules/load-order) */
+  /** modules in the initramfs /lib/modules, in load order (also /lib/modules/load-order) */
   initramfsModules: string[];
-  packs: Record<string, PackImage>;
+  /** by pack name ("python", "shell") */
+  packs: Map<string, PackImage>;
   manifest: Manifest;
 }
 
@@ -140,88 +141,112 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Reads manifest.json; null if absent. Throws ImagesError on a corrupt or foreign-format file. */
-export async function readManifest(dir: string): Promise<Manifest | null> {
-  let text: string;
-  try {
-    text = await readFile(join(dir, MANIFEST_NAME), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
+function parseManifest(text: string, file: string): Manifest {
   let m: unknown;
   try {
     m = JSON.parse(text);
   } catch (e) {
-    throw new ImagesError('IMAGES_INVALID', `${join(dir, MANIFEST_NAME)} is not valid JSON; rebuild with \`emberd images build --force\``, { cause: e });
+    throw new ImagesError('IMAGES_INVALID', `${file} is not valid JSON; rebuild with \`emberd images build --force\``, { cause: e });
   }
   if (!isRecord(m) || m['format'] !== MANIFEST_FORMAT || !isRecord(m['files']) || !isRecord(m['steps']) || !isRecord(m['inputs'])) {
-    throw new ImagesError('IMAGES_INVALID', `${join(dir, MANIFEST_NAME)} has an unsupported format; rebuild with \`emberd images build --force\``);
+    throw new ImagesError('IMAGES_INVALID', `${file} has an unsupported format; rebuild with \`emberd images build --force\``);
   }
   const inputs = m['inputs'];
   if (!isRecord(inputs['packs'])) inputs['packs'] = {};
   return m as unknown as Manifest;
 }
 
-/**
- * Loads the images the daemon needs. Cheap: reads manifest.json and the pack jsons and stats the
- * files (size check); it does not hash (see verifyImages). Throws ImagesError('IMAGES_NOT_BUILT')
- * with a message telling the user to run `emberd images build` when something is missing.
- */
-export async function loadManifest(dir: string = defaultImagesDir()): Promise<ImageSet> {
-  dir = resolve(dir);
-  const m = await readManifest(dir);
-  const hint = `run \`emberd images build${dir === defaultImagesDir() ? '' : ` --dir ${dir}`}\``;
-  if (m === null) throw new ImagesError('IMAGES_NOT_BUILT', `no images in ${dir}: ${hint}`);
+/** Reads manifest.json; null if absent. Throws ImagesError on a corrupt or foreign-format file. */
+export async function readManifest(dir: string): Promise<Manifest | null> {
+  const file = join(dir, MANIFEST_NAME);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  return parseManifest(text, file);
+}
 
-  const need = async (rel: string): Promise<string> => {
+/**
+ * Loads the images the daemon boots from (synchronous: it runs once at startup). Cheap: reads
+ * manifest.json and the pack jsons and stats each file against the recorded size; it does not
+ * hash (that is `emberd images verify` / verifyImages). `dir` defaults to defaultImagesDir().
+ * Throws ImagesError (code IMAGES_NOT_BUILT or IMAGES_INVALID) whose message says what to run.
+ */
+export function loadImageSet(dir?: string): ImageSet {
+  dir = resolve(dir ?? defaultImagesDir());
+  const hint = `run \`emberd images build${dir === defaultImagesDir() ? '' : ` --dir ${dir}`}\``;
+  const file = join(dir, MANIFEST_NAME);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ImagesError('IMAGES_NOT_BUILT', `no images in ${dir}: ${hint}`);
+    throw e;
+  }
+  const m = parseManifest(text, file);
+
+  const need = (rel: string): string => {
     const rec = m.files[rel];
     if (rec === undefined) throw new ImagesError('IMAGES_NOT_BUILT', `${rel} has not been built in ${dir}: ${hint}`);
     const abs = join(dir, rel);
     let size: number;
     try {
-      size = (await stat(abs)).size;
+      size = statSync(abs).size;
     } catch {
       throw new ImagesError('IMAGES_NOT_BUILT', `${abs} is missing: ${hint}`);
     }
     if (size !== rec.size) {
-      throw new ImagesError('IMAGES_INVALID', `${abs} has size ${size}, manifest says ${rec.size}: ${hint} --force`);
+      throw new ImagesError('IMAGES_INVALID', `${abs} has size ${size}, the manifest says ${rec.size}: ${hint} --force`);
     }
     return abs;
   };
 
   const k = m.inputs.kernel;
-  if (k === undefined) throw new ImagesError('IMAGES_NOT_BUILT', `no kernel in ${dir}: ${hint}`);
-  const vmlinux = await need(VMLINUX_REL);
-  const bzImage = await need(BZIMAGE_REL);
-  const initramfs = await need(INITRAMFS_REL);
   const init = m.inputs.init;
+  if (k === undefined) throw new ImagesError('IMAGES_NOT_BUILT', `no kernel in ${dir}: ${hint}`);
   if (init === undefined) throw new ImagesError('IMAGES_NOT_BUILT', `no initramfs in ${dir}: ${hint}`);
+  const kernel = need(VMLINUX_REL);
+  const bzImage = need(BZIMAGE_REL);
+  const initramfs = need(INITRAMFS_REL);
 
-  const packs: Record<string, PackImage> = {};
+  const packs = new Map<string, PackImage>();
   for (const rel of Object.keys(m.files).sort()) {
     const match = /^packs\/([^/]+)\.json$/.exec(rel);
     if (match === null) continue;
     const name = match[1] as string;
-    const jsonPath = await need(rel);
-    const meta = JSON.parse(await readFile(jsonPath, 'utf8')) as PackMeta;
-    const path = await need(packSqfsRel(name));
-    const fileRec = m.files[packSqfsRel(name)];
-    if (fileRec === undefined || fileRec.sha256 !== meta.sha256) {
+    const jsonPath = need(rel);
+    let meta: PackMeta;
+    try {
+      meta = JSON.parse(readFileSync(jsonPath, 'utf8')) as PackMeta;
+    } catch (e) {
+      throw new ImagesError('IMAGES_INVALID', `${jsonPath} is not valid JSON: ${hint} --force`, { cause: e });
+    }
+    const image = need(packSqfsRel(name));
+    if (m.files[packSqfsRel(name)]?.sha256 !== meta.sha256 || !Array.isArray(meta.interpreter)) {
       throw new ImagesError('IMAGES_INVALID', `${jsonPath} does not match the manifest: ${hint} --force`);
     }
-    packs[name] = { name, path, interpreter: meta.interpreter, size: meta.size, sha256: meta.sha256, packages: meta.packages };
+    packs.set(name, { name, image, interpreter: meta.interpreter, size: meta.size, sha256: meta.sha256, packages: meta.packages });
   }
 
   return {
     dir,
-    kernel: { vmlinux, bzImage, package: k.package, version: k.version, release: k.release },
+    kernel,
+    bzImage,
+    kernelInfo: { package: k.package, version: k.version, release: k.release },
     initramfs,
     initSha256: init.sha256,
     initramfsModules: m.inputs.initramfsModules ?? [],
     packs,
     manifest: m,
   };
+}
+
+/** Async spelling of loadImageSet. */
+export async function loadManifest(dir?: string): Promise<ImageSet> {
+  return loadImageSet(dir);
 }
 
 export interface VerifyProblem {

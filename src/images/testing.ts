@@ -1,0 +1,44 @@
+// Shared helpers for the image builder's integration tests (not used at runtime).
+
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveDownloadsDir } from './build.ts';
+import { defaultImagesDir } from './manifest.ts';
+
+/**
+ * The .deb cache the tests share with real builds: $EMBERD_IMAGES_DOWNLOADS, else
+ * $EMBERD_IMAGES_DIR/downloads, else the default images dir's downloads. Once it holds the
+ * packages, the tests run offline (apt resolution only reads the local apt lists).
+ */
+export function testDownloadsDir(): string {
+  return resolveDownloadsDir(defaultImagesDir());
+}
+
+/** Why the build tests cannot run here, or false. */
+export function buildTestsSkipReason(): string | false {
+  for (const [cmd, args] of [
+    ['apt-get', ['--version']],
+    ['dpkg-deb', ['--version']],
+    ['mksquashfs', ['-version']],
+    ['lz4', ['--version']],
+  ] as const) {
+    if (spawnSync(cmd, args).error !== undefined) return `${cmd} not installed`;
+  }
+  const policy = spawnSync('apt-cache', ['policy', 'busybox-static', 'linux-image-cloud-amd64']).stdout?.toString() ?? '';
+  if ((policy.match(/Candidate: (?!\(none\))/g) ?? []).length < 2) return 'apt lists lack Debian bookworm packages (apt-get update)';
+  return false;
+}
+
+/** A stand-in /init: contents do not matter for reproducibility tests (nothing boots it). */
+export function standInInit(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'emberd-init-standin-'));
+  const p = join(dir, 'emberd-init');
+  writeFileSync(p, '#!/bin/sh\n# stand-in for guest/build/emberd-init in image builder tests\nexec /bin/sh\n', { mode: 0o755 });
+  return p;
+}
+
+export function hashes(files: Record<string, { sha256: string }>): Record<string, string> {
+  return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, v.sha256]));
+}
