@@ -6,12 +6,15 @@ export const createSandboxBody = z.strictObject({
   language_pack: z.string().min(1).max(64).optional(),
 }).optional();
 
-const envKey = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _, not starting with a digit');
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const env = z.record(z.string(), z.string().max(1 << 16)).refine((e) => Object.keys(e).every((k) => ENV_NAME.test(k)), {
+  message: 'environment variable names are letters, digits and _, not starting with a digit',
+});
 
 export const execBody = z.strictObject({
   code: z.string().max(1 << 20).optional(),
   argv: z.array(z.string().max(1 << 16)).min(1).max(4096).optional(),
-  env: z.record(envKey, z.string().max(1 << 16)).optional(),
+  env: env.optional(),
   cwd: z.string().min(1).max(4096).optional(),
   stdin: z.string().max(1 << 20).optional(),
   timeout_ms: z.number().int().positive().optional(),
