@@ -14,7 +14,8 @@ export async function runSelfTest(client: EmberdClient, pack: string, asJson: bo
   const step = async (name: string, fn: () => Promise<string>) => {
     const t = performance.now();
     try {
-      steps.push({ name, ok: true, ms: Math.round(performance.now() - t), detail: await fn() });
+      const detail = await fn();
+      steps.push({ name, ok: true, ms: Math.round(performance.now() - t), detail });
       return true;
     } catch (e) {
       steps.push({ name, ok: false, ms: Math.round(performance.now() - t), detail: e instanceof EmberdApiError ? `${e.code}: ${e.message}` : (e as Error).message });
