@@ -44,6 +44,12 @@ export interface ExecResult extends ExitInfo {
 export interface ExecCallbacks {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
+  /**
+   * When true, output credit is not handed back automatically: call ExecHandle.grant(n) once the
+   * n bytes are really consumed (e.g. written to a slow HTTP client). The guest then stops
+   * reading the process's pipes, so a fast producer waits instead of filling host memory.
+   */
+  manualCredit?: boolean;
 }
 
 /** How long past the guest-side timeout the host waits for EXIT before giving up on the guest. */
@@ -76,6 +82,11 @@ export class ExecHandle {
     }
   }
 
+  /** Hands `bytes` of output credit back to the guest (see ExecCallbacks.manualCredit). */
+  grant(bytes: number): void {
+    if (bytes > 0 && !this.settled) this.client.send(encodeMessage('WINDOW', this.channel, { increment: bytes }));
+  }
+
   signal(signo: number): void {
     if (!this.settled) this.client.send(encodeMessage('SIGNAL', this.channel, { signo }));
   }
@@ -100,8 +111,8 @@ export class ExecHandle {
       case MsgType.STDERR:
         if (frame.type === MsgType.STDOUT) this.callbacks.onStdout?.(frame.payload);
         else this.callbacks.onStderr?.(frame.payload);
-        // Consumed synchronously: hand the credit straight back.
-        if (frame.payload.length > 0) this.client.send(encodeMessage('WINDOW', this.channel, { increment: frame.payload.length }));
+        // Consumed synchronously unless the caller manages credit itself.
+        if (!this.callbacks.manualCredit) this.grant(frame.payload.length);
         break;
       case MsgType.WINDOW: {
         const f = fieldsToObject(frame.type, decodeTlv(frame.type, frame.payload));
