@@ -10,6 +10,12 @@ export interface DaemonConfig {
   runDir: string;
   backend: BackendName | 'auto';
   qemu: string | undefined;
+  firecracker: string | undefined;
+  /** `auto`, `off` or the jailer binary's path */
+  jailer: string;
+  jailerBase: string;
+  jailerUid: number;
+  jailerGid: number;
   vcpus: number;
   memoryMib: number;
   bootTimeoutMs: number;
@@ -31,6 +37,12 @@ options (environment variable in brackets):
   --run-dir DIR            per-sandbox sockets [EMBERD_RUN_DIR] (default /run/emberd as root)
   --backend NAME           auto | qemu | firecracker [EMBERD_BACKEND] (default auto)
   --qemu PATH              qemu-system-x86_64 binary [EMBERD_QEMU]
+  --firecracker PATH       firecracker binary [EMBERD_FIRECRACKER] (default: PATH, /usr/local/bin, /usr/bin)
+  --jailer auto|off|PATH   run Firecracker under its jailer [EMBERD_JAILER] (default auto: on as root
+                           when a jailer binary is next to firecracker or on PATH)
+  --jailer-base DIR        jailer chroot base [EMBERD_JAILER_BASE] (default /srv/jailer)
+  --jailer-uid N           uid Firecracker runs as under the jailer [EMBERD_JAILER_UID] (default 65534)
+  --jailer-gid N           gid Firecracker runs as under the jailer [EMBERD_JAILER_GID] (default 65534)
   --vcpus N                vCPUs per sandbox [EMBERD_VCPUS] (default 1)
   --memory MIB             memory per sandbox in MiB [EMBERD_MEMORY_MIB] (default 256)
   --boot-timeout MS        deadline for a guest to answer [EMBERD_BOOT_TIMEOUT_MS] (default 60000)
@@ -55,6 +67,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'run-dir': { type: 'string' },
       backend: { type: 'string' },
       qemu: { type: 'string' },
+      firecracker: { type: 'string' },
+      jailer: { type: 'string' },
+      'jailer-base': { type: 'string' },
+      'jailer-uid': { type: 'string' },
+      'jailer-gid': { type: 'string' },
       vcpus: { type: 'string' },
       memory: { type: 'string' },
       'boot-timeout': { type: 'string' },
@@ -79,6 +96,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const { host, port } = parseAddr(pick('addr', 'EMBERD_ADDR', '127.0.0.1:7777'));
   const backend = pick('backend', 'EMBERD_BACKEND', 'auto');
   if (!['auto', 'qemu', 'firecracker'].includes(backend)) throw new ConfigError(`--backend must be auto, qemu or firecracker, got "${backend}"`);
+  if (pick('jailer', 'EMBERD_JAILER', 'auto') === '') throw new ConfigError('--jailer must be auto, off or the path of a jailer binary');
+  if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
   const cfg: DaemonConfig = {
     host,
@@ -87,6 +106,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     runDir: pick('run-dir', 'EMBERD_RUN_DIR', defaultRunBase()),
     backend: backend as DaemonConfig['backend'],
     qemu: pick('qemu', 'EMBERD_QEMU', '') || undefined,
+    firecracker: pick('firecracker', 'EMBERD_FIRECRACKER', '') || undefined,
+    jailer: pick('jailer', 'EMBERD_JAILER', 'auto'),
+    jailerBase: pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer'),
+    jailerUid: int('jailer-uid', 'EMBERD_JAILER_UID', 65534, 0, 4294967294),
+    jailerGid: int('jailer-gid', 'EMBERD_JAILER_GID', 65534, 0, 4294967294),
     vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, 32),
     memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, 65536),
     bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),

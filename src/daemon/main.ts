@@ -19,7 +19,16 @@ async function main(argv: string[]): Promise<number> {
   if (cfg === 'help') { console.log(USAGE); return 0; }
 
   const images = loadImageSet(cfg.imagesDir);
-  const backend = selectBackend({ backend: cfg.backend, qemu: cfg.qemu });
+  const backend = selectBackend({
+    backend: cfg.backend,
+    qemu: cfg.qemu,
+    firecracker: cfg.firecracker,
+    jailer: cfg.jailer,
+    jailerBase: cfg.jailerBase,
+    jailerUid: cfg.jailerUid,
+    jailerGid: cfg.jailerGid,
+    log,
+  });
   log(`backend ${backend.info.name} ${backend.info.version} (${backend.info.accel}): ${backend.info.reason}`);
   for (const w of backend.info.warnings) log(`warning: ${w}`);
 

@@ -2,7 +2,8 @@
 // layer turns requests into calls here; this module never sees HTTP.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentClient, type ExecResult } from '../agent/client.ts';
+import { AgentClient, type ExecCallbacks, type ExecHandle, type ExecRequest, type ExecResult } from '../agent/client.ts';
+import type { BackgroundProcess } from './processes.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { isSandboxId, newSandboxId } from './ids.ts';
@@ -146,19 +147,39 @@ export class SandboxManager {
     void this.release(sb, 0);
   }
 
+  /** Runs to completion and buffers the output (capped by the daemon's output cap). */
   async exec(id: string, p: ExecParams): Promise<ExecResult> {
+    return this.agentOf(id).run(this.request(p));
+  }
+
+  /** Starts an exec whose output the caller consumes as it comes (streaming). */
+  execStreaming(id: string, p: ExecParams, callbacks: ExecCallbacks): ExecHandle {
+    return this.agentOf(id).exec(this.request(p), callbacks);
+  }
+
+  /** Starts a background process; its output is buffered up to the output cap for polling. */
+  startProcess(id: string, p: ExecParams): BackgroundProcess {
+    const sb = this.get(id);
+    const agent = this.agentOf(id);
+    return sb.processes.start(agent, { ...this.request(p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
+  }
+
+  private agentOf(id: string): AgentClient {
     const sb = this.get(id);
     this.requireReady(sb);
-    const timeoutMs = p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs;
-    return sb.agent!.run({
+    return sb.agent!;
+  }
+
+  private request(p: ExecParams): ExecRequest {
+    return {
       code: p.code,
       argv: p.argv,
       env: p.env,
       cwd: p.cwd,
       stdin: p.stdin,
-      timeoutMs,
+      timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs,
       outputCap: this.cfg.exec.outputCap,
-    });
+    };
   }
 
   private requireReady(sb: Sandbox): void {

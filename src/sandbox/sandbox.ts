@@ -1,6 +1,7 @@
 // One sandbox: its state machine and what it holds. The manager drives transitions.
 import type { AgentClient } from '../agent/client.ts';
 import type { BackendName, VmHandle } from '../vmm/backend.ts';
+import { ProcessTable } from './processes.ts';
 
 /**
  * creating -> ready -> destroying -> gone
@@ -44,6 +45,8 @@ export class Sandbox {
   released: Promise<void> | undefined;
   /** The whole destroy, once started: concurrent DELETEs share it. */
   destroying: Promise<void> | undefined;
+  /** Background processes started with `background: true`. */
+  readonly processes = new ProcessTable();
 
   constructor(id: string, pack: string, backend: BackendName, runDir: string) {
     this.id = id;

@@ -2,8 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { EmberdError } from '../../errors.ts';
-import { createSandboxBody, execBody } from './schemas.ts';
+import { createSandboxBody } from './schemas.ts';
 import { parseBody } from './parse.ts';
 
 type IdParams = { Params: { id: string } };
@@ -20,31 +19,6 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
   app.get<IdParams>('/sandboxes/:id', async (req) => {
     const sb = manager.get(req.params.id);
     return { ...sb.view(), boot_log_tail: sb.consoleTail(4096) };
-  });
-
-  app.post<IdParams>('/sandboxes/:id/exec', async (req) => {
-    manager.get(req.params.id); // 400/404 before looking at the body
-    const body = parseBody(execBody, req.body);
-    const max = manager.config.exec.maxTimeoutMs;
-    if (body.timeout_ms !== undefined && body.timeout_ms > max) {
-      throw new EmberdError('INVALID_REQUEST', `timeout_ms ${body.timeout_ms} is above this daemon's maximum of ${max}; ask for less or start emberd with a higher --exec-max-timeout`);
-    }
-    const r = await manager.exec(req.params.id, {
-      code: body.code,
-      argv: body.argv,
-      env: body.env,
-      cwd: body.cwd,
-      stdin: body.stdin === undefined ? undefined : Buffer.from(body.stdin, 'utf8'),
-      timeoutMs: body.timeout_ms,
-    });
-    return {
-      stdout: r.stdout.toString('utf8'),
-      stderr: r.stderr.toString('utf8'),
-      exit_code: r.exitCode,
-      duration_ms: Math.round(r.durationUs / 1000),
-      timed_out: r.timedOut,
-      truncated: r.truncated,
-    };
   });
 
   app.delete<IdParams>('/sandboxes/:id', async (req, reply) => {

@@ -11,15 +11,44 @@ const env = z.record(z.string(), z.string().max(1 << 16)).refine((e) => Object.k
   message: 'environment variable names are letters, digits and _, not starting with a digit',
 });
 
+const base64 = z.string().max(4 << 20).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
+export const outputEncoding = z.enum(['utf8', 'base64']);
+
 export const execBody = z.strictObject({
   code: z.string().max(1 << 20).optional(),
   argv: z.array(z.string().max(1 << 16)).min(1).max(4096).optional(),
   env: env.optional(),
   cwd: z.string().min(1).max(4096).optional(),
   stdin: z.string().max(1 << 20).optional(),
+  stdin_base64: base64.optional(),
   timeout_ms: z.number().int().positive().optional(),
+  output_encoding: outputEncoding.optional(),
+  background: z.boolean().optional(),
 }).refine((b) => (b.code === undefined) !== (b.argv === undefined), {
   message: 'give exactly one of "code" (source for the language pack\'s interpreter) or "argv" (a program and its arguments)',
+}).refine((b) => b.stdin === undefined || b.stdin_base64 === undefined, {
+  message: 'give at most one of "stdin" (text) and "stdin_base64" (bytes)',
+});
+
+export const processStdinBody = z.strictObject({
+  data: z.string().max(1 << 20).optional(),
+  data_base64: base64.optional(),
+  eof: z.boolean().optional(),
+}).refine((b) => b.data === undefined || b.data_base64 === undefined, { message: 'give at most one of "data" and "data_base64"' });
+
+export const processSignalBody = z.strictObject({
+  signal: z.union([z.number().int().min(1).max(64), z.string().regex(/^(SIG)?[A-Z0-9]+$/, 'a signal name such as SIGTERM')]),
+});
+
+export const processOutputQuery = z.strictObject({
+  stream: z.enum(['stdout', 'stderr']).default('stdout'),
+  offset: z.coerce.number().int().min(0).default(0),
+  max_bytes: z.coerce.number().int().min(1).max(16 << 20).default(1 << 20),
+  output_encoding: outputEncoding.default('utf8'),
+});
+
+export const processWaitQuery = z.strictObject({
+  timeout_ms: z.coerce.number().int().min(0).max(3_600_000).default(30_000),
 });
 
 export type CreateSandboxBody = z.infer<typeof createSandboxBody>;

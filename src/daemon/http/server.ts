@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import { EmberdError } from '../../errors.ts';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import { registerSandboxRoutes } from './sandbox-routes.ts';
+import { registerExecRoutes } from './exec-routes.ts';
 import type { DaemonInfo } from './info.ts';
 
 export interface HttpOptions {
@@ -31,12 +32,13 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
     void reply.status(e.status).send(e.toJSON());
   });
   app.setNotFoundHandler((req, reply) => {
-    const e = new EmberdError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; the API has GET /, POST /sandboxes, GET /sandboxes, GET /sandboxes/{id}, POST /sandboxes/{id}/exec and DELETE /sandboxes/{id}`);
+    const e = new EmberdError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; the API is described in docs/api.md (POST /sandboxes, POST /sandboxes/{id}/exec, DELETE /sandboxes/{id}, ...)`);
     void reply.status(e.status).send(e.toJSON());
   });
 
   app.get('/', async () => opts.info());
   registerSandboxRoutes(app, manager);
+  registerExecRoutes(app, manager);
   return app;
 }
 
