@@ -34,6 +34,11 @@ test('stdin_base64 and output_encoding base64 carry exact bytes, including inval
   assert.ok(t.json.stdout.includes('\ufffd'));
 });
 
+test('the guest hostname is the sandbox id', async () => {
+  const r = await exec({ argv: ['cat', '/proc/sys/kernel/hostname'] });
+  assert.equal(r.json.stdout, `${id.replace('_', '-')}\n`);
+});
+
 test('env and cwd apply; stdin text is passed', async () => {
   const r = await exec({ code: 'echo "$A-$B" "$(pwd)"; cat', env: { A: 'x', B: 'y z' }, cwd: '/tmp', stdin: 'in\n' });
   assert.equal(r.json.stdout, 'x-y z /tmp\nin\n');

@@ -27,7 +27,7 @@ static void put_be32(uint8_t *p, uint32_t v)
 #define REQ F_REQUIRED
 #define REP F_REPEATED
 static const struct field_spec hello[] = {
-    { 1, K_U32, REQ, "proto_version" }, { 2, K_U64, 0, "realtime_ns" }, { 3, K_BYTES, 0, "entropy" }, { 0 } };
+    { 1, K_U32, REQ, "proto_version" }, { 2, K_U64, 0, "realtime_ns" }, { 3, K_BYTES, 0, "entropy" }, { 4, K_BYTES, 0, "hostname" }, { 0 } };
 static const struct field_spec hello_ack[] = {
     { 1, K_U32, REQ, "proto_version" }, { 2, K_BYTES, REQ, "agent_version" },
     { 3, K_BYTES, REP, "capability" }, { 4, K_BYTES, 0, "transport" }, { 5, K_U64, 0, "uptime_ms" }, { 0 } };

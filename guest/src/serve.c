@@ -4,6 +4,7 @@
 #include "serve.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,23 @@ static bool field(const struct frame *f, uint8_t tag, struct tlv *out)
     return found;
 }
 
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07) /* <linux/random.h>; musl ships no kernel headers */
+#endif
+
+/* Mixes the host's bytes into the pool and reseeds the CRNG at once: writing to /dev/urandom
+ * alone only mixes, so two clones restored from one snapshot could keep producing the same
+ * "random" bytes until the next periodic reseed. */
+static void reseed(const void *data, size_t len)
+{
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (write(fd, data, len) < 0 || ioctl(fd, RNDRESEEDCRNG) < 0)
+        say("reseeding the CRNG: %s", strerror(errno));
+    close(fd);
+}
+
 static void on_hello(const struct frame *f)
 {
     uint64_t up = uptime_ms();
@@ -71,7 +89,9 @@ static void on_hello(const struct frame *f)
             say("clock_settime: %s", strerror(errno));
     }
     if (opt.pid1 && field(f, 3, &t) && t.len > 0)
-        write_file("/dev/urandom", t.val, t.len);
+        reseed(t.val, t.len);
+    if (opt.pid1 && field(f, 4, &t) && t.len > 0 && t.len <= 64 && sethostname((const char *)t.val, t.len) < 0)
+        say("sethostname: %s", strerror(errno));
 
     size_t at = enc_begin(&outq, MSG_HELLO_ACK, 0);
     enc_u32(&outq, 1, PROTO_VERSION);

@@ -214,12 +214,13 @@ export class AgentClient {
     return this.closedError !== undefined;
   }
 
-  async hello(timeoutMs: number, extra: { realtimeNs?: bigint; entropy?: Buffer } = {}): Promise<HelloAck> {
+  async hello(timeoutMs: number, extra: { realtimeNs?: bigint; entropy?: Buffer; hostname?: string } = {}): Promise<HelloAck> {
     const reply = this.waitFor(MsgType.HELLO_ACK, () => true, timeoutMs, 'HELLO_ACK');
     this.send(encodeMessage('HELLO', 0, {
       proto_version: PROTOCOL_VERSION,
       realtime_ns: extra.realtimeNs ?? BigInt(Date.now()) * 1_000_000n,
       entropy: extra.entropy ?? randomBytes(64),
+      hostname: extra.hostname,
     }));
     const f = fieldsToObject(MsgType.HELLO_ACK, decodeTlv(MsgType.HELLO_ACK, (await reply).payload));
     const ack: HelloAck = {

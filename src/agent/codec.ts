@@ -35,6 +35,7 @@ const SCHEMA: Partial<Record<MsgTypeName, FieldSpec[]>> = {
     { tag: 1, name: 'proto_version', kind: 'u32', required: true },
     { tag: 2, name: 'realtime_ns', kind: 'u64' },
     { tag: 3, name: 'entropy', kind: 'bytes' },
+    { tag: 4, name: 'hostname', kind: 'bytes' },
   ],
   HELLO_ACK: [
     { tag: 1, name: 'proto_version', kind: 'u32', required: true },

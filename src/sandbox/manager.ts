@@ -34,6 +34,11 @@ export interface ExecParams {
   timeoutMs?: number;
 }
 
+/** A sandbox's hostname: its id, made a valid DNS label. */
+function hostnameOf(id: string): string {
+  return id.replaceAll('_', '-');
+}
+
 /** How long a guest gets to power off by itself after SHUTDOWN before the VMM is told to quit. */
 const SHUTDOWN_GRACE_MS = 2000;
 
@@ -92,7 +97,7 @@ export class SandboxManager {
         initramfs: this.cfg.initramfs,
         packImage: pack.image,
         machine: this.cfg.machine,
-        kernelArgs: [`emberd.hostname=${sb.id.replaceAll('_', '-')}`],
+        kernelArgs: [`emberd.hostname=${hostnameOf(sb.id)}`],
         deadline,
       });
       const vm = sb.vm;
@@ -130,7 +135,7 @@ export class SandboxManager {
       const left = deadline - Date.now();
       if (left <= 0 || sb.cancelled || sb.state !== 'creating') throw new EmberdError('BOOT_TIMEOUT', 'no handshake from the guest agent before the boot deadline');
       try {
-        return await agent.hello(Math.min(left, 3000));
+        return await agent.hello(Math.min(left, 3000), { hostname: hostnameOf(sb.id) });
       } catch (e) {
         if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e;
       }
