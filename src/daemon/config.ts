@@ -21,10 +21,14 @@ export interface DaemonConfig {
   bootTimeoutMs: number;
   maxSandboxes: number;
   maxBody: number;
+  /** Largest file upload (PUT /sandboxes/{id}/files), in bytes. */
+  maxUpload: number;
   execDefaultTimeoutMs: number;
   execMaxTimeoutMs: number;
   execOutputCap: number;
   defaultPack: string;
+  snapshots: boolean;
+  poolSize: number;
 }
 
 export const USAGE = `usage: emberd [options]            run the daemon
@@ -48,10 +52,13 @@ options (environment variable in brackets):
   --boot-timeout MS        deadline for a guest to answer [EMBERD_BOOT_TIMEOUT_MS] (default 60000)
   --max-sandboxes N        live sandboxes at once [EMBERD_MAX_SANDBOXES] (default 32)
   --max-body BYTES         largest request body [EMBERD_MAX_BODY] (default 2097152)
+  --max-upload BYTES       largest file or tar upload [EMBERD_MAX_UPLOAD] (default 1073741824)
   --exec-timeout MS        default exec timeout [EMBERD_EXEC_TIMEOUT_MS] (default 60000)
   --exec-max-timeout MS    largest timeout_ms accepted [EMBERD_EXEC_MAX_TIMEOUT_MS] (default 3600000)
   --exec-output-cap BYTES  stdout+stderr kept per exec [EMBERD_EXEC_OUTPUT_CAP] (default 8388608)
   --default-pack NAME      pack used when a create names none [EMBERD_DEFAULT_PACK] (default python)
+  --snapshots on|off       restore sandboxes from a golden snapshot per pack [EMBERD_SNAPSHOTS] (default on)
+  --pool-size N            ready sandboxes kept per pack, 0 disables [EMBERD_POOL_SIZE] (default 1)
   -h, --help               this text`;
 
 export class ConfigError extends Error {}
@@ -77,10 +84,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'boot-timeout': { type: 'string' },
       'max-sandboxes': { type: 'string' },
       'max-body': { type: 'string' },
+      'max-upload': { type: 'string' },
       'exec-timeout': { type: 'string' },
       'exec-max-timeout': { type: 'string' },
       'exec-output-cap': { type: 'string' },
       'default-pack': { type: 'string' },
+      snapshots: { type: 'string' },
+      'pool-size': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -116,12 +126,21 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
     maxSandboxes: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
     maxBody: int('max-body', 'EMBERD_MAX_BODY', 2 * 1024 * 1024, 1024, 1 << 30),
+    maxUpload: int('max-upload', 'EMBERD_MAX_UPLOAD', 1 << 30, 1, 2 ** 40),
     execDefaultTimeoutMs: int('exec-timeout', 'EMBERD_EXEC_TIMEOUT_MS', 60_000, 1, execMax),
     execMaxTimeoutMs: execMax,
     execOutputCap: int('exec-output-cap', 'EMBERD_EXEC_OUTPUT_CAP', 8 * 1024 * 1024, 1, 1 << 30),
     defaultPack: pick('default-pack', 'EMBERD_DEFAULT_PACK', 'python'),
+    snapshots: onOff(pick('snapshots', 'EMBERD_SNAPSHOTS', 'on'), '--snapshots'),
+    poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
   };
   return cfg;
+}
+
+function onOff(v: string, flag: string): boolean {
+  if (v === 'on' || v === 'true' || v === '1') return true;
+  if (v === 'off' || v === 'false' || v === '0') return false;
+  throw new ConfigError(`${flag} must be on or off, got "${v}"`);
 }
 
 export function parseAddr(addr: string): { host: string; port: number } {

@@ -8,7 +8,9 @@ import { buildHttpServer } from './http/server.ts';
 import { SandboxManager } from '../sandbox/manager.ts';
 import { prepareRunBase } from '../sandbox/run-dir.ts';
 import { selectBackend } from '../vmm/select.ts';
-import { loadImageSet } from '../images/manifest.ts';
+import { INITRAMFS_REL, VMLINUX_REL, loadImageSet, type ImageSet } from '../images/manifest.ts';
+import type { SnapshotInputs } from '../sandbox/snapshots.ts';
+import type { Backend } from '../vmm/backend.ts';
 import { runImagesCommand } from '../images/cli.ts';
 import { VERSION } from '../version.ts';
 
@@ -44,6 +46,9 @@ async function main(argv: string[]): Promise<number> {
     bootTimeoutMs: cfg.bootTimeoutMs,
     maxSandboxes: cfg.maxSandboxes,
     exec: { defaultTimeoutMs: cfg.execDefaultTimeoutMs, maxTimeoutMs: cfg.execMaxTimeoutMs, outputCap: cfg.execOutputCap },
+    files: { maxUploadBytes: cfg.maxUpload },
+    snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), inputs: snapshotInputs(images, backend, cfg) } : undefined,
+    poolSize: cfg.poolSize,
     log,
   });
   if (!images.packs.has(cfg.defaultPack)) throw new ConfigError(`default pack "${cfg.defaultPack}" is not built; built packs: ${[...images.packs.keys()].join(', ')}`);
@@ -59,10 +64,12 @@ async function main(argv: string[]): Promise<number> {
       default_language_pack: cfg.defaultPack,
       sandboxes: { live: manager.list().length, limit: cfg.maxSandboxes },
       machine: { vcpus: cfg.vcpus, memory_mib: cfg.memoryMib },
+      ...manager.status(),
     }),
   });
   await http.listen({ host: cfg.host, port: cfg.port });
   log(`listening on http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${cfg.port}`);
+  manager.start(); // golden snapshots and the warm pool fill in the background
 
   await stopSignal();
   log('shutting down: destroying every sandbox');
@@ -70,6 +77,18 @@ async function main(argv: string[]): Promise<number> {
   releaseRunDir(cfg.runDir);
   log('stopped');
   return 0;
+}
+
+/** What each pack's golden snapshot depends on: any change gives it a new key (and a rebuild). */
+function snapshotInputs(images: ImageSet, backend: Backend, cfg: DaemonConfig): Map<string, SnapshotInputs> {
+  const sha = (rel: string) => images.manifest.files[rel]?.sha256 ?? 'unknown';
+  return new Map([...images.packs.values()].map((p) => [p.name, {
+    vmm: backend.snapshots?.fingerprint ?? backend.name,
+    kernelSha256: sha(VMLINUX_REL),
+    initramfsSha256: sha(INITRAMFS_REL),
+    packSha256: p.sha256,
+    machine: { vcpus: cfg.vcpus, memoryMib: cfg.memoryMib },
+  }]));
 }
 
 function log(msg: string): void {

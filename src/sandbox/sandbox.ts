@@ -18,6 +18,7 @@ export interface SandboxView {
   created_at: string;
   ready_at: string | null;
   boot_ms: number | null;
+  boot_mode: 'cold' | 'restore' | 'pool' | null;
   vmm_pid: number | null;
   agent_version: string | null;
   error: { code: string; message: string } | null;
@@ -28,8 +29,10 @@ export class Sandbox {
   readonly pack: string;
   readonly backend: BackendName;
   readonly runDir: string;
-  readonly createdAt = new Date();
+  createdAt = new Date();
   state: SandboxState = 'creating';
+  /** How the VM came up: a cold boot, a restore of the pack's golden snapshot, or the warm pool. */
+  bootMode: 'cold' | 'restore' | 'pool' | undefined;
   readyAt: Date | undefined;
   vm: VmHandle | undefined;
   agent: AgentClient | undefined;
@@ -69,6 +72,7 @@ export class Sandbox {
       created_at: this.createdAt.toISOString(),
       ready_at: this.readyAt?.toISOString() ?? null,
       boot_ms: this.readyAt ? this.readyAt.getTime() - this.createdAt.getTime() : null,
+      boot_mode: this.bootMode ?? null,
       vmm_pid: this.vm && (this.state === 'ready' || this.state === 'creating') ? this.vm.pid : null,
       agent_version: this.agentVersion ?? null,
       error: this.failure ?? null,

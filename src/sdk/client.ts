@@ -7,6 +7,7 @@ export interface SandboxSummary {
   backend: string;
   created_at: string;
   boot_ms: number | null;
+  boot_mode: 'cold' | 'restore' | 'pool' | null;
 }
 
 export interface SandboxDetails extends SandboxSummary {

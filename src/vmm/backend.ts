@@ -72,4 +72,21 @@ export interface Backend {
   readonly info: BackendInfo;
   /** Boots a VM and returns once its control stream is connected (the guest may still be starting). */
   boot(spec: BootSpec): Promise<VmHandle>;
+  /** Present when the backend can save a running VM and start clones of it. */
+  readonly snapshots?: SnapshotSupport;
+}
+
+export interface SnapshotSupport {
+  /**
+   * Everything besides the images that a saved state depends on (VMM and its version, its
+   * acceleration, the snapshot format): part of the key a golden snapshot is stored under.
+   */
+  readonly fingerprint: string;
+  /** Pauses `vm`, writes its whole state into `dir` (created), and ends the VM. */
+  save(vm: VmHandle, dir: string): Promise<{ bytes: number }>;
+  /**
+   * Starts a clone of the VM saved in `dir`, running, with its own sockets under spec.runDir;
+   * `spec` must describe the same machine the snapshot was taken from. Returns like boot().
+   */
+  restore(spec: BootSpec, dir: string): Promise<VmHandle>;
 }

@@ -1,4 +1,6 @@
 import type { BackendInfo } from '../../vmm/backend.ts';
+import type { SnapshotView } from '../../sandbox/snapshots.ts';
+import type { PoolView } from '../../sandbox/pool.ts';
 
 /** GET / : what this daemon is and which backend runs VMs, and why. */
 export interface DaemonInfo {
@@ -10,4 +12,8 @@ export interface DaemonInfo {
   default_language_pack: string;
   sandboxes: { live: number; limit: number };
   machine: { vcpus: number; memory_mib: number };
+  /** Golden snapshot per pack (null when snapshots are off or the backend has none). */
+  snapshots: Record<string, SnapshotView> | null;
+  /** Warm pool per pack (null when the pool is off). */
+  pool: Record<string, PoolView> | null;
 }

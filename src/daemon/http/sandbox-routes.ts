@@ -29,5 +29,5 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
 
 function summary(sb: Sandbox) {
   const v = sb.view();
-  return { id: v.id, state: v.state, language_pack: v.language_pack, backend: v.backend, created_at: v.created_at, boot_ms: v.boot_ms };
+  return { id: v.id, state: v.state, language_pack: v.language_pack, backend: v.backend, created_at: v.created_at, boot_ms: v.boot_ms, boot_mode: v.boot_mode };
 }
