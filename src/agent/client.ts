@@ -26,6 +26,8 @@ export interface ExecRequest {
   stdinOpen?: boolean;
   timeoutMs?: number;
   outputCap?: number;
+  /** Python `code`: always start a fresh interpreter, never the guest's forkserver (fast path). */
+  freshProcess?: boolean;
 }
 
 export interface ExitInfo {
@@ -34,6 +36,8 @@ export interface ExitInfo {
   timedOut: boolean;
   truncated: boolean;
   durationUs: number;
+  /** The guest's forkserver ran it (docs/protocol.md, "Fast path"). */
+  fastPath: boolean;
 }
 
 export interface ExecResult extends ExitInfo {
@@ -128,6 +132,7 @@ export class ExecHandle {
           timedOut: Number(f.timed_out ?? 0) === 1,
           truncated: Number(f.truncated ?? 0) === 1,
           durationUs: Number(f.duration_us ?? 0n),
+          fastPath: Number(f.fast_path ?? 0) === 1,
         });
         break;
       }
@@ -197,6 +202,9 @@ export class AgentClient {
     let onClosed!: () => void;
     this.closed = new Promise((r) => { onClosed = r; });
     stream.on('data', (chunk: Buffer) => { for (const f of this.decoder.push(chunk)) this.dispatch(f); });
+    // A connector may hand over a paused stream (connectHybridVsock stops reading after its OK
+    // line so no byte is lost): reading starts now that someone listens.
+    stream.resume();
     const end = (err?: Error) => {
       if (this.closedError) return;
       this.closedError = new EmberdError('AGENT_DISCONNECTED', `the control channel to the guest closed${err ? `: ${err.message}` : ''}; the VM has probably stopped`);
@@ -262,6 +270,7 @@ export class AgentClient {
       stdin_open: req.stdinOpen || (req.stdin !== undefined && payloadStdin === undefined) ? 1 : undefined,
       timeout_ms: req.timeoutMs ? BigInt(req.timeoutMs) : undefined,
       output_cap: req.outputCap ? BigInt(req.outputCap) : undefined,
+      fresh_process: req.freshProcess ? 1 : undefined,
     }));
     if (req.stdin !== undefined && payloadStdin === undefined) {
       // Too big for one frame: stream it under flow control, then close.

@@ -1,0 +1,66 @@
+// The API requests that configure and start one microVM. Pure, so tests can validate every one
+// against the official spec without starting anything; the driver sends exactly these, in order.
+import type { BootSpec } from '../backend.ts';
+import type { ApiRequest } from './api-spec.ts';
+
+/** The guest's vsock address (CID 0-2 are reserved) and the port emberd-init listens on. */
+export const GUEST_CID = 3;
+export const AGENT_VSOCK_PORT = 1024;
+
+/**
+ * Kernel words every emberd guest gets under Firecracker. Setting boot_args replaces Firecracker's
+ * default (`reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd
+ * swiotlb=noforce`, docs/kernel-policy.md), so we restate what we keep and change:
+ *  - console=ttyS0 and 8250.nr_uarts=1: the serial console (Firecracker's stdout) is our boot log;
+ *  - no `nomodule`: emberd-init loads virtio_mmio, virtio_blk, squashfs, overlay and vsock modules;
+ *  - reboot=k: a guest reboot(2) (SHUTDOWN) resets through the i8042, which ends Firecracker;
+ *  - no i8042.nopnp: with ACPI it would break SendCtrlAltDel (Firecracker PR #5074);
+ *  - pci=off: Firecracker appends it anyway without --enable-pci.
+ */
+export const FC_KERNEL_ARGS = [
+  'console=ttyS0', 'reboot=k', 'panic=1', 'pci=off',
+  'i8042.noaux', 'i8042.nomux', 'i8042.dumbkbd', '8250.nr_uarts=1', 'swiotlb=noforce',
+  'quiet', 'cryptomgr.notests',
+];
+
+export function firecrackerBootArgs(spec: Pick<BootSpec, 'kernelArgs'>): string {
+  return [...FC_KERNEL_ARGS, ...spec.kernelArgs].join(' ');
+}
+
+/** Paths as the Firecracker process sees them: host paths, or chroot-relative under the jailer. */
+export interface FcGuestPaths {
+  kernel: string;
+  initramfs: string;
+  pack: string;
+  vsockUds: string;
+  /** when set, PUT /logger with this (existing) file */
+  logFile?: string;
+  /** when set, PUT /metrics with this (existing) file */
+  metricsFile?: string;
+}
+
+/** Every configuration request, in the order they are sent; InstanceStart follows them. */
+export function bootRequests(spec: Pick<BootSpec, 'kernelArgs' | 'machine'>, p: FcGuestPaths): ApiRequest[] {
+  const reqs: ApiRequest[] = [];
+  if (p.logFile) reqs.push({ method: 'PUT', path: '/logger', body: { log_path: p.logFile, level: 'Warning', show_level: true, show_log_origin: false } });
+  if (p.metricsFile) reqs.push({ method: 'PUT', path: '/metrics', body: { metrics_path: p.metricsFile } });
+  reqs.push(
+    // PUT replaces every optional field with its default, so state them all.
+    { method: 'PUT', path: '/machine-config', body: { vcpu_count: spec.machine.vcpus, mem_size_mib: spec.machine.memoryMib, smt: false, track_dirty_pages: false } },
+    { method: 'PUT', path: '/boot-source', body: { kernel_image_path: p.kernel, initrd_path: p.initramfs, boot_args: firecrackerBootArgs(spec) } },
+    // The pack is /dev/vda in the guest but not the root device: the initramfs mounts it (as the
+    // read-only overlay lower layer), so Firecracker must not append root=/dev/vda.
+    { method: 'PUT', path: '/drives/pack', body: { drive_id: 'pack', path_on_host: p.pack, is_root_device: false, is_read_only: true } },
+    { method: 'PUT', path: '/vsock', body: { guest_cid: GUEST_CID, uds_path: p.vsockUds } },
+  );
+  return reqs;
+}
+
+export const INSTANCE_START: ApiRequest = { method: 'PUT', path: '/actions', body: { action_type: 'InstanceStart' } };
+export const SEND_CTRL_ALT_DEL: ApiRequest = { method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' } };
+export const GET_VERSION: ApiRequest = { method: 'GET', path: '/version' };
+
+/** Firecracker's --id: 1-64 alphanumerics and '-' (sandbox ids have '_'). */
+export function firecrackerInstanceId(sandboxId: string): string {
+  return sandboxId.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 64) || 'emberd';
+}

@@ -1,0 +1,163 @@
+// The Firecracker API test double itself, driven over raw HTTP and raw hybrid vsock (not through
+// emberd's driver): Firecracker's command-line behaviour, its API rules before and after
+// InstanceStart, and the CONNECT/OK semantics. One guest boot.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
+import { createConnection } from 'node:net';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FIRECRACKER_DOUBLE } from './path.ts';
+import { FirecrackerApiSpec } from '../../src/vmm/firecracker/api-spec.ts';
+import { bootRequests } from '../../src/vmm/firecracker/boot-config.ts';
+import { connectHybridVsock } from '../../src/agent/connect.ts';
+import { AgentClient } from '../../src/agent/client.ts';
+import { testImages } from '../helpers/images.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'emb-fcd-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+interface Double { proc: ChildProcess; sock: string; dir: string; exit: Promise<number | null>; out(): string }
+
+async function startDouble(name: string, extra: string[] = []): Promise<Double> {
+  const dir = join(work, name);
+  spawnSync('mkdir', ['-p', dir]);
+  const sock = join(dir, 'api.sock');
+  const proc = spawn(FIRECRACKER_DOUBLE, ['--api-sock', sock, '--id', name, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FC_DOUBLE_RECORD: join(dir, 'rec.jsonl') } });
+  let out = '';
+  proc.stdout!.on('data', (b: Buffer) => { out += b; });
+  proc.stderr!.on('data', (b: Buffer) => { out += b; });
+  const exit = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
+  for (let i = 0; !existsSync(sock); i++) {
+    if (i > 300 || proc.exitCode !== null) throw new Error(`double did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { proc, sock, dir, exit, out: () => out };
+}
+
+function api(d: Double, method: string, path: string, body?: unknown, raw?: string): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const data = raw ?? (body === undefined ? undefined : JSON.stringify(body));
+    const req = request({ socketPath: d.sock, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode!, json: text ? JSON.parse(text) : undefined }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** Sends `CONNECT <port>\n` and returns the first line, or 'EOF'. */
+function vsockConnect(path: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection({ path }, () => s.write(`CONNECT ${port}\n`));
+    let buf = '';
+    s.on('data', (d) => { buf += d; if (buf.includes('\n')) { s.destroy(); resolve(buf.split('\n')[0]!); } });
+    s.on('end', () => resolve(buf || 'EOF'));
+    s.on('error', reject);
+  });
+}
+
+const expect400 = async (d: Double, method: string, path: string, body: unknown, re: RegExp, raw?: string) => {
+  const r = await api(d, method, path, body, raw);
+  assert.equal(r.status, 400, `${method} ${path} ${JSON.stringify(body)}`);
+  assert.deepEqual(Object.keys(r.json), ['fault_message']);
+  assert.match(r.json.fault_message, re);
+};
+
+test('command line: --version, unknown flags (exit 153), a stale API socket (exit 1, not unlinked)', async () => {
+  const v = spawnSync(FIRECRACKER_DOUBLE, ['--version'], { encoding: 'utf8' });
+  assert.equal(v.status, 0);
+  assert.match(v.stdout, /^Firecracker v1\.15\.1\n/);
+  const bad = spawnSync(FIRECRACKER_DOUBLE, ['--api-sock', join(work, 'x.sock'), '--frobnicate'], { encoding: 'utf8' });
+  assert.equal(bad.status, 153);
+  assert.match(bad.stderr, /frobnicate/);
+  assert.equal(spawnSync(FIRECRACKER_DOUBLE, ['--api-sock', join(work, 'y.sock'), '--id', 'under_score'], { encoding: 'utf8' }).status, 1);
+  const stale = join(work, 'stale.sock');
+  writeFileSync(stale, '');
+  const s = spawnSync(FIRECRACKER_DOUBLE, ['--api-sock', stale], { encoding: 'utf8' });
+  assert.equal(s.status, 1);
+  assert.match(s.stderr, /Address in use/);
+  assert.equal(existsSync(stale), true);
+});
+
+test('pre-boot API rules, errors as 400 {fault_message}, every request recorded', async () => {
+  const d = await startDouble('preboot');
+  try {
+    assert.deepEqual((await api(d, 'GET', '/')).json, { app_name: 'Firecracker', id: 'preboot', state: 'Not started', vmm_version: '1.15.1' });
+    assert.deepEqual((await api(d, 'GET', '/version')).json, { firecracker_version: '1.15.1' });
+    await expect400(d, 'PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: 128, cpus: 2 }, /unknown field "cpus"/);
+    await expect400(d, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: -5 }, /mem_size_mib: must be >= 0/);
+    await expect400(d, 'PUT', '/machine-config', { vcpu_count: 3, mem_size_mib: 128, smt: true }, /vCPU number is invalid/);
+    await expect400(d, 'PUT', '/machine-config', undefined, /deserializing/, '{"vcpu_count": 1,');
+    await expect400(d, 'PUT', '/boot-source', { kernel_image_path: join(d.dir, 'nope') }, /kernel file cannot be opened/);
+    await expect400(d, 'PUT', '/drives/a', { drive_id: 'b', is_root_device: false, path_on_host: '/etc/hostname', is_read_only: true }, /id from the path does not match/);
+    assert.equal((await api(d, 'PUT', '/drives/root', { drive_id: 'root', is_root_device: true, path_on_host: '/etc/hostname', is_read_only: true })).status, 204);
+    await expect400(d, 'PUT', '/drives/root2', { drive_id: 'root2', is_root_device: true, path_on_host: '/etc/hostname', is_read_only: true }, /root block device already exists/);
+    await expect400(d, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' }, /not supported before starting/);
+    await expect400(d, 'PUT', '/actions', { action_type: 'InstanceStart' }, /without kernel configuration/);
+    await expect400(d, 'PUT', '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0' }, /not supported by the emberd Firecracker test double/);
+    await expect400(d, 'DELETE', '/machine-config', undefined, /Invalid request method and\/or path: DELETE \/machine-config\./);
+    await expect400(d, 'PUT', '/boot-source', { kernel_image_path: '/x'.repeat(30_000) }, /larger than the limit/);
+    writeFileSync(join(d.dir, 'taken.vsock'), '');
+    await expect400(d, 'PUT', '/vsock', { guest_cid: 3, uds_path: join(d.dir, 'taken.vsock') }, /Address in use/);
+    assert.equal((await api(d, 'PUT', '/vsock', { guest_cid: 3, uds_path: join(d.dir, 'v.sock') })).status, 204);
+    assert.equal(await vsockConnect(join(d.dir, 'v.sock'), 1024), 'EOF', 'no guest yet: Firecracker closes the connection');
+    writeFileSync(join(d.dir, 'log'), '');
+    assert.equal((await api(d, 'PUT', '/logger', { log_path: join(d.dir, 'log'), level: 'Info' })).status, 204);
+    await expect400(d, 'PUT', '/logger', { log_path: join(d.dir, 'log') }, /only be configured once/);
+    const rec = readFileSync(join(d.dir, 'rec.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(rec.length, 19);
+    assert.equal(rec[2].status, 400);
+    assert.deepEqual(rec[2].body, { vcpu_count: 1, mem_size_mib: 128, cpus: 2 });
+  } finally {
+    d.proc.kill('SIGKILL');
+    await d.exit;
+  }
+});
+
+test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlAltDel ends it all', { timeout: 120_000 }, async () => {
+  const images = testImages();
+  const d = await startDouble('boot');
+  const vsock = join(d.dir, 'v.sock');
+  let agent: AgentClient | undefined;
+  try {
+    const reqs = bootRequests({ machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [] }, { kernel: images.kernel, initramfs: images.initramfs, pack: images.packs.get('shell')!.image, vsockUds: vsock });
+    for (const r of reqs) assert.equal((await api(d, r.method, r.path, r.body)).status, 204, r.path);
+    assert.equal((await api(d, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
+    assert.equal((await api(d, 'GET', '/')).json.state, 'Running');
+    await expect400(d, 'PUT', '/actions', { action_type: 'InstanceStart' }, /not supported after starting/);
+    await expect400(d, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 256 }, /not supported after starting/);
+    await expect400(d, 'PUT', '/drives/x', { drive_id: 'x', is_root_device: false, path_on_host: '/etc/hostname', is_read_only: true }, /not supported after starting/);
+    assert.equal(await vsockConnect(vsock, 9999), 'EOF', 'nothing listens on port 9999');
+    const control = await connectHybridVsock(vsock, 1024, Date.now() + 60_000);
+    agent = new AgentClient(control);
+    control.resume(); // connectHybridVsock hands the socket back paused
+
+    let ack;
+    for (let i = 0; !ack; i++) { try { ack = await agent.hello(3000); } catch (e) { if (i > 20) throw e; } }
+    assert.equal(ack.transport, 'virtio-serial', 'the double bridges to the virtio-serial port');
+    const r = await agent.run({ argv: ['sh', '-c', 'echo $((6*7)); ls /sys/bus/platform/drivers/virtio-mmio | grep -c LNRO0005'], timeoutMs: 20_000 });
+    assert.equal(r.stdout.toString().split('\n')[0], '42');
+    assert.equal(r.stdout.toString().trim().split('\n').at(-1), '2', 'pack disk and virtio-serial bound through ACPI (LNRO0005) by the virtio_mmio module');
+    assert.equal((await api(d, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' })).status, 204);
+    assert.equal(await d.exit, 0, d.out());
+    await agent.closed;
+    // Like Firecracker, the double leaves its sockets for the caller to remove.
+    assert.deepEqual(readdirSync(d.dir).sort(), ['api.sock', 'rec.jsonl', 'v.sock']);
+    assert.match(d.out(), /emberd-init/, 'the serial console went to stdout');
+    const qemuLeft = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+      try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('emberd-boot\0'); } catch { return false; }
+    });
+    assert.deepEqual(qemuLeft, [], 'no QEMU left behind');
+    const spec = FirecrackerApiSpec.load('1.15.1', 'firecracker');
+    for (const x of readFileSync(join(d.dir, 'rec.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))) assert.ok(spec.validateRequest(x).ok, x.path);
+  } finally {
+    agent?.close();
+    d.proc.kill('SIGKILL');
+    await d.exit;
+  }
+});
