@@ -53,6 +53,7 @@ const SCHEMA: Partial<Record<MsgTypeName, FieldSpec[]>> = {
     { tag: 6, name: 'stdin_open', kind: 'u8' },
     { tag: 7, name: 'timeout_ms', kind: 'u64' },
     { tag: 8, name: 'output_cap', kind: 'u64' },
+    { tag: 9, name: 'fresh_process', kind: 'u8' },
   ],
   EXIT: [
     { tag: 1, name: 'exit_code', kind: 'u32', required: true },
@@ -60,6 +61,7 @@ const SCHEMA: Partial<Record<MsgTypeName, FieldSpec[]>> = {
     { tag: 3, name: 'timed_out', kind: 'u8' },
     { tag: 4, name: 'truncated', kind: 'u8' },
     { tag: 5, name: 'duration_us', kind: 'u64' },
+    { tag: 6, name: 'fast_path', kind: 'u8' },
   ],
   SIGNAL: [{ tag: 1, name: 'signo', kind: 'u32', required: true }],
   WINDOW: [{ tag: 1, name: 'increment', kind: 'u32', required: true }],
