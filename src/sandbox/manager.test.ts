@@ -19,9 +19,13 @@ process.env.EMBERD_INTERPRETER_FILE = join(base, 'interp');
 after(() => rmSync(base, { recursive: true, force: true }));
 
 let n = 0;
+const managers: SandboxManager[] = [];
+// A failing case must not leave agent processes holding the test process open.
+after(() => Promise.all(managers.map((m) => m.shutdown())));
+
 function manager(over: Partial<ManagerConfig> = {}): SandboxManager {
   const runBase = join(base, `run${n++}`);
-  return new SandboxManager({
+  const m = new SandboxManager({
     backend: new HostAgentBackend(),
     kernel,
     initramfs: kernel,
@@ -34,6 +38,8 @@ function manager(over: Partial<ManagerConfig> = {}): SandboxManager {
     exec: { defaultTimeoutMs: 10_000, maxTimeoutMs: 60_000, outputCap: 1 << 20 },
     ...over,
   });
+  managers.push(m);
+  return m;
 }
 
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
