@@ -152,3 +152,30 @@ test('background process: signal by name, wait with a timeout, delete kills a ru
   assert.equal((await http(d, 'DELETE', `/sandboxes/${id}/processes/${b}`)).status, 204);
   assert.equal(await processesMatching(/sleep 1008/), 0);
 });
+
+test('sessions over HTTP: state survives, the last expression is the value, errors keep the session', async () => {
+  const py = (await d.client.createSandbox({ language_pack: 'python' })).id;
+  try {
+    const run = (code: string, extra: object = {}) => http(d, 'POST', `/sandboxes/${py}/exec`, JSON.stringify({ session: 'main', code, ...extra }));
+    const a = await run('import math\nx = 6*7\ndef f(y): return y + x');
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.json.value, null);
+    const b = await run('print("side"); f(0)');
+    assert.deepEqual([b.json.stdout, b.json.value, b.json.exit_code], ['side\n', '42', 0]);
+    const c = await run('1/0');
+    assert.equal(c.json.exit_code, 1);
+    assert.match(c.json.stderr, /ZeroDivisionError/);
+    assert.equal((await run('math.floor(x / 2)')).json.value, '21');
+    const bad = await run('x', { argv: undefined, cwd: '/tmp' });
+    assert.equal(bad.status, 400);
+    const list = await http(d, 'GET', `/sandboxes/${py}/sessions`);
+    assert.deepEqual(list.json.sessions.map((s: { name: string }) => s.name), ['main']);
+    assert.equal((await http(d, 'DELETE', `/sandboxes/${py}/sessions/main`)).status, 204);
+    assert.equal((await run('x')).json.exit_code, 1, 'a deleted session starts afresh');
+    const shell = await exec({ session: 'main', code: 'echo hi' });
+    assert.equal(shell.status, 400);
+    assert.equal(shell.json.error.code, 'SESSIONS_UNSUPPORTED');
+  } finally {
+    await d.client.deleteSandbox(py);
+  }
+});

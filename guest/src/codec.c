@@ -34,10 +34,10 @@ static const struct field_spec hello_ack[] = {
 static const struct field_spec exec[] = {
     { 1, K_BYTES, REP, "argv" }, { 2, K_BYTES, 0, "code" }, { 3, K_BYTES, REP, "env" },
     { 4, K_BYTES, 0, "cwd" }, { 5, K_BYTES, 0, "stdin" }, { 6, K_U8, 0, "stdin_open" },
-    { 7, K_U64, 0, "timeout_ms" }, { 8, K_U64, 0, "output_cap" }, { 0 } };
+    { 7, K_U64, 0, "timeout_ms" }, { 8, K_U64, 0, "output_cap" }, { 9, K_U8, 0, "fresh_process" }, { 0 } };
 static const struct field_spec exit_[] = {
     { 1, K_U32, REQ, "exit_code" }, { 2, K_U32, 0, "signal" }, { 3, K_U8, 0, "timed_out" },
-    { 4, K_U8, 0, "truncated" }, { 5, K_U64, 0, "duration_us" }, { 0 } };
+    { 4, K_U8, 0, "truncated" }, { 5, K_U64, 0, "duration_us" }, { 6, K_U8, 0, "fast_path" }, { 0 } };
 static const struct field_spec signal_[] = { { 1, K_U32, REQ, "signo" }, { 0 } };
 static const struct field_spec window[] = { { 1, K_U32, REQ, "increment" }, { 0 } };
 static const struct field_spec none[] = { { 0 } };

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "forkserver.h"
 #include "util.h"
 
 #define GRANT_BATCH 32768 /* grant STDIN credit back in batches, not per write */
@@ -26,7 +28,12 @@
 struct exec {
     bool used;
     uint32_t channel;
-    pid_t pid;               /* also the process group id */
+    pid_t pid;               /* also the process group id; 0 while the forkserver has not answered */
+    uint32_t fs_seq;         /* forkserver request, while pid is 0 */
+    int fs_mem;              /* its memfd (the EXEC payload, for a fallback); -1 if none */
+    int cfd[3];              /* the child's ends of the pipes, kept until the forkserver answers */
+    uint64_t pend_sigs;      /* signals for the group, held until its pid is known */
+    bool fast;               /* the forkserver runs it */
     int fd[3];               /* our ends of the child's stdin, stdout, stderr; -1 when closed */
     int pi[3];               /* pollfd index of each fd in this loop iteration, -1 if not polled */
     struct buf in;           /* stdin bytes not yet written to the pipe */
@@ -44,6 +51,7 @@ struct exec {
 };
 
 static struct exec execs[MAX_EXECS];
+static bool wake_now; /* an exec ended outside the poll loop's view: do not sleep before handling it */
 static uint32_t ended[64]; /* ring of recently finished channels (0 = empty slot) */
 static unsigned ended_next;
 
@@ -52,6 +60,14 @@ static const char *const base_env[] = {
     "HOME=/root",
     "LANG=C.UTF-8",
 };
+
+char **exec_base_env(void)
+{
+    static char *env[4];
+    for (size_t i = 0; i < 3; i++)
+        env[i] = (char *)base_env[i];
+    return env;
+}
 
 struct exec *exec_find(uint32_t channel)
 {
@@ -80,6 +96,10 @@ static void forget_ended(uint32_t channel)
  * the group does not exist: then the leader is the only process and gets the signal itself. */
 static void kill_group(struct exec *e, int signo)
 {
+    if (e->pid <= 0) { /* the forkserver has not said which pid yet: never kill(0) or kill(-0) */
+        e->pend_sigs |= 1ull << (signo - 1);
+        return;
+    }
     if (kill(-e->pid, signo) < 0 && errno == ESRCH && !e->exited)
         kill(e->pid, signo);
 }
@@ -93,8 +113,14 @@ static void close_fd(int *fd)
 
 static void release(struct exec *e)
 {
-    for (int i = 0; i < 3; i++)
+    if (e->pid == 0 && e->fs_mem >= 0 && ftruncate(e->fs_mem, 0) < 0) {
+        /* not started by the forkserver yet: an empty memfd makes its worker exit unrun */
+    }
+    for (int i = 0; i < 3; i++) {
         close_fd(&e->fd[i]);
+        close_fd(&e->cfd[i]);
+    }
+    close_fd(&e->fs_mem);
     buf_free(&e->in);
     memset(e, 0, sizeof *e);
 }
@@ -188,6 +214,18 @@ static void __attribute__((noreturn)) child(const struct frame *f, int in, int o
 
 /* ---- starting an exec ---- */
 
+/* Forks the normal path's child on the pipe ends in cfd, which the parent then closes. */
+static pid_t fork_child(const struct frame *f, int cfd[3])
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        child(f, cfd[0], cfd[1], cfd[2]);
+    if (pid > 0)
+        for (int i = 0; i < 3; i++)
+            close_fd(&cfd[i]);
+    return pid;
+}
+
 static bool has_nul(const struct tlv *t) { return memchr(t->val, 0, t->len) != NULL; }
 
 static const char *validate(const struct frame *f, char *msg, size_t msglen)
@@ -237,6 +275,7 @@ const char *exec_start(const struct frame *f, char *msg, size_t msglen)
     }
 
     memset(e, 0, sizeof *e);
+    e->fs_mem = e->cfd[0] = e->cfd[1] = e->cfd[2] = -1;
     e->out_credit = INITIAL_WINDOW;
     e->in_credit = INITIAL_WINDOW;
     struct tlv t;
@@ -271,16 +310,14 @@ const char *exec_start(const struct frame *f, char *msg, size_t msglen)
         }
     }
     e->start_ns = mono_ns();
-    pid_t pid = fork();
-    if (pid < 0) {
+    int cfd[3] = { p[0][0], p[1][1], p[2][1] };
+    pid_t pid = 0;
+    if (fs_eligible(f) && fs_submit(f, cfd, &e->fs_seq, &e->fs_mem) == 0) {
+        memcpy(e->cfd, cfd, sizeof cfd); /* until the forkserver answers (execs_fs_report) */
+    } else if ((pid = fork_child(f, cfd)) < 0) {
         snprintf(msg, msglen, "fork: %s", strerror(errno));
         goto fail;
     }
-    if (pid == 0)
-        child(f, p[0][0], p[1][1], p[2][1]);
-    close(p[0][0]);
-    close(p[1][1]);
-    close(p[2][1]);
     e->fd[0] = p[0][1];
     e->fd[1] = p[1][0];
     e->fd[2] = p[2][0];
@@ -379,7 +416,14 @@ const char *exec_stdin(struct exec *e, const uint8_t *p, size_t n, struct buf *o
 
 /* ---- signals and credit ---- */
 
-void exec_signal(struct exec *e, int signo) { kill_group(e, signo); }
+static void cancel_unstarted(struct exec *e);
+
+void exec_signal(struct exec *e, int signo)
+{
+    kill_group(e, signo);
+    if (signo == SIGKILL && e->pid == 0)
+        cancel_unstarted(e);
+}
 
 void exec_window(struct exec *e, uint32_t increment)
 {
@@ -455,6 +499,8 @@ static void send_exit(struct exec *e, struct buf *out)
     enc_u8(out, 3, timed_out);
     enc_u8(out, 4, e->truncated);
     enc_u64(out, 5, (e->end_ns - e->start_ns) / 1000u);
+    if (e->fast)
+        enc_u8(out, 6, 1);
     if (enc_end(out, at) < 0)
         return; /* out of memory: try again on the next loop iteration */
     ended[ended_next++ % (sizeof ended / sizeof ended[0])] = e->channel;
@@ -470,10 +516,13 @@ static void min_timeout(int *timeout_ms, uint64_t ns)
         *timeout_ms = ms;
 }
 
+static int fs_pi = -1; /* pollfd index of the forkserver socket in this loop iteration */
+
 int execs_poll_prepare(struct pollfd *p, bool out_room, int *timeout_ms)
 {
     uint64_t now = mono_ns();
-    int n = 0;
+    int n = fs_poll_prepare(p);
+    fs_pi = n ? 0 : -1;
     for (int k = 0; k < MAX_EXECS; k++) {
         struct exec *e = &execs[k];
         e->pi[0] = e->pi[1] = e->pi[2] = -1;
@@ -506,6 +555,8 @@ static size_t pipe_avail(int fd)
 
 void execs_poll_handle(const struct pollfd *p, struct buf *out)
 {
+    if (fs_pi >= 0)
+        fs_poll_handle(&p[fs_pi]);
     uint64_t now = mono_ns();
     for (int k = 0; k < MAX_EXECS; k++) {
         struct exec *e = &execs[k];
@@ -531,7 +582,7 @@ void execs_poll_handle(const struct pollfd *p, struct buf *out)
     }
 }
 
-void execs_reaped(pid_t pid, int status)
+static bool leader_reaped(pid_t pid, int status)
 {
     for (int k = 0; k < MAX_EXECS; k++) {
         struct exec *e = &execs[k];
@@ -544,8 +595,121 @@ void execs_reaped(pid_t pid, int status)
          * before EXIT. Later output from background processes is not the exec's. */
         for (int i = 1; i < 3; i++)
             e->drain[i - 1] = e->fd[i] >= 0 ? pipe_avail(e->fd[i]) : 0;
+        return true;
+    }
+    return false;
+}
+
+void execs_reaped(pid_t pid, int status)
+{
+    if (leader_reaped(pid, status) || fs_reaped(pid))
+        return;
+    /* Perhaps a forkserver worker whose report is still unread: it reported before it could
+     * exit, and we could reap it only after that, so the report is waiting on the socket. */
+    fs_drain();
+    leader_reaped(pid, status);
+}
+
+/* ---- the forkserver's answers ---- */
+
+static void deliver_pending_signals(struct exec *e)
+{
+    uint64_t sigs = e->pend_sigs;
+    e->pend_sigs = 0;
+    for (int s = 1; s <= 64; s++)
+        if (sigs & (1ull << (s - 1)))
+            kill_group(e, s);
+}
+
+/* Ends an exec whose process never started, as if it had ended with `status`. */
+static void finish_unstarted(struct exec *e, int status)
+{
+    wake_now = true;
+    close_fd(&e->fs_mem);
+    e->fs_seq = 0;
+    for (int i = 0; i < 3; i++)
+        close_fd(&e->cfd[i]);
+    e->exited = true;
+    e->status = status;
+    e->end_ns = mono_ns();
+    for (int i = 1; i < 3; i++)
+        e->drain[i - 1] = e->fd[i] >= 0 ? pipe_avail(e->fd[i]) : 0;
+}
+
+/* SIGKILL (a timeout, or the host) for an exec the forkserver has not reported yet: it must end
+ * now and never run. The worker reads the code only after its report, so emptying the memfd
+ * first and then reading the reports decides it: a report there means a pid to kill as usual;
+ * none means the worker, if it ever comes, finds no code and exits (its late report kills it). */
+static void cancel_unstarted(struct exec *e)
+{
+    if (ftruncate(e->fs_mem, 0) < 0)
+        return; /* then it dies as soon as its pid is known */
+    fs_drain();
+    if (e->used && e->pid == 0 && e->fs_mem >= 0 && !e->exited)
+        finish_unstarted(e, SIGKILL);
+}
+
+/* The forkserver will not run it: a fresh process does, on the same pipes. */
+static void fall_back(struct exec *e)
+{
+    if (e->pend_sigs & (1ull << (SIGKILL - 1))) { /* killed before it started: it never will */
+        finish_unstarted(e, SIGKILL);
         return;
     }
+    off_t len = lseek(e->fs_mem, 0, SEEK_END);
+    void *map = len > 0 ? mmap(NULL, (size_t)len, PROT_READ, MAP_PRIVATE, e->fs_mem, 0) : MAP_FAILED;
+    pid_t pid = -1;
+    if (map != MAP_FAILED) {
+        struct frame f = { .type = MSG_EXEC, .channel = e->channel, .payload = map, .len = (uint32_t)len };
+        pid = fork_child(&f, e->cfd);
+        munmap(map, (size_t)len);
+    }
+    close_fd(&e->fs_mem);
+    e->fs_seq = 0;
+    if (pid > 0) {
+        e->pid = pid;
+        deliver_pending_signals(e);
+        return;
+    }
+    /* Nothing can run it: it ends as a process that could not be started would (126). */
+    dprintf(e->cfd[2], "emberd-init: cannot start the process: %s\n", strerror(errno));
+    finish_unstarted(e, 126 << 8);
+}
+
+static struct exec *fs_waiting(uint32_t seq)
+{
+    for (int k = 0; k < MAX_EXECS; k++)
+        if (execs[k].used && execs[k].pid == 0 && execs[k].fs_seq == seq && execs[k].fs_mem >= 0)
+            return &execs[k];
+    return NULL;
+}
+
+void execs_fs_report(uint32_t seq, int32_t value)
+{
+    struct exec *e = fs_waiting(seq);
+    if (!e) { /* its exec is gone (the host left): nobody wants this worker */
+        if (value > 0 && kill(-value, SIGKILL) < 0)
+            kill(value, SIGKILL);
+        return;
+    }
+    if (value <= 0) {
+        fall_back(e);
+        return;
+    }
+    e->pid = value;
+    e->fast = true;
+    e->fs_seq = 0;
+    close_fd(&e->fs_mem);
+    for (int i = 0; i < 3; i++)
+        close_fd(&e->cfd[i]);
+    deliver_pending_signals(e);
+}
+
+void execs_fs_lost(void)
+{
+    for (int k = 0; k < MAX_EXECS; k++)
+        if (execs[k].used && execs[k].pid == 0 && execs[k].fs_mem >= 0)
+            fall_back(&execs[k]);
 }
 
 int execs_timeouts(void)
@@ -556,16 +720,23 @@ int execs_timeouts(void)
         if (!e->used || e->exited || e->deadline_ns == 0)
             continue;
         if (now >= e->deadline_ns) {
-            kill_group(e, SIGKILL);
             e->timed_out = true;
             e->deadline_ns = 0;
+            exec_signal(e, SIGKILL);
         } else if (e->deadline_ns - now < next) {
             next = e->deadline_ns - now;
         }
     }
+    int fs_ms = fs_timeouts();
+    if (wake_now) { /* an exec ended without a process to reap: the loop must see it at once */
+        wake_now = false;
+        return 0;
+    }
     if (next == UINT64_MAX)
-        return -1;
+        return fs_ms;
     uint64_t ms = (next + 999999u) / 1000000u; /* round up: never wake before the deadline */
+    if (fs_ms >= 0 && (uint64_t)fs_ms < ms)
+        ms = (uint64_t)fs_ms;
     return ms > 60000 ? 60000 : (int)ms;
 }
 

@@ -9,7 +9,7 @@
 #include "codec.h"
 
 #define MAX_EXECS 64
-#define EXEC_POLLFDS (MAX_EXECS * 3)
+#define EXEC_POLLFDS (MAX_EXECS * 3 + 1) /* + the forkserver socket */
 /* Output queue to the host: above OUTQ_HIGH no child output is read, above OUTQ_MAX no host
  * input is read either. Together with the credit windows this bounds the agent's memory. */
 #define OUTQ_HIGH (256u * 1024)
@@ -17,7 +17,11 @@
 
 struct exec;
 
-/* EXEC frame -> running process. NULL on success, else an ERROR code (msg filled in). */
+/* The environment every exec starts from (NULL-terminated), before EXEC's env entries. */
+char **exec_base_env(void);
+
+/* EXEC frame -> running process (python `code` through the forkserver when it can, see
+ * forkserver.h). NULL on success, else an ERROR code (msg filled in). */
 const char *exec_start(const struct frame *f, char *msg, size_t msglen);
 struct exec *exec_find(uint32_t channel);
 /* True for a channel whose EXIT was sent a moment ago: frames still in flight from the host

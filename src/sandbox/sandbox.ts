@@ -2,6 +2,7 @@
 import type { AgentClient } from '../agent/client.ts';
 import type { BackendName, VmHandle } from '../vmm/backend.ts';
 import { ProcessTable } from './processes.ts';
+import { SessionRegistry } from './sessions.ts';
 
 /**
  * creating -> ready -> destroying -> gone
@@ -50,12 +51,15 @@ export class Sandbox {
   destroying: Promise<void> | undefined;
   /** Background processes started with `background: true`. */
   readonly processes = new ProcessTable();
+  /** Persistent interpreter sessions (`"session": name` on exec). */
+  readonly sessions: SessionRegistry;
 
   constructor(id: string, pack: string, backend: BackendName, runDir: string) {
     this.id = id;
     this.pack = pack;
     this.backend = backend;
     this.runDir = runDir;
+    this.sessions = new SessionRegistry(pack, () => (this.state === 'ready' ? this.agent : undefined));
   }
 
   consoleTail(maxBytes = 4096): string {

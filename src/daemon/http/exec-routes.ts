@@ -8,6 +8,7 @@ import type { ExecParams, SandboxManager } from '../../sandbox/manager.ts';
 import { parseBody } from './parse.ts';
 import { execBody, processOutputQuery, processSignalBody, processStdinBody, processWaitQuery, type ExecBody } from './schemas.ts';
 import { ChunkEncoder, encodeOutput, type OutputEncoding } from './output.ts';
+import { runInSession } from '../../sandbox/sessions.ts';
 
 type IdParams = { Params: { id: string } };
 type ProcParams = { Params: { id: string; pid: string } };
@@ -18,6 +19,24 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     const body = parseBody(execBody, req.body);
     const params = execParams(manager, body);
     const enc: OutputEncoding = body.output_encoding ?? 'utf8';
+    if (body.session !== undefined) {
+      if (wantsNdjson(req.headers.accept)) throw new EmberdError('INVALID_REQUEST', 'session cells are not streamed; drop the Accept: application/x-ndjson header');
+      const r = await runInSession(manager.get(req.params.id), body.session, body.code!, {
+        timeoutMs: params.timeoutMs ?? manager.config.exec.defaultTimeoutMs,
+        outputCap: manager.config.exec.outputCap,
+        stdin: params.stdin,
+      });
+      return {
+        stdout: encodeOutput(r.stdout, enc),
+        stderr: encodeOutput(r.stderr, enc),
+        exit_code: r.exitCode,
+        duration_ms: Math.round(r.durationUs / 1000),
+        timed_out: r.timedOut,
+        truncated: r.truncated,
+        value: r.value,
+        session_reset: r.sessionReset,
+      };
+    }
     if (body.background) {
       const p = manager.startProcess(req.params.id, params);
       return reply.status(202).send({ process_id: p.id, state: 'running' });

@@ -1,6 +1,7 @@
 // Request bodies of the HTTP API, as zod schemas. docs/api.md documents them; the end-to-end tests
 // exercise every rule. Unknown fields are rejected so a typo never silently does nothing.
 import { z } from 'zod';
+import { SESSION_NAME } from '../../sandbox/sessions.ts';
 
 export const createSandboxBody = z.strictObject({
   language_pack: z.string().min(1).max(64).optional(),
@@ -24,10 +25,13 @@ export const execBody = z.strictObject({
   timeout_ms: z.number().int().positive().optional(),
   output_encoding: outputEncoding.optional(),
   background: z.boolean().optional(),
+  session: z.string().regex(SESSION_NAME, 'session names are 1-64 letters, digits, _ . or -').optional(),
 }).refine((b) => (b.code === undefined) !== (b.argv === undefined), {
   message: 'give exactly one of "code" (source for the language pack\'s interpreter) or "argv" (a program and its arguments)',
 }).refine((b) => b.stdin === undefined || b.stdin_base64 === undefined, {
   message: 'give at most one of "stdin" (text) and "stdin_base64" (bytes)',
+}).refine((b) => b.session === undefined || (b.code !== undefined && !b.background && b.env === undefined && b.cwd === undefined), {
+  message: 'a "session" runs "code" in a persistent interpreter: it cannot take "argv", "background", "env" or "cwd"',
 });
 
 export const processStdinBody = z.strictObject({

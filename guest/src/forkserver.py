@@ -1,0 +1,232 @@
+# emberd forkserver: the fast path for EXEC `code` when the pack's interpreter is python
+# (docs/protocol.md, "Fast path"). emberd-init embeds this file and starts it once, lazily, as
+#   <interpreter args> 'exec(compile(open(0,"rb",closefd=False).read(),"<emberd-forkserver>","exec"))'
+# with this source on fd 0 and its end of a socketpair on fd 3.
+#
+# The server only ever waits for requests and forks: it runs no user code, so every worker is a
+# fork of the same pristine interpreter. Per request (4 bytes: a sequence number, plus 4 fds by
+# SCM_RIGHTS: the exec's stdin, stdout, stderr and a memfd holding the EXEC payload):
+#   server --fork--> intermediate --fork--> worker; the intermediate exits at once, so the worker
+#   is re-parented to emberd-init (PID 1, or a child subreaper in host mode), which reaps it.
+# The worker calls setsid(), reports (seq, its pid) on the socket, and only then runs the code:
+# a request without a report never ran, so the agent may serve it with a fresh process instead.
+# Failures are reported as (seq, -errno). Reports are 8 bytes, written in one send (atomic).
+_main_globals = dict(globals())  # what `python3 -c` gives __main__, before we add anything
+import os
+import sys
+import _socket
+_SOCK_FD = 3
+_NFDS = 4
+
+
+def _report(sock, seq, value):
+    sock.sendall(seq.to_bytes(4, 'big') + value.to_bytes(4, 'big', signed=True))  # 8 bytes: one write
+
+
+def _serve():
+    sock = _socket.socket(fileno=_SOCK_FD)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # the source pipe is read: nothing may be read from it again
+    os.close(null)
+    space = _socket.CMSG_SPACE(_NFDS * 4 * 4)  # room for more fds than expected: none is leaked
+    import gc
+    gc.freeze()  # workers' collections skip everything the server made (no copy-on-write faults)
+    while True:
+        msg, anc, _flags, _addr = sock.recvmsg(4, space)
+        if not msg:
+            os._exit(0)  # the agent is gone
+        fds = []
+        for level, kind, data in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds += [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True) for i in range(0, len(data) - 3, 4)]
+        seq = int.from_bytes(msg.ljust(4, b'\0'), 'big')
+        if len(msg) != 4 or len(fds) != _NFDS:
+            for fd in fds:
+                os.close(fd)
+            _report(sock, seq, -22)  # EINVAL
+            continue
+        try:
+            pid = os.fork()
+        except OSError as e:
+            pid = -e.errno
+        if pid == 0:
+            try:
+                if os.fork() != 0:
+                    os._exit(0)
+            except OSError as e:
+                _report(sock, seq, -e.errno)
+                os._exit(0)
+            # The worker.
+            try:
+                os.setsid()
+                _report(sock, seq, os.getpid())
+                sock.close()
+            except BaseException:
+                os._exit(1)  # not reported: the agent serves this exec with a fresh process
+            return fds
+        for fd in fds:
+            os.close(fd)
+        if pid < 0:
+            _report(sock, seq, pid)
+        else:
+            while True:
+                try:
+                    os.waitpid(pid, 0)  # the intermediate: it exits right after its fork
+                    break
+                except ChildProcessError:
+                    break
+                except InterruptedError:
+                    pass
+
+
+def _fields(payload):
+    """The EXEC payload (TLV, already validated by the agent): code, env entries and cwd."""
+    code, env, cwd, off = b'', [], None, 0
+    while off + 5 <= len(payload):
+        tag, n = payload[off], int.from_bytes(payload[off + 1:off + 5], 'big')
+        val = payload[off + 5:off + 5 + n]
+        off += 5 + n
+        if tag == 2:
+            code = val
+        elif tag == 3:
+            env.append(val)
+        elif tag == 4:
+            cwd = val
+    return code, env, cwd
+
+
+def _stdio(fd, name, like, write):
+    """A fresh sys.std* for fd, configured as CPython's create_stdio() does at start-up."""
+    import io
+    raw = io.FileIO(fd, 'wb' if write else 'rb', closefd=False)
+    raw.name = name
+    unbuffered = write and like.write_through  # python -u
+    buf = raw if unbuffered else io.BufferedWriter(raw) if write else io.BufferedReader(raw)
+    line = not unbuffered and (fd == 2 or raw.isatty())
+    stream = io.TextIOWrapper(buf, like.encoding, like.errors, '\n', line, bool(unbuffered))
+    stream.mode = 'w' if write else 'r'
+    return stream
+
+
+def _refresh_imports():
+    """What changed on disk since the server started: forget cached directory listings, and add
+    site-packages directories created since (a fresh interpreter would have them in sys.path)."""
+    sys.modules['_frozen_importlib_external'].PathFinder.invalidate_caches()
+    site = sys.modules.get('site')
+    if site is None or sys.flags.no_site:
+        return
+    try:
+        dirs = list(site.getsitepackages())
+        if site.ENABLE_USER_SITE:
+            dirs.insert(0, site.getusersitepackages())
+        for d in dirs:
+            if d not in sys.path and os.path.isdir(d):
+                site.addsitedir(d)
+    except Exception:
+        pass
+
+
+def _prepare(fds):
+    """Turns a fresh fork into what `python3 -c CODE` would be at its first line; returns CODE."""
+    for i in range(3):
+        os.dup2(fds[i], i)  # inheritable, like the fds a fresh process starts with
+    for fd in fds[:3]:
+        if fd > 2:
+            os.close(fd)
+    with open(fds[3], 'rb') as f:  # the memfd; closing it frees it
+        payload = f.read()
+    if not payload:
+        os._exit(0)  # the agent emptied it: this exec was killed before it started (nothing runs)
+    code, env, cwd = _fields(payload)
+    for kv in env:
+        k, _, v = kv.partition(b'=')
+        os.environb[k] = v
+    if env and 'time' in sys.modules and any(kv.startswith(b'TZ=') for kv in env):
+        sys.modules['time'].tzset()
+    try:
+        os.chdir(cwd if cwd is not None else b'/root')
+    except OSError as e:
+        try:
+            if cwd is not None:
+                raise
+            os.chdir('/')
+        except OSError:
+            os.write(2, b'emberd-init: cd %s: %s\n' % (cwd or b'/root', e.strerror.encode()))
+            os._exit(126)
+    sys.stdin = sys.__stdin__ = _stdio(0, '<stdin>', sys.__stdin__, False)
+    sys.stdout = sys.__stdout__ = _stdio(1, '<stdout>', sys.__stdout__, True)
+    sys.stderr = sys.__stderr__ = _stdio(2, '<stderr>', sys.__stderr__, True)
+    _refresh_imports()
+    sys.argv[:] = ['-c']
+    sys.orig_argv[-1:] = [code.decode('utf-8', 'surrogateescape')]
+    main = type(sys)('__main__')
+    main.__dict__.update(_main_globals)
+    main.__annotations__ = {}
+    sys.modules['__main__'] = main
+    return code, main.__dict__
+
+
+def _finish(status, namespace, interrupted):
+    """CPython's exit, in its order, minus the teardown of every module: in a fork that teardown
+    writes to nearly every page, and each copy-on-write fault is slow (30+ ms under TCG).
+    Threads are joined, atexit functions run, the code's __main__ objects are released (so files
+    it left open are flushed and closed), stdio is flushed (a failure on stdout exits 120)."""
+    try:
+        if 'threading' in sys.modules:
+            sys.modules['threading']._shutdown()
+    except BaseException:
+        pass
+    import atexit
+    atexit._run_exitfuncs()
+    try:
+        namespace.clear()
+        import gc
+        gc.collect()  # only what the code made: the server's objects are frozen (gc.freeze)
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException as e:
+            if stream is sys.stdout:
+                status = 120
+                try:
+                    os.write(2, b'Exception ignored in: %a\n%s: %s\n' % (stream, type(e).__name__.encode(), str(e).encode()))
+                except BaseException:
+                    pass
+    if interrupted:  # like CPython after an uncaught KeyboardInterrupt: die by SIGINT
+        import _signal
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
+    os._exit(status & 0xff)
+
+
+def _run(fds):
+    code, namespace = _prepare(fds)
+    status, interrupted = 0, False
+    try:
+        exec(compile(code, '<string>', 'exec'), namespace)
+    except SystemExit as e:  # as CPython's handle_system_exit()
+        if e.code is None:
+            status = 0
+        elif isinstance(e.code, int):
+            status = e.code
+        else:
+            try:
+                sys.stderr.write('%s\n' % (e.code,))
+            except BaseException:
+                pass
+            status = 1
+    except BaseException as e:
+        e.__traceback__ = e.__traceback__.tb_next  # the traceback starts at the user's code
+        try:
+            sys.excepthook(type(e), e, e.__traceback__)
+        except BaseException:
+            pass
+        status, interrupted = 1, isinstance(e, KeyboardInterrupt)
+    e = None
+    _finish(status, namespace, interrupted)
+
+
+_run(_serve())

@@ -1,0 +1,352 @@
+// Persistent interpreter sessions of one sandbox (docs/api.md, "Sessions"). No HTTP here: the
+// exec route calls runInSession(), the session routes list() and delete().
+//
+// A session is one long-running exec in the guest, `python3 -u -c BOOTSTRAP`, whose stdin first
+// carries session-server.py (the bootstrap reads exactly that many bytes and runs it), then
+// requests; responses come back on its stdout. Framing, both ways: b'ES' | type | 0 | u32 length
+// | payload (session-server.py lists the types). The server runs the user's code with fds 0-2 on
+// pipes of its own, so nothing the code prints, even bytes that look like a frame, can reach the
+// protocol. Cells of one session run one at a time, in order.
+//
+// Timeout: SIGINT to the session's process group (KeyboardInterrupt in the cell; a subprocess in
+// the foreground dies of it); the answer then has timed_out: true and the session keeps its
+// state. If no answer comes within INTERRUPT_GRACE_MS the session is SIGKILLed: the answer says
+// session_reset: true, and the next use of the name starts a new interpreter.
+import { readFileSync } from 'node:fs';
+import type { AgentClient, ExecHandle, ExitInfo } from '../agent/client.ts';
+import { EmberdError } from '../errors.ts';
+import type { Sandbox } from './sandbox.ts';
+
+export interface SessionRunOptions {
+  /** Interrupt the cell after this long (required, > 0). */
+  timeoutMs: number;
+  /** stdout + stderr + value bytes kept; beyond it output is dropped and `truncated` is set. 0: no cap. */
+  outputCap: number;
+  /** Bytes for the cell's stdin (else it reads /dev/null). */
+  stdin?: Buffer;
+}
+
+export interface SessionResult {
+  stdout: Buffer;
+  stderr: Buffer;
+  /** 0; 1 after an uncaught exception (traceback on stderr); SystemExit's status; 130 after an
+   * interrupt (KeyboardInterrupt); the exit status of the interpreter when the session ended. */
+  exitCode: number;
+  durationUs: number;
+  timedOut: boolean;
+  truncated: boolean;
+  /** repr() of the cell's final expression, null when it ends with a statement (or is None). */
+  value: string | null;
+  /** The interpreter is gone (killed after a timeout, or it exited): its state is lost. */
+  sessionReset: boolean;
+}
+
+export interface SessionInfo {
+  name: string;
+  createdAt: Date;
+  lastUsedAt: Date;
+  /** Cells run so far. */
+  execs: number;
+}
+
+export const SESSION_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+export const MAX_SESSIONS = 16;
+/** The pack whose interpreter can host sessions. */
+export const SESSION_PACK = 'python';
+const START_TIMEOUT_MS = 60_000;
+export const INTERRUPT_GRACE_MS = 1000;
+const HEADER = 8;
+const MAX_FRAME = 64 << 20;
+
+const SERVER_SOURCE = readFileSync(new URL('./session-server.py', import.meta.url));
+const BOOTSTRAP = [
+  'import os',
+  'b=bytearray()',
+  `while len(b)<${SERVER_SOURCE.length}:b+=os.read(0,${SERVER_SOURCE.length}-len(b)) or os._exit(1)`,
+  "exec(compile(bytes(b),'<emberd-session>','exec'))",
+].join('\n');
+
+function frame(type: string, payload: Buffer): Buffer {
+  const h = Buffer.alloc(HEADER);
+  h.write('ES', 0, 'latin1');
+  h.write(type, 2, 'latin1');
+  h.writeUInt32BE(payload.length, 4);
+  return Buffer.concat([h, payload]);
+}
+
+interface Cell {
+  id: number;
+  startedAt: number;
+  cap: number;
+  stdout: Buffer[];
+  stderr: Buffer[];
+  kept: number;
+  truncated: boolean;
+  interrupted: boolean;
+  timers: NodeJS.Timeout[];
+  resolve: (r: SessionResult) => void;
+  reject: (e: Error) => void;
+}
+
+interface DoneFrame { id: number; exit_code: number; value: string | null; interrupted: boolean; truncated: boolean; duration_us: number }
+
+/** Thrown by a session that ended before a queued cell could run: the registry retries on a new one. */
+class SessionGone extends Error {}
+
+class Session {
+  readonly name: string;
+  readonly createdAt = new Date();
+  lastUsedAt = new Date();
+  execs = 0;
+  exit: ExitInfo | undefined;
+  readonly ready: Promise<void>;
+  private readonly handle: ExecHandle;
+  private readonly onGone: (s: Session) => void;
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private stderrTail = '';
+  private cell: Cell | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private nextId = 0;
+  private failure: Error | undefined;
+  private resolveReady!: () => void;
+  private rejectReady!: (e: Error) => void;
+
+  constructor(name: string, agent: AgentClient, onGone: (s: Session) => void) {
+    this.name = name;
+    this.onGone = onGone;
+    this.ready = new Promise((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
+    this.ready.catch(() => {});
+    this.handle = agent.exec(
+      { argv: ['python3', '-u', '-c', BOOTSTRAP], stdin: SERVER_SOURCE, stdinOpen: true, cwd: '/root' },
+      { onStdout: (b) => this.onData(b), onStderr: (b) => { this.stderrTail = (this.stderrTail + b.toString()).slice(-4096); } },
+    );
+    const timer = setTimeout(() => this.kill(new EmberdError('SESSION_START_FAILED', `session "${name}": the interpreter did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+    void this.ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    this.handle.exited.then((e) => this.ended(e, undefined), (err: Error) => this.ended(undefined, err));
+  }
+
+  get alive(): boolean {
+    return this.exit === undefined && this.failure === undefined;
+  }
+
+  run(code: string, opts: SessionRunOptions): Promise<SessionResult> {
+    const p = this.queue.then(() => this.runNow(code, opts));
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  /** Ends the interpreter and everything it started (SIGKILL to its process group). */
+  async close(): Promise<void> {
+    if (!this.alive) return;
+    this.handle.signal(9);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.handle.exited.catch(() => {}), new Promise((r) => { timer = setTimeout(r, 5000); })]);
+    clearTimeout(timer);
+  }
+
+  private async runNow(code: string, opts: SessionRunOptions): Promise<SessionResult> {
+    await this.ready;
+    if (!this.alive) throw new SessionGone();
+    this.execs++;
+    this.lastUsedAt = new Date();
+    const id = ++this.nextId;
+    return new Promise<SessionResult>((resolve, reject) => {
+      const cell: Cell = {
+        id, startedAt: performance.now(), cap: opts.outputCap, stdout: [], stderr: [], kept: 0,
+        truncated: false, interrupted: false, timers: [], resolve, reject,
+      };
+      this.cell = cell;
+      const req = { id, code, cap: opts.outputCap, stdin: opts.stdin?.length ? opts.stdin.toString('base64') : null };
+      this.handle.writeStdin(frame('C', Buffer.from(JSON.stringify(req)))).catch(() => {});
+      cell.timers.push(setTimeout(() => {
+        cell.interrupted = true;
+        this.handle.signal(2); // SIGINT: KeyboardInterrupt in the cell
+        cell.timers.push(setTimeout(() => this.handle.signal(9), INTERRUPT_GRACE_MS));
+      }, opts.timeoutMs));
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.failure) return; // being killed: nothing it says counts any more
+    this.pending.push(chunk);
+    this.pendingLen += chunk.length;
+    while (this.pendingLen >= HEADER) {
+      const buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+      this.pending = [buf];
+      const len = buf.readUInt32BE(4);
+      if (buf[0] !== 0x45 || buf[1] !== 0x53 || len > MAX_FRAME) {
+        this.kill(new EmberdError('INTERNAL', `session "${this.name}": unexpected bytes from the session server; the session was reset`));
+        return;
+      }
+      if (buf.length < HEADER + len) return;
+      const type = String.fromCharCode(buf[2]!);
+      const payload = buf.subarray(HEADER, HEADER + len);
+      const rest = buf.subarray(HEADER + len);
+      this.pending = rest.length ? [rest] : [];
+      this.pendingLen = rest.length;
+      this.onFrame(type, payload);
+    }
+  }
+
+  private onFrame(type: string, payload: Buffer): void {
+    const cell = this.cell;
+    switch (type) {
+      case 'R':
+        this.resolveReady();
+        break;
+      case 'O':
+      case 'E': {
+        if (!cell) break;
+        let data = payload;
+        if (cell.cap && cell.kept + data.length > cell.cap) { // the server caps too; never trust it blindly
+          data = data.subarray(0, Math.max(0, cell.cap - cell.kept));
+          cell.truncated = true;
+        }
+        cell.kept += data.length;
+        if (data.length) (type === 'O' ? cell.stdout : cell.stderr).push(data);
+        break;
+      }
+      case 'D': {
+        if (!cell) break;
+        const d = JSON.parse(payload.toString()) as DoneFrame;
+        if (d.id !== cell.id) break;
+        this.finishCell(cell, {
+          stdout: Buffer.concat(cell.stdout),
+          stderr: Buffer.concat(cell.stderr),
+          exitCode: d.exit_code,
+          durationUs: d.duration_us,
+          timedOut: cell.interrupted && d.interrupted,
+          truncated: cell.truncated || d.truncated,
+          value: d.value,
+          sessionReset: false,
+        });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private finishCell(cell: Cell, r: SessionResult | Error): void {
+    for (const t of cell.timers) clearTimeout(t);
+    if (this.cell === cell) this.cell = undefined;
+    if (r instanceof Error) cell.reject(r);
+    else cell.resolve(r);
+  }
+
+  private kill(reason: Error): void {
+    this.failure ??= reason;
+    this.handle.signal(9);
+  }
+
+  private ended(exit: ExitInfo | undefined, err: Error | undefined): void {
+    this.exit = exit ?? { exitCode: -1, signal: 0, timedOut: false, truncated: false, durationUs: 0, fastPath: false };
+    this.onGone(this);
+    const why = this.stderrTail.trim();
+    this.rejectReady(this.failure ?? err ?? new EmberdError('SESSION_START_FAILED',
+      `session "${this.name}": the interpreter exited before it was ready (status ${exit?.exitCode})${why ? `: ${why}` : ''}`));
+    this.failure ??= err;
+    const cell = this.cell;
+    if (!cell) return;
+    if (err) { // the agent connection is gone, and with it the sandbox
+      this.finishCell(cell, err);
+      return;
+    }
+    this.finishCell(cell, {
+      stdout: Buffer.concat(cell.stdout),
+      stderr: Buffer.concat(cell.stderr),
+      exitCode: exit!.exitCode,
+      durationUs: Math.round((performance.now() - cell.startedAt) * 1000),
+      timedOut: cell.interrupted,
+      truncated: cell.truncated,
+      value: null,
+      sessionReset: true,
+    });
+  }
+}
+
+export class SessionRegistry {
+  private readonly sessions = new Map<string, Session>();
+  private readonly pack: string;
+  private readonly agentOf: () => AgentClient | undefined;
+  private closed = false;
+
+  /** `agentOf` gives the sandbox's agent client once it is ready. */
+  constructor(pack: string, agentOf: () => AgentClient | undefined) {
+    this.pack = pack;
+    this.agentOf = agentOf;
+  }
+
+  get supported(): boolean {
+    return this.pack === SESSION_PACK;
+  }
+
+  /** Runs `code` in session `name`, created on first use. */
+  async run(name: string, code: string, opts: SessionRunOptions): Promise<SessionResult> {
+    this.check(name);
+    if (!(opts.timeoutMs > 0)) throw new EmberdError('INVALID_REQUEST', 'a session cell needs a positive timeout');
+    for (let attempt = 0; ; attempt++) {
+      const s = this.sessions.get(name) ?? this.create(name);
+      try {
+        return await s.run(code, opts);
+      } catch (e) {
+        if (e instanceof SessionGone && attempt === 0) continue; // it ended while this cell waited: a new one
+        if (e instanceof SessionGone) throw new EmberdError('SESSION_START_FAILED', `session "${name}" ended before it could run the code; retry`);
+        throw e;
+      }
+    }
+  }
+
+  list(): SessionInfo[] {
+    return [...this.sessions.values()].map((s) => ({ name: s.name, createdAt: s.createdAt, lastUsedAt: s.lastUsedAt, execs: s.execs }));
+  }
+
+  /** Ends session `name` (a cell it is running answers with session_reset). */
+  async delete(name: string): Promise<void> {
+    this.check(name);
+    const s = this.sessions.get(name);
+    if (!s) throw new EmberdError('SESSION_NOT_FOUND', `there is no session "${name}" in this sandbox; list them with GET /sandboxes/{id}/sessions`);
+    this.sessions.delete(name);
+    await s.close();
+  }
+
+  /** Ends every session; no new ones start. Used when the sandbox goes away. */
+  async closeAll(): Promise<void> {
+    this.closed = true;
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.allSettled(all.map((s) => s.close()));
+  }
+
+  private check(name: string): void {
+    if (!this.supported) {
+      throw new EmberdError('SESSIONS_UNSUPPORTED', `sessions need a persistent interpreter; the "${this.pack}" language pack has none (create the sandbox with language_pack "${SESSION_PACK}")`);
+    }
+    if (!SESSION_NAME.test(name)) {
+      throw new EmberdError('INVALID_REQUEST', `invalid session name "${name}": use 1 to 64 letters, digits, "_", "." or "-"`);
+    }
+  }
+
+  private create(name: string): Session {
+    const agent = this.agentOf();
+    if (this.closed || !agent || agent.isClosed) throw new EmberdError('SANDBOX_NOT_READY', 'the sandbox is not running; sessions need a ready sandbox');
+    if (this.sessions.size >= MAX_SESSIONS) {
+      throw new EmberdError('TOO_MANY_SESSIONS', `this sandbox already has ${this.sessions.size} sessions (the limit is ${MAX_SESSIONS}); delete some with DELETE /sandboxes/{id}/sessions/{name}`);
+    }
+    const s = new Session(name, agent, (gone) => { if (this.sessions.get(name) === gone) this.sessions.delete(name); });
+    this.sessions.set(name, s);
+    return s;
+  }
+}
+
+/**
+ * The exec route's entry point for `"session": name`: runs `code` in that session of sandbox `sb`.
+ * Throws SANDBOX_NOT_READY / SANDBOX_FAILED, SESSIONS_UNSUPPORTED (not the python pack),
+ * INVALID_REQUEST (bad name), TOO_MANY_SESSIONS, SESSION_START_FAILED, AGENT_DISCONNECTED.
+ */
+export async function runInSession(sb: Sandbox, name: string, code: string, opts: SessionRunOptions): Promise<SessionResult> {
+  if (sb.state === 'failed') throw new EmberdError('SANDBOX_FAILED', `sandbox ${sb.id} has failed (${sb.failure?.message ?? 'unknown reason'}); delete it and create a new one`);
+  if (sb.state !== 'ready') throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is ${sb.state}; wait for POST /sandboxes to answer before using it`);
+  return sb.sessions.run(name, code, opts);
+}

@@ -1,0 +1,196 @@
+// Persistent interpreter sessions (docs/api.md, "Sessions") on a real microVM: the session
+// registry of src/sandbox/sessions.ts over an AgentClient, no HTTP. One VM serves every case.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentClient } from '../src/agent/client.ts';
+import { isEmberdError } from '../src/errors.ts';
+import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
+import type { VmHandle } from '../src/vmm/backend.ts';
+import { SessionRegistry, type SessionRunOptions } from '../src/sandbox/sessions.ts';
+import { testImages } from './helpers/images.ts';
+
+let vm: VmHandle;
+let agent: AgentClient;
+let sessions: SessionRegistry;
+const runDir = mkdtempSync('/tmp/emb-sess-');
+const opts: SessionRunOptions = { timeoutMs: 60_000, outputCap: 1 << 20 };
+
+before(async () => {
+  const images = testImages();
+  vm = await new QemuBackend().boot({
+    id: 'sessions-test',
+    runDir: join(runDir, 'vm'),
+    kernel: images.kernel,
+    initramfs: images.initramfs,
+    packImage: images.packs.get('python')!.image,
+    machine: { vcpus: 1, memoryMib: 256 },
+    kernelArgs: [],
+    deadline: Date.now() + 90_000,
+  });
+  agent = new AgentClient(vm.control);
+  for (;;) {
+    try { await agent.hello(3000); break; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e; }
+  }
+  sessions = new SessionRegistry('python', () => agent);
+});
+
+after(async () => {
+  await sessions?.closeAll();
+  agent?.shutdown();
+  await vm?.stop(5000);
+  rmSync(runDir, { recursive: true, force: true });
+});
+
+const run = (code: string, extra: Partial<SessionRunOptions> = {}, name = 'main') => sessions.run(name, code, { ...opts, ...extra });
+
+test('variables, imports and functions survive between calls; a final expression is the value', async () => {
+  const first = await run('import math\ndef sq(v):\n    return v * v\nx = 7');
+  assert.equal(first.exitCode, 0);
+  assert.equal(first.value, null, 'a cell ending with a statement has no value');
+  const r = await run('sq(x) + math.floor(0.5)');
+  assert.deepEqual({ value: r.value, exitCode: r.exitCode, sessionReset: r.sessionReset, timedOut: r.timedOut }, { value: '49', exitCode: 0, sessionReset: false, timedOut: false });
+  assert.equal((await run('y = 6*7\ny')).value, '42');
+  assert.equal((await run('"hi"')).value, "'hi'");
+  assert.equal((await run('None')).value, null);
+  assert.equal((await run('[i * i\n for i in range(3)]')).value, '[0, 1, 4]');
+  assert.equal((await run('_')).value, '[0, 1, 4]', '_ is the last value, as in a REPL');
+});
+
+test('output of print, of the process fds and of subprocesses is captured per cell', async () => {
+  const r = await run('import os, subprocess, sys\nprint("a")\nsubprocess.run(["echo", "b"])\nos.write(1, b"c\\n")\nprint("d", file=sys.stderr)\nos.system("echo e >&2")\n5');
+  assert.equal(r.stdout.toString(), 'a\nb\nc\n');
+  assert.equal(r.stderr.toString(), 'd\ne\n');
+  assert.equal(r.value, '5');
+  assert.equal((await run('pass')).stdout.length, 0, 'nothing leaks into the next cell');
+});
+
+test('stdin of a cell; without it input() sees EOF', async () => {
+  assert.equal((await run('input().upper()', { stdin: Buffer.from('typed\n') })).value, "'TYPED'");
+  const r = await run('input()');
+  assert.equal(r.exitCode, 1);
+  assert.match(r.stderr.toString(), /EOFError/);
+});
+
+test('an exception answers its traceback and status 1; the session survives', async () => {
+  await run('z = 1');
+  const r = await run('def f():\n    return 1/0\nf()');
+  assert.equal(r.exitCode, 1);
+  assert.equal(r.value, null);
+  const tb = r.stderr.toString();
+  assert.match(tb, /^Traceback \(most recent call last\):\n {2}File "<cell \d+>", line 3, in <module>\n/);
+  assert.match(tb, /return 1\/0/, 'the traceback shows the cell\'s source lines');
+  assert.match(tb, /ZeroDivisionError: division by zero\n$/);
+  assert.doesNotMatch(tb, /emberd-session/, 'no frame of the session server');
+  const syntax = await run('def f(:');
+  assert.equal(syntax.exitCode, 1);
+  assert.match(syntax.stderr.toString(), /SyntaxError/);
+  assert.equal((await run('z')).value, '1');
+});
+
+test('SystemExit gives its status; the session survives', async () => {
+  assert.equal((await run('import sys; sys.exit(3)')).exitCode, 3);
+  const r = await run('raise SystemExit("bye")');
+  assert.equal(r.exitCode, 1);
+  assert.equal(r.stderr.toString(), 'bye\n');
+  assert.equal((await run('z')).value, '1');
+});
+
+test('a timeout interrupts the cell (KeyboardInterrupt) without losing the session', async () => {
+  await run('x = 1');
+  const t0 = Date.now();
+  const r = await run('while True: pass', { timeoutMs: 1000 });
+  const ms = Date.now() - t0;
+  assert.equal(r.timedOut, true);
+  assert.equal(r.sessionReset, false);
+  assert.equal(r.exitCode, 130);
+  assert.match(r.stderr.toString(), /KeyboardInterrupt/);
+  assert.ok(ms >= 1000 && ms < 1000 * 1.1 + 100 + 400, `answered after ${ms} ms`);
+  assert.equal((await run('x')).value, '1');
+  const sub = await run('import subprocess\nsubprocess.run(["sleep", "100"])', { timeoutMs: 1000 });
+  assert.equal(sub.timedOut, true, 'a subprocess in the foreground is interrupted too');
+  assert.equal(sub.sessionReset, false);
+  assert.equal((await run('x')).value, '1');
+});
+
+test('code that ignores SIGINT is killed after the grace second: session_reset, then a fresh interpreter', async () => {
+  await run('x = 1', {}, 'stubborn');
+  const t0 = Date.now();
+  const r = await run('import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint("looping", flush=True)\nwhile True: pass', { timeoutMs: 1000 }, 'stubborn');
+  const ms = Date.now() - t0;
+  assert.equal(r.sessionReset, true);
+  assert.equal(r.timedOut, true);
+  assert.equal(r.exitCode, 137);
+  assert.equal(r.stdout.toString(), 'looping\n', 'output up to the kill is kept');
+  assert.ok(ms >= 2000 && ms < 4000, `answered after ${ms} ms`);
+  const again = await run('x', {}, 'stubborn');
+  assert.equal(again.exitCode, 1, 'the state is gone');
+  assert.match(again.stderr.toString(), /NameError/);
+  assert.equal(sessions.list().find((s) => s.name === 'stubborn')?.execs, 1);
+});
+
+test('code that ends the interpreter answers session_reset with its status; deleting a busy session too', async () => {
+  await run('w = 1', {}, 'doomed');
+  const r = await run('print("bye", flush=True)\nimport os\nos._exit(5)', {}, 'doomed');
+  assert.deepEqual({ exitCode: r.exitCode, sessionReset: r.sessionReset, timedOut: r.timedOut, stdout: r.stdout.toString() }, { exitCode: 5, sessionReset: true, timedOut: false, stdout: 'bye\n' });
+  assert.match((await run('w', {}, 'doomed')).stderr.toString(), /NameError/);
+  const busy = run('import time\ntime.sleep(30)', {}, 'doomed');
+  await new Promise((res) => setTimeout(res, 500));
+  await sessions.delete('doomed');
+  const b = await busy;
+  assert.equal(b.sessionReset, true);
+  assert.equal(b.exitCode, 137);
+});
+
+test('output that looks like the session framing is just output', async () => {
+  const fake = 'b"ES" + b"D\\0" + (40).to_bytes(4, "big") + b\'{"id": 1, "exit_code": 9, "value": "x"}\'';
+  const r = await run(`import os, sys\nfake = ${fake}\nsys.stdout.buffer.write(fake); sys.stdout.flush()\nos.write(2, fake + b"ES")\n"ok"`);
+  const bytes = Buffer.concat([Buffer.from('ESD\0'), Buffer.from([0, 0, 0, 40]), Buffer.from('{"id": 1, "exit_code": 9, "value": "x"}')]);
+  assert.deepEqual(r.stdout, bytes);
+  assert.deepEqual(r.stderr, Buffer.concat([bytes, Buffer.from('ES')]));
+  assert.equal(r.value, "'ok'");
+  assert.equal(r.exitCode, 0);
+  assert.equal((await run('x')).value, '1');
+});
+
+test('large output is capped and flagged; the session goes on', async () => {
+  const cap = 64 * 1024;
+  const r = await run('import sys\nfor i in range(200):\n    print("x" * 10000)\nprint("tail", file=sys.stderr)\n"v" * 10', { outputCap: cap });
+  assert.equal(r.truncated, true);
+  assert.equal(r.stdout.length + r.stderr.length + (r.value?.length ?? 0), cap);
+  assert.equal(r.exitCode, 0);
+  const ok = await run('len("y" * 10)', { outputCap: cap });
+  assert.equal(ok.truncated, false);
+  assert.equal(ok.value, '10');
+});
+
+test('cells of one session run one at a time, in order; sessions are independent', async () => {
+  const [a, b] = await Promise.all([run('import time\ntime.sleep(0.3)\nq = "first"'), run('q')]);
+  assert.equal(a.exitCode, 0);
+  assert.equal(b.value, "'first'");
+  await run('q = "other"', {}, 'second');
+  assert.equal((await run('q')).value, "'first'");
+  assert.equal((await run('q', {}, 'second')).value, "'other'");
+});
+
+test('list and delete', async () => {
+  const names = sessions.list().map((s) => s.name).sort();
+  assert.deepEqual(names, ['main', 'second', 'stubborn']);
+  const main = sessions.list().find((s) => s.name === 'main')!;
+  assert.ok(main.execs > 10 && main.lastUsedAt >= main.createdAt);
+  await sessions.delete('second');
+  assert.deepEqual(sessions.list().map((s) => s.name).sort(), ['main', 'stubborn']);
+  await assert.rejects(sessions.delete('second'), (e) => isEmberdError(e, 'SESSION_NOT_FOUND'));
+  await assert.rejects(run('1', {}, 'bad name!'), (e) => isEmberdError(e, 'INVALID_REQUEST'));
+  const r = await run('q', {}, 'second');
+  assert.match(r.stderr.toString(), /NameError/, 'a deleted name starts afresh');
+  // No interpreter of a deleted session is left in the guest.
+  const ps = await agent.run({ argv: ['sh', '-c', "grep -l 'emberd-sessio[n]' /proc/[0-9]*/cmdline | wc -l"], timeoutMs: 30_000 });
+  assert.equal(ps.stdout.toString().trim(), String(sessions.list().length));
+});
+
+test('a pack without an interpreter for sessions refuses them', async () => {
+  const shell = new SessionRegistry('shell', () => agent);
+  await assert.rejects(shell.run('main', '1', opts), (e) => isEmberdError(e, 'SESSIONS_UNSUPPORTED'));
+});
