@@ -16,8 +16,10 @@ const record = join(work, 'requests.jsonl');
 before(async () => {
   process.env.FC_DOUBLE_RECORD = record; // the daemon and the doubles it spawns inherit it
   try {
-    // No warm pool: each pooled sandbox is one more TCG boot (the pool is tested with QEMU).
-    d = await startDaemon(['--backend', 'firecracker', '--firecracker', FIRECRACKER_DOUBLE, '--pool-size', '0']);
+    // No warm pool: each pooled sandbox is one more TCG boot (the pool is tested with QEMU). No
+    // snapshots: golden builds would add boots and requests here, and this daemon shares the images
+    // dir (its prune would remove the QEMU tests' snapshots); test/e2e-firecracker-snapshots.test.ts covers them.
+    d = await startDaemon(['--backend', 'firecracker', '--firecracker', FIRECRACKER_DOUBLE, '--pool-size', '0', '--snapshots', 'off']);
   } finally {
     delete process.env.FC_DOUBLE_RECORD;
   }

@@ -26,6 +26,7 @@ export interface SnapshotView {
 
 interface Entry {
   key: string;
+  vmm: string;
   status: SnapshotStatus;
   building?: Promise<void>;
   bytes?: number;
@@ -55,7 +56,7 @@ export class SnapshotStore {
     for (const [pack, inp] of inputs) {
       const key = snapshotKey(inp);
       const meta = this.readMeta(key);
-      this.entries.set(pack, meta ? { key, status: 'ready', bytes: meta.bytes, buildMs: meta.build_ms } : { key, status: 'missing' });
+      this.entries.set(pack, meta ? { key, vmm: inp.vmm, status: 'ready', bytes: meta.bytes, buildMs: meta.build_ms } : { key, vmm: inp.vmm, status: 'missing' });
     }
   }
 
@@ -78,7 +79,7 @@ export class SnapshotStore {
         rmSync(tmp, { recursive: true, force: true });
         const { bytes } = await this.build(pack, tmp);
         e.buildMs = Date.now() - t0;
-        writeFileSync(join(tmp, META), JSON.stringify({ key: e.key, pack, bytes, build_ms: e.buildMs, created: new Date().toISOString() }));
+        writeFileSync(join(tmp, META), JSON.stringify({ key: e.key, vmm: e.vmm, pack, bytes, build_ms: e.buildMs, created: new Date().toISOString() }));
         rmSync(dir, { recursive: true, force: true });
         renameSync(tmp, dir);
         Object.assign(e, { status: 'ready', bytes, error: undefined });
@@ -104,13 +105,25 @@ export class SnapshotStore {
     void this.ensure(pack);
   }
 
-  /** Removes snapshots no pack uses any more (older kernels, packs or VMM versions). */
+  /**
+   * Removes this VMM's snapshots that no pack uses any more (older kernels, packs, machine sizes).
+   * Snapshots of other VMMs (another backend, version or acceleration sharing the images dir) and
+   * builds in progress are left alone.
+   */
   prune(): number {
     if (!existsSync(this.base)) return 0;
     const keep = new Set([...this.entries.values()].map((e) => e.key));
+    const mine = new Set([...this.entries.values()].map((e) => e.vmm));
     let n = 0;
     for (const name of readdirSync(this.base)) {
-      if (!keep.has(name)) { rmSync(join(this.base, name), { recursive: true, force: true }); n++; }
+      if (keep.has(name)) continue;
+      const builder = /\.tmp-(\d+)$/.exec(name);
+      if (builder && isAlive(Number(builder[1]))) continue; // another daemon is building it
+      let vmm: unknown;
+      try { vmm = JSON.parse(readFileSync(join(this.base, name, META), 'utf8')).vmm; } catch { vmm = undefined; }
+      if (typeof vmm === 'string' && !mine.has(vmm)) continue;
+      rmSync(join(this.base, name), { recursive: true, force: true });
+      n++;
     }
     return n;
   }
@@ -136,4 +149,8 @@ export class SnapshotStore {
       return undefined;
     }
   }
+}
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
 }

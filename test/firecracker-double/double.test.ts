@@ -15,17 +15,18 @@ import { bootRequests } from '../../src/vmm/firecracker/boot-config.ts';
 import { connectHybridVsock } from '../../src/agent/connect.ts';
 import { AgentClient } from '../../src/agent/client.ts';
 import { testImages } from '../helpers/images.ts';
+import { decodeVmState, encodeVmState, type DoubleVmState } from './snapshot-file.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'emb-fcd-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
 interface Double { proc: ChildProcess; sock: string; dir: string; exit: Promise<number | null>; out(): string }
 
-async function startDouble(name: string, extra: string[] = []): Promise<Double> {
+async function startDouble(name: string, extra: string[] = [], env: Record<string, string> = {}): Promise<Double> {
   const dir = join(work, name);
   spawnSync('mkdir', ['-p', dir]);
   const sock = join(dir, 'api.sock');
-  const proc = spawn(FIRECRACKER_DOUBLE, ['--api-sock', sock, '--id', name, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FC_DOUBLE_RECORD: join(dir, 'rec.jsonl') } });
+  const proc = spawn(FIRECRACKER_DOUBLE, ['--api-sock', sock, '--id', name, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FC_DOUBLE_RECORD: join(dir, 'rec.jsonl'), ...env } });
   let out = '';
   proc.stdout!.on('data', (b: Buffer) => { out += b; });
   proc.stderr!.on('data', (b: Buffer) => { out += b; });
@@ -159,5 +160,64 @@ test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlA
     agent?.close();
     d.proc.kill('SIGKILL');
     await d.exit;
+  }
+});
+
+test('--snapshot-version prints the snapshot data format of the version the double reports', () => {
+  assert.equal(spawnSync(FIRECRACKER_DOUBLE, ['--snapshot-version'], { encoding: 'utf8' }).stdout, 'v9.0.0\n');
+  assert.equal(spawnSync(FIRECRACKER_DOUBLE, ['--snapshot-version'], { encoding: 'utf8', env: { ...process.env, FC_DOUBLE_VERSION: '1.16.1' } }).stdout, 'v10.0.0\n');
+});
+
+test('the state file: Firecracker\'s framing and load checks (magic, format version, checksum)', () => {
+  const st: DoubleVmState = { version: '9.0.0', firecracker_version: '1.15.1', machine: { vcpu_count: 1 }, boot: { kernel_image_path: '/k' }, drives: [], memory: { encoding: 'qemu-migration+zstd' } };
+  const buf = encodeVmState(st);
+  assert.equal(buf.readBigUInt64LE(0), 0x0710_1984_8664_0000n, 'Firecracker\'s x86_64 snapshot magic');
+  assert.deepEqual(decodeVmState(buf, '9.0.0'), st);
+  assert.deepEqual(decodeVmState(encodeVmState({ ...st, version: '9.0.0' }), '9.1.0').version, '9.0.0', 'an older minor of the same major loads');
+  assert.throws(() => decodeVmState(buf, '10.0.0'), /Invalid data version: 9\.0\.0/);
+  assert.throws(() => decodeVmState(encodeVmState({ ...st, version: '9.2.0' }), '9.1.0'), /Invalid data version: 9\.2\.0/);
+  assert.throws(() => decodeVmState(Buffer.from('not a snapshot at all'), '9.0.0'), /Magic value does not match arch: \d+/);
+  assert.throws(() => decodeVmState(Buffer.from('not a snapshot'), '9.0.0'), /bitcode serialization: EOF/);
+  const flipped = Buffer.from(buf);
+  flipped[flipped.length - 1]! ^= 1;
+  assert.throws(() => decodeVmState(flipped, '9.0.0'), /CRC64 validation failed/);
+  assert.throws(() => decodeVmState(Buffer.alloc(3), '9.0.0'), /too short/);
+});
+
+test('snapshot API rules without a VM: pause/create only after boot, load only on a fresh process, a failed load ends it', async () => {
+  const d = await startDouble('snaprules');
+  const load = (extra: object) => ({ snapshot_path: join(d.dir, 'vmstate'), ...extra });
+  try {
+    await expect400(d, 'PATCH', '/vm', { state: 'Paused' }, /not supported before starting/);
+    await expect400(d, 'PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: join(d.dir, 's'), mem_file_path: join(d.dir, 'm') }, /not supported before starting/);
+    // What the swagger cannot express, Firecracker's request parser refuses (the process lives on).
+    await expect400(d, 'PUT', '/snapshot/load', load({ mem_file_path: 'm', mem_backend: { backend_type: 'File', backend_path: 'm' } }), /too many fields: either `mem_backend` or `mem_file_path` exclusively/);
+    await expect400(d, 'PUT', '/snapshot/load', load({}), /missing field: either `mem_backend` or `mem_file_path` is required/);
+    await expect400(d, 'PUT', '/snapshot/load', load({ mem_file_path: 'm', vsock_override: { uds_path: 'v' } }), /unknown field "vsock_override"/);
+    assert.equal((await api(d, 'PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: 128 })).status, 204);
+    await expect400(d, 'PUT', '/snapshot/load', load({ mem_file_path: 'm' }), /not allowed after configuring boot-specific resources/);
+    assert.equal((await api(d, 'GET', '/')).json.state, 'Not started', 'a refused request does not end the process');
+  } finally {
+    d.proc.kill('SIGKILL');
+    await d.exit;
+  }
+
+  // The logger may come first; a load that fails once it has begun is answered, then the process exits 1.
+  const e = await startDouble('snapfatal');
+  writeFileSync(join(e.dir, 'log'), '');
+  assert.equal((await api(e, 'PUT', '/logger', { log_path: join(e.dir, 'log') })).status, 204);
+  await expect400(e, 'PUT', '/snapshot/load', { snapshot_path: join(e.dir, 'missing'), mem_backend: { backend_type: 'File', backend_path: join(e.dir, 'mem') } }, /Load snapshot error: Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: .*ENOENT/);
+  assert.equal(await e.exit, 1, e.out());
+
+  // A state file of another format version (here 1.16's, loaded by 1.15) is refused the same way.
+  const f = await startDouble('snapversion');
+  writeFileSync(join(f.dir, 'vmstate'), encodeVmState({ version: '10.0.0', firecracker_version: '1.16.1', machine: {}, boot: { kernel_image_path: '/k' }, drives: [], memory: { encoding: 'qemu-migration+zstd' } }));
+  writeFileSync(join(f.dir, 'mem'), '');
+  await expect400(f, 'PUT', '/snapshot/load', { snapshot_path: join(f.dir, 'vmstate'), mem_backend: { backend_type: 'File', backend_path: join(f.dir, 'mem') }, resume_vm: true }, /Failed to load snapshot state from file: Invalid data version: 10\.0\.0/);
+  assert.equal(await f.exit, 1);
+  for (const x of [d, e, f]) {
+    for (const r of readFileSync(join(x.dir, 'rec.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))) {
+      if (r.path.startsWith('/snapshot') && !/vsock_override|too many|missing field/.test(r.fault_message ?? '')) assert.ok(FirecrackerApiSpec.load('1.15.1', 'firecracker').validateRequest(r).ok, JSON.stringify(r));
+    }
   }
 });

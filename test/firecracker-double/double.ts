@@ -14,11 +14,23 @@
 //    guest agent's virtio-serial port, or EOF while nothing listens (port not opened by the guest,
 //    or another port), exactly as Firecracker answers when no guest listener exists;
 //  - SendCtrlAltDel -> QMP quit; when QEMU exits (the guest rebooted) the double exits 0;
+//  - snapshots: PATCH /vm Paused/Resumed -> QMP stop/cont; PUT /snapshot/create only while
+//    paused -> QEMU's migration stream (zstd) at mem_file_path and a state file at snapshot_path
+//    (./snapshot-file.ts); PUT /snapshot/load only on a fresh process with nothing but the
+//    logger/metrics configured -> QEMU `-incoming` from mem_file_path, the vsock UDS bound at the
+//    recorded path (or vsock_override, 1.16), resumed when resume_vm; a failed load answers 400
+//    and ends the process (exit 1), as Firecracker does; `--snapshot-version` prints the format;
 //  - never unlinks its sockets (Firecracker doesn't either: the driver must);
 //  - dies with its parent (spawned with PDEATHSIG by the driver) and QEMU dies with it (same).
 // Deviations, on purpose: the guest sees virtio-serial instead of a virtio-vsock device (QEMU
 // has no hybrid vsock and this host no vhost-vsock), and the kernel command line gets QEMU/TCG's
 // timer words plus `reboot=t` (under QEMU microvm `reboot=k` takes ~1.5 s to fall through).
+// Snapshot files differ in content (docs/firecracker.md): mem_file_path holds QEMU's whole
+// migration stream, compressed (device state included), not raw guest memory; snapshot_path holds
+// the VM's configuration; and a load needs the kernel and initrd at their recorded paths (QEMU
+// rebuilds the machine from them before the incoming state replaces its memory), which Firecracker
+// does not. The API is validated against the swagger of the version it reports (1.16.x: 1.16.1,
+// else 1.15.1).
 //
 // Environment: FC_DOUBLE_RECORD=FILE appends one JSON line per API request
 // ({method, path, body, status, fault_message}); FC_DOUBLE_VERSION overrides the version it
@@ -28,7 +40,7 @@
 // it alive when its parent exits (the jailer exits after starting Firecracker).
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, createConnection, type Server, type Socket } from 'node:net';
-import { appendFileSync, closeSync, existsSync, openSync, readSync, constants as fsc } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, constants as fsc } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { FirecrackerApiSpec } from '../../src/vmm/firecracker/api-spec.ts';
@@ -38,9 +50,14 @@ import { findQemu } from '../../src/vmm/qemu/qemu-backend.ts';
 import { hostTscKhz, probeKvm } from '../../src/vmm/host.ts';
 import { spawnVmm, type VmmProcess } from '../../src/vmm/vmm-process.ts';
 import { connectUnix } from '../../src/agent/connect.ts';
+import { parseFirecrackerVersion, SNAPSHOT_FORMAT_BY_MINOR } from '../../src/vmm/firecracker/version.ts';
+import { decodeVmState, encodeVmState, SnapshotFileError, type DoubleVmState } from './snapshot-file.ts';
 
 export const DOUBLE_MARKER = 'emberd-firecracker-double';
 const VERSION = process.env.FC_DOUBLE_VERSION ?? '1.15.1';
+const PARSED_VERSION = parseFirecrackerVersion(VERSION);
+/** The snapshot data format this "Firecracker" writes and loads (1.15: 9.0.0, 1.16: 10.0.0). */
+const SNAPSHOT_FORMAT = SNAPSHOT_FORMAT_BY_MINOR[`${PARSED_VERSION?.major}.${PARSED_VERSION?.minor}`] ?? SNAPSHOT_FORMAT_BY_MINOR['1.15']!;
 const DEFAULT_BOOT_ARGS = 'reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce';
 const MAX_PAYLOAD = 51_200; // Firecracker's HTTP_MAX_PAYLOAD_SIZE
 const FIRST_HOST_PORT = 1 << 30; // Firecracker numbers host-side vsock ports from 2^30
@@ -56,6 +73,10 @@ function parseCli(argv: string[]): Cli {
     const a = argv[i]!;
     if (a === '--version') {
       process.stdout.write(`Firecracker v${VERSION}\n\n${DOUBLE_MARKER}: Firecracker API test double; guests run under QEMU -M microvm\n`);
+      process.exit(0);
+    }
+    if (a === '--snapshot-version') {
+      process.stdout.write(`v${SNAPSHOT_FORMAT}\n`);
       process.exit(0);
     }
     if (withValue.has(a)) {
@@ -85,11 +106,21 @@ const vmConfig = {
   logger: undefined as Record<string, unknown> | undefined,
   metrics: undefined as Record<string, unknown> | undefined,
 };
-let state: 'Not started' | 'Running' = 'Not started';
+let state: 'Not started' | 'Running' | 'Paused' = 'Not started';
+/** Set by any boot-specific resource (Firecracker's `boot_path`): a snapshot load is refused after it. */
+let bootPath = false;
+/** The VM came from a snapshot (GET /vm/config then has no boot-source, as in Firecracker). */
+let restored = false;
+/** A failed snapshot load leaves Firecracker "too dirty to recover": it answers, then exits with this. */
+let exitAfterResponse: number | undefined;
 
 class Fault extends Error {}
 const PRE_BOOT_ONLY = 'The requested operation is not supported after starting the microVM.';
 const POST_BOOT_ONLY = 'The requested operation is not supported before starting the microVM.';
+const DESERIALIZE = 'An error occurred when deserializing the json body of a request';
+// src/firecracker/src/api_server/request/snapshot.rs (v1.15.1)
+const MISSING_MEM = 'missing field: either `mem_backend` or `mem_file_path` is required';
+const TOO_MANY_MEM = 'too many fields: either `mem_backend` or `mem_file_path` exclusively is required';
 
 /** A path as this process sees it: inside the emulated chroot when there is one. */
 const CHROOT = process.env.FC_DOUBLE_CHROOT;
@@ -108,7 +139,7 @@ function isElf(path: string): boolean {
 
 // ---- the API ----
 const cli = parseCli(process.argv.slice(2));
-const spec = FirecrackerApiSpec.load('1.15.1', 'firecracker');
+const spec = FirecrackerApiSpec.load(PARSED_VERSION?.major === 1 && PARSED_VERSION.minor === 16 ? '1.16.1' : '1.15.1', 'firecracker');
 const apiSockPath = host(cli.apiSock);
 if (existsSync(apiSockPath)) {
   // Firecracker binds without unlinking first: a stale socket file is fatal.
@@ -120,7 +151,7 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
   const v = spec.validateRequest({ method, path, body });
   if (!v.ok) {
     if (!spec.match(method, path)) throw new Fault(`Invalid request method and/or path: ${method} ${path.split('?')[0]}.`);
-    throw new Fault(`An error occurred when deserializing the json body of a request: ${v.errors.join('; ')}`);
+    throw new Fault(`${DESERIALIZE}: ${v.errors.join('; ')}`);
   }
   const route = `${method} ${spec.match(method, path)!.template}`;
   const param = spec.match(method, path)!.params[0];
@@ -134,13 +165,14 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
     case 'GET /machine-config':
       return { status: 200, body: vmConfig.machine };
     case 'GET /vm/config':
-      return { status: 200, body: { 'boot-source': vmConfig.boot, 'machine-config': vmConfig.machine, drives: [...vmConfig.drives.values()], vsock: vmConfig.vsock && { guest_cid: vmConfig.vsock.guest_cid, uds_path: vmConfig.vsock.uds_path } } };
+      return { status: 200, body: { 'boot-source': restored ? undefined : vmConfig.boot, 'machine-config': vmConfig.machine, drives: [...vmConfig.drives.values()], vsock: vmConfig.vsock && { guest_cid: vmConfig.vsock.guest_cid, uds_path: vmConfig.vsock.uds_path } } };
     case 'PUT /machine-config':
     case 'PATCH /machine-config': {
       preBoot();
       const next: Record<string, any> = method === 'PUT' ? { smt: false, track_dirty_pages: false, ...b } : { ...vmConfig.machine, ...b };
       if (next.smt && next.vcpu_count > 1 && next.vcpu_count % 2) throw new Fault('Machine config error: The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.');
       if (!next.mem_size_mib) throw new Fault('Machine config error: The memory size (MiB) is invalid.');
+      bootPath = true;
       vmConfig.machine = next;
       return { status: 204 };
     }
@@ -152,6 +184,7 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
         const e2 = canOpen(b.initrd_path, false);
         if (e2) throw new Fault(`Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. ${e2}`);
       }
+      bootPath = true;
       vmConfig.boot = b as typeof vmConfig.boot;
       return { status: 204 };
     }
@@ -163,11 +196,13 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
       if (b.is_root_device && [...vmConfig.drives.values()].some((d) => d.is_root_device && d.drive_id !== b.drive_id)) throw new Fault('Drive config error: A root block device already exists!');
       const err = canOpen(b.path_on_host, !b.is_read_only);
       if (err) throw new Fault(`Drive config error: Unable to create the virtio block device: ${err}`);
+      bootPath = true;
       vmConfig.drives.set(b.drive_id, b as Drive);
       return { status: 204 };
     }
     case 'PUT /vsock': {
       preBoot();
+      bootPath = true;
       const server = await bindVsock(b.uds_path);
       vmConfig.vsock?.server.close();
       vmConfig.vsock = { guest_cid: b.guest_cid, uds_path: b.uds_path, server };
@@ -204,6 +239,23 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
           if (!vmConfig.metrics) throw new Fault('Metrics error: Metrics system not initialized.');
           return { status: 204 };
       }
+      break;
+    case 'PATCH /vm':
+      if (state === 'Not started') throw new Fault(POST_BOOT_ONLY);
+      // Successive pauses (or resumes) are accepted and change nothing.
+      if (b.state === 'Paused' && state === 'Running') { await qmp!.execute('stop'); state = 'Paused'; }
+      if (b.state === 'Resumed' && state === 'Paused') { await qmp!.execute('cont'); state = 'Running'; }
+      return { status: 204 };
+    case 'PUT /snapshot/create':
+      if (state === 'Not started') throw new Fault(POST_BOOT_ONLY);
+      // Firecracker's vCPUs refuse to save their state while running (VcpuResponse::NotAllowed).
+      if (state !== 'Paused') throw new Fault('Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running');
+      if (b.snapshot_type === 'Diff') throw new Fault('Diff snapshots are not supported by the emberd Firecracker test double');
+      await createSnapshot(b.snapshot_path, b.mem_file_path);
+      return { status: 204 };
+    case 'PUT /snapshot/load':
+      await loadSnapshot(b);
+      return { status: 204 };
   }
   throw new Fault(`${method} ${path} is valid Firecracker API but not supported by the emberd Firecracker test double`);
 }
@@ -236,7 +288,12 @@ const api = createHttpServer({ keepAlive: true }, (req: IncomingMessage, res: Se
       record({ method, path, body: body ?? (raw === '' ? undefined : raw), status: out.status, ...(out.status >= 300 ? { fault_message: (out.body as { fault_message: string }).fault_message } : {}) });
       const text = out.body === undefined ? '' : JSON.stringify(out.body);
       res.writeHead(out.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-      res.end(text);
+      const exitCode = exitAfterResponse;
+      res.end(text, () => {
+        if (exitCode === undefined) return;
+        process.stderr.write(`[firecracker-double] Firecracker exiting with error. exit_code=${exitCode}\n`);
+        process.exit(exitCode);
+      });
     })();
   });
 });
@@ -300,26 +357,157 @@ async function instanceStart(): Promise<void> {
   if (!isElf(vmConfig.boot.kernel_image_path)) {
     throw new Fault('Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Kernel Loader: failed to load ELF kernel image: Invalid Elf magic number');
   }
-  const proc = spawnVmm(findQemu(process.env.FC_DOUBLE_QEMU), buildQemuArgs());
+  try {
+    await startQemu([]);
+  } catch (e) {
+    throw new Fault(`Start microvm error: ${(e as Error).message}`);
+  }
+  state = 'Running';
+  endWithVm();
+}
+
+/** Starts QEMU for the configured VM (plus `extra` args) and attaches QMP; throws with QEMU's output if it dies. */
+async function startQemu(extra: string[]): Promise<void> {
+  const proc = spawnVmm(findQemu(process.env.FC_DOUBLE_QEMU), [...buildQemuArgs(), ...extra]);
   // Serial console -> stdout (Firecracker's behaviour); QEMU's own messages -> stderr.
   proc.child.stdout!.on('data', (b: Buffer) => process.stdout.write(b));
   proc.child.stderr!.on('data', (b: Buffer) => process.stderr.write(b));
-  const died = proc.exited.then((e) => { throw new Fault(`Start microvm error: the VM could not be built (QEMU exited with ${e.signal ?? e.code}): ${proc.console.tail(1000).trim()}`); });
+  const died = proc.exited.then((e) => { throw new Error(`the VM could not be built (QEMU exited with ${e.signal ?? e.code}): ${proc.console.tail(1000).trim()}`); });
   died.catch(() => {});
+  qemu = proc;
   try {
     qmp = await Promise.race([connectUnix(`\0${names.qmp}`, Date.now() + 30_000).then((s) => QmpClient.attach(s, 30_000)), died]);
   } catch (e) {
     proc.child.kill('SIGKILL');
-    throw e instanceof Fault ? e : new Fault(`Start microvm error: ${(e as Error).message}`);
+    throw e;
   }
-  qemu = proc;
-  state = 'Running';
-  // The guest rebooted (reboot=k/t), powered off via QMP quit, or QEMU died: Firecracker exits
-  // when its VM ends, so does the double, sockets left in place.
-  void proc.exited.then(({ code, signal }) => {
+}
+
+/**
+ * The guest rebooted (reboot=k/t), powered off via QMP quit, or QEMU died: Firecracker exits
+ * when its VM ends, so does the double, sockets left in place.
+ */
+function endWithVm(): void {
+  void qemu!.exited.then(({ code, signal }) => {
     process.stderr.write(`[firecracker-double] the VM ended (QEMU ${signal ?? `exit ${code}`})\n`);
     process.exit(code === 0 ? 0 : 1);
   });
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+// ---- snapshots ----
+
+/**
+ * PUT /snapshot/create on a paused VM. Firecracker writes the state file, then the guest memory;
+ * the double writes QEMU's migration stream (memory and device state, through zstd as the QEMU
+ * backend does) at mem_file_path and its state file (./snapshot-file.ts) at snapshot_path.
+ */
+async function createSnapshot(snapshotPath: string, memFilePath: string): Promise<void> {
+  const files = [[host(snapshotPath), 'snapshot'], [host(memFilePath), 'memory']] as const;
+  for (const [f, what] of files) {
+    try { closeSync(openSync(f, 'a')); } catch (e) { throw new Fault(`Create snapshot error: Cannot perform open on the ${what} backing file: ${(e as Error).message}`); }
+  }
+  try {
+    await qmp!.execute('migrate', { uri: `exec:zstd -q -1 -f -o ${shellQuote(host(memFilePath))}` });
+    for (;;) {
+      const m = (await qmp!.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      if (m.status === 'completed') break;
+      if (m.status === 'failed' || m.status === 'cancelled') throw new Error(m['error-desc'] ?? m.status);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } catch (e) {
+    throw new Fault(`Create snapshot error: Cannot write memory file: ${(e as Error).message}`);
+  }
+  const saved: DoubleVmState = {
+    version: SNAPSHOT_FORMAT,
+    firecracker_version: VERSION,
+    machine: vmConfig.machine,
+    boot: vmConfig.boot!,
+    drives: [...vmConfig.drives.values()],
+    ...(vmConfig.vsock ? { vsock: { guest_cid: vmConfig.vsock.guest_cid, uds_path: vmConfig.vsock.uds_path } } : {}),
+    memory: { encoding: 'qemu-migration+zstd' },
+  };
+  writeFileSync(host(snapshotPath), encodeVmState(saved));
+  // Firecracker resets the vsock device while snapshotting: the guest drops its connections
+  // when it runs again. The double drops the bridged one.
+  bridge?.client.destroy();
+  bridge?.guest.destroy();
+  bridge = undefined;
+}
+
+/**
+ * PUT /snapshot/load. Request-level errors (both or neither memory field; boot-specific resources
+ * already configured) leave the process as it was; once the restore has begun, any failure is
+ * answered and then ends the process with exit code 1, as in Firecracker.
+ */
+async function loadSnapshot(b: Record<string, any>): Promise<void> {
+  if (state !== 'Not started') throw new Fault(PRE_BOOT_ONLY);
+  if (b.mem_backend !== undefined && b.mem_file_path !== undefined) throw new Fault(`${DESERIALIZE}: ${TOO_MANY_MEM}`);
+  if (b.mem_backend === undefined && b.mem_file_path === undefined) throw new Fault(`${DESERIALIZE}: ${MISSING_MEM}`);
+  if (bootPath) throw new Fault('Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.');
+  const mem: { backend_type: string; backend_path: string } = b.mem_backend ?? { backend_type: 'File', backend_path: b.mem_file_path };
+  if (mem.backend_type !== 'File') throw new Fault('Uffd memory backends are not supported by the emberd Firecracker test double');
+  const restoreFault = (m: string) => new Fault(`Load snapshot error: Failed to restore from snapshot: ${m}`);
+  try {
+    let raw: Buffer;
+    try { raw = readFileSync(host(b.snapshot_path)); } catch (e) { throw restoreFault(`Failed to get snapshot state from file: Failed to open snapshot file: ${(e as Error).message}`); }
+    let saved: DoubleVmState;
+    try { saved = decodeVmState(raw, SNAPSHOT_FORMAT); } catch (e) {
+      if (e instanceof SnapshotFileError) throw restoreFault(`Failed to get snapshot state from file: Failed to load snapshot state from file: ${e.message}`);
+      throw e;
+    }
+    // The state has no network devices: any override names an unknown one.
+    if (Array.isArray(b.network_overrides) && b.network_overrides.length) throw restoreFault('Failed to get snapshot state from file: Unknown Network Device.');
+    if (b.vsock_override && !saved.vsock) throw restoreFault('Failed to get snapshot state from file: Unknown Vsock Device.');
+    vmConfig.machine = saved.machine;
+    vmConfig.boot = saved.boot;
+    vmConfig.drives = new Map(saved.drives.map((d) => [d.drive_id, d]));
+    const memErr = canOpen(mem.backend_path, false);
+    if (memErr) throw restoreFault(`Failed to load guest memory: Error creating guest memory from file: Failed to load guest memory: ${memErr}`);
+    for (const d of saved.drives) {
+      const err = canOpen(d.path_on_host!, !d.is_read_only);
+      if (err) throw restoreFault(`Failed to build microVM from snapshot: Cannot restore devices: Block device ${d.drive_id}: ${err}`);
+    }
+    for (const f of [saved.boot.kernel_image_path, saved.boot.initrd_path]) {
+      const err = f === undefined ? undefined : canOpen(f, false);
+      if (err) throw restoreFault(`emberd Firecracker test double: the kernel/initrd the snapshot was booted with must still be at ${f} (QEMU rebuilds the machine from them; Firecracker would not need them): ${err}`);
+    }
+    if (saved.vsock) {
+      const udsPath: string = b.vsock_override?.uds_path ?? saved.vsock.uds_path;
+      let server: Server;
+      try { server = await bindVsock(udsPath); } catch (e) {
+        throw restoreFault(`Failed to build microVM from snapshot: Cannot restore devices: VsockUnixBackend: Error binding to the host-side Unix socket ${udsPath}: ${(e as Error).message}`);
+      }
+      vmConfig.vsock = { guest_cid: saved.vsock.guest_cid, uds_path: udsPath, server };
+    }
+    try {
+      await startQemu(['-incoming', `exec:zstd -dcq ${shellQuote(host(mem.backend_path))}`]);
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const st = (await qmp!.execute('query-status')) as { status: string };
+        if (st.status === 'paused' || st.status === 'postmigrate') break;
+        if (st.status !== 'inmigrate') throw new Error(`the VM is ${st.status} after the incoming migration`);
+        if (Date.now() > deadline) throw new Error('the incoming migration did not finish within 60 s');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } catch (e) {
+      throw restoreFault(`Failed to build microVM from snapshot: ${(e as Error).message}`);
+    }
+    restored = true;
+    state = 'Paused';
+    endWithVm();
+    if (b.resume_vm) {
+      await qmp!.execute('cont');
+      state = 'Running';
+    }
+  } catch (e) {
+    exitAfterResponse = 1;
+    if (qemu?.isRunning()) qemu.child.kill('SIGKILL');
+    throw e instanceof Fault ? e : restoreFault((e as Error).message);
+  }
 }
 
 // ---- hybrid vsock ----

@@ -32,6 +32,7 @@ export interface FcGuestPaths {
   kernel: string;
   initramfs: string;
   pack: string;
+  /** relative to Firecracker's working directory (its run dir) when not jailed: see firecracker-backend.ts */
   vsockUds: string;
   /** when set, PUT /logger with this (existing) file */
   logFile?: string;
@@ -39,11 +40,17 @@ export interface FcGuestPaths {
   metricsFile?: string;
 }
 
-/** Every configuration request, in the order they are sent; InstanceStart follows them. */
-export function bootRequests(spec: Pick<BootSpec, 'kernelArgs' | 'machine'>, p: FcGuestPaths): ApiRequest[] {
+/** PUT /logger and /metrics, when wanted: first, and once per process (boot or restore). */
+function loggingRequests(p: Pick<FcGuestPaths, 'logFile' | 'metricsFile'>): ApiRequest[] {
   const reqs: ApiRequest[] = [];
   if (p.logFile) reqs.push({ method: 'PUT', path: '/logger', body: { log_path: p.logFile, level: 'Warning', show_level: true, show_log_origin: false } });
   if (p.metricsFile) reqs.push({ method: 'PUT', path: '/metrics', body: { metrics_path: p.metricsFile } });
+  return reqs;
+}
+
+/** Every configuration request, in the order they are sent; InstanceStart follows them. */
+export function bootRequests(spec: Pick<BootSpec, 'kernelArgs' | 'machine'>, p: FcGuestPaths): ApiRequest[] {
+  const reqs = loggingRequests(p);
   reqs.push(
     // PUT replaces every optional field with its default, so state them all.
     { method: 'PUT', path: '/machine-config', body: { vcpu_count: spec.machine.vcpus, mem_size_mib: spec.machine.memoryMib, smt: false, track_dirty_pages: false } },
@@ -63,4 +70,55 @@ export const GET_VERSION: ApiRequest = { method: 'GET', path: '/version' };
 /** Firecracker's --id: 1-64 alphanumerics and '-' (sandbox ids have '_'). */
 export function firecrackerInstanceId(sandboxId: string): string {
   return sandboxId.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 64) || 'emberd';
+}
+
+// ---- snapshots (docs/snapshots.md "Firecracker") ----
+
+/** Files of a Firecracker golden snapshot, in its directory (and, under the jailer, in each jail root). */
+export const SNAPSHOT_FILES = {
+  /** snapshot_path: device, vCPU and KVM state (Firecracker's versioned "microVM state" file) */
+  state: 'vmstate',
+  /** mem_file_path / mem_backend.backend_path: guest memory; a clone maps it MAP_PRIVATE, so it must never change */
+  memory: 'memory',
+  /** emberd's own record: Firecracker version, snapshot format, jailed or not, the machine */
+  meta: 'firecracker-snapshot.json',
+} as const;
+
+/** Pause the vCPUs: the only state `PUT /snapshot/create` accepts. */
+export const PAUSE_VM: ApiRequest = { method: 'PATCH', path: '/vm', body: { state: 'Paused' } };
+
+/** Paths as the Firecracker process sees them (chroot-relative under the jailer). */
+export interface FcSnapshotPaths {
+  snapshotPath: string;
+  memFilePath: string;
+}
+
+/** Save: pause, then a full snapshot (a diff one needs a base; ours are written once). */
+export function saveRequests(p: FcSnapshotPaths): ApiRequest[] {
+  return [
+    PAUSE_VM,
+    { method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'Full', snapshot_path: p.snapshotPath, mem_file_path: p.memFilePath } },
+  ];
+}
+
+/**
+ * Restore in a fresh process: logger/metrics (the only resources Firecracker accepts before a
+ * load), then `PUT /snapshot/load`, resumed at once. `mem_backend` rather than the deprecated
+ * `mem_file_path`. `vsockUdsOverride` (1.16+ only) names this clone's own vsock socket; without
+ * it Firecracker binds the path recorded in the snapshot, which is why emberd records a path
+ * that means something different in every clone (relative to the process's working directory, or
+ * chroot-relative under the jailer). `clock_realtime` is left off: it needs host Linux >= 5.16 and
+ * a failed load ends the process; the guest clock is set from the host in the first HELLO instead.
+ */
+export function restoreRequests(p: FcSnapshotPaths & Pick<FcGuestPaths, 'logFile' | 'metricsFile'> & { vsockUdsOverride?: string }): ApiRequest[] {
+  const reqs = loggingRequests(p);
+  const load: Record<string, unknown> = {
+    snapshot_path: p.snapshotPath,
+    mem_backend: { backend_type: 'File', backend_path: p.memFilePath },
+    track_dirty_pages: false,
+    resume_vm: true,
+  };
+  if (p.vsockUdsOverride !== undefined) load.vsock_override = { uds_path: p.vsockUdsOverride };
+  reqs.push({ method: 'PUT', path: '/snapshot/load', body: load });
+  return reqs;
 }

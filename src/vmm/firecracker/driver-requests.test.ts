@@ -5,9 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FirecrackerApiSpec, SPEC_VERSIONS, type ApiRequest } from './api-spec.ts';
-import { bootRequests, FC_KERNEL_ARGS, firecrackerBootArgs, firecrackerInstanceId, GET_VERSION, INSTANCE_START, SEND_CTRL_ALT_DEL, type FcGuestPaths } from './boot-config.ts';
+import {
+  bootRequests, FC_KERNEL_ARGS, firecrackerBootArgs, firecrackerInstanceId, GET_VERSION, INSTANCE_START, PAUSE_VM, restoreRequests, saveRequests, SEND_CTRL_ALT_DEL,
+  type FcGuestPaths,
+} from './boot-config.ts';
 import { jailLayout } from './jailer.ts';
-import { isSupportedVersion, parseFirecrackerVersion, requireSupportedVersion } from './version.ts';
+import { isSupportedVersion, parseFirecrackerVersion, requireSupportedVersion, SNAPSHOT_FORMAT_BY_MINOR, supportsVsockOverride } from './version.ts';
 import { describeFirecrackerExit } from './exit-codes.ts';
 import { isFirecrackerError } from './errors.ts';
 
@@ -101,4 +104,91 @@ test('exit codes are explained', () => {
   assert.match(describeFirecrackerExit(0, null), /normally/);
   assert.match(describeFirecrackerExit(null, 'SIGKILL'), /killed by SIGKILL/);
   assert.match(describeFirecrackerExit(99, null), /undocumented code \(exit code 99\)/);
+});
+
+// ---- snapshots ----
+
+const snapHost = { snapshotPath: '/img/snapshots/0123abcd/vmstate', memFilePath: '/img/snapshots/0123abcd/memory' };
+const snapJail = { snapshotPath: '/vmstate', memFilePath: '/memory' };
+
+/** Every snapshot request the driver can send, with the spec versions it must validate against. */
+function snapshotRequests(): { label: string; req: ApiRequest; versions: readonly string[] }[] {
+  const out: { label: string; req: ApiRequest; versions: readonly string[] }[] = [];
+  for (const [name, p] of [['host paths', snapHost], ['jailed', snapJail]] as const) {
+    for (const req of saveRequests(p)) out.push({ label: `save, ${name}`, req, versions: SPEC_VERSIONS });
+    for (const logging of [{}, { logFile: '/run/emberd/sb_x/firecracker.log', metricsFile: '/run/emberd/sb_x/firecracker.metrics' }]) {
+      for (const req of restoreRequests({ ...p, ...logging })) out.push({ label: `load on 1.15, ${name}`, req, versions: SPEC_VERSIONS });
+      const override = name === 'jailed' ? jail.vsock.inJail : hostPaths.vsockUds;
+      for (const req of restoreRequests({ ...p, ...logging, vsockUdsOverride: override })) out.push({ label: `load on 1.16, ${name}`, req, versions: req.path === '/snapshot/load' ? ['1.16.1'] : SPEC_VERSIONS });
+    }
+  }
+  return out;
+}
+
+test('every snapshot request validates against the spec of each version it is sent to', () => {
+  const reqs = snapshotRequests();
+  assert.ok(reqs.length >= 16);
+  for (const { label, req, versions } of reqs) {
+    for (const v of versions) {
+      for (const strictness of ['spec', 'firecracker'] as const) {
+        const r = FirecrackerApiSpec.load(v as '1.15.1', strictness).validateRequest(req);
+        assert.ok(r.ok, `${v}/${strictness} ${label}: ${req.method} ${req.path} ${JSON.stringify(req.body)}: ${r.ok ? '' : r.errors.join('; ')}`);
+      }
+    }
+  }
+});
+
+test('save: PATCH /vm Paused, then a Full snapshot to the given paths', () => {
+  const reqs = saveRequests(snapHost);
+  assert.deepEqual(reqs, [
+    { method: 'PATCH', path: '/vm', body: { state: 'Paused' } },
+    { method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'Full', snapshot_path: snapHost.snapshotPath, mem_file_path: snapHost.memFilePath } },
+  ]);
+  assert.equal(reqs[0], PAUSE_VM);
+});
+
+test('load: mem_backend File (not the deprecated mem_file_path), resumed, logger/metrics first, vsock_override only when asked', () => {
+  const plain = restoreRequests(snapHost);
+  assert.deepEqual(plain, [{ method: 'PUT', path: '/snapshot/load', body: {
+    snapshot_path: snapHost.snapshotPath, mem_backend: { backend_type: 'File', backend_path: snapHost.memFilePath }, track_dirty_pages: false, resume_vm: true,
+  } }]);
+  const logged = restoreRequests({ ...snapJail, logFile: '/firecracker.log', vsockUdsOverride: '/firecracker.vsock' });
+  assert.deepEqual(logged.map((r) => r.path), ['/logger', '/snapshot/load']);
+  assert.deepEqual((logged[1]!.body as { vsock_override: unknown }).vsock_override, { uds_path: '/firecracker.vsock' });
+  for (const r of logged) for (const v of Object.values(r.body as object)) if (typeof v === 'string' && v.startsWith('/')) assert.ok(!v.startsWith('/srv/') && !v.startsWith('/img/'), `${r.path}: ${v} is a host path`);
+});
+
+test('deliberately wrong snapshot requests are caught by the spec', () => {
+  const s15 = FirecrackerApiSpec.load('1.15.1', 'firecracker');
+  const s16 = FirecrackerApiSpec.load('1.16.1', 'firecracker');
+  const withOverride = restoreRequests({ ...snapHost, vsockUdsOverride: '/run/x.vsock' })[0]!;
+  const bad = (spec: FirecrackerApiSpec, req: ApiRequest, re: RegExp) => {
+    const r = spec.validateRequest(req);
+    assert.equal(r.ok, false, `${spec.version}: ${req.method} ${req.path} ${JSON.stringify(req.body)} should be refused`);
+    assert.match(r.ok ? '' : r.errors.join('; '), re);
+  };
+  // vsock_override does not exist before 1.16: a 1.15 Firecracker would refuse the whole load.
+  bad(s15, withOverride, /unknown field "vsock_override"/);
+  assert.ok(s16.validateRequest(withOverride).ok);
+  bad(s16, { method: 'PATCH', path: '/vm', body: { state: 'Pause' } }, /must be one of \["Paused","Resumed"\]/);
+  bad(s16, { method: 'PUT', path: '/vm', body: { state: 'Paused' } }, /PUT is not defined for \/vm \(only PATCH\)/);
+  bad(s15, { method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'full', snapshot_path: 'a', mem_file_path: 'b' } }, /snapshot_type: must be one of \["Full","Diff"\]/);
+  bad(s15, { method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'Full', snapshot_path: 'a' } }, /missing required field "mem_file_path"/);
+  bad(s15, { method: 'PUT', path: '/snapshot/load', body: { mem_backend: { backend_type: 'File', backend_path: 'm' }, resume_vm: true } }, /missing required field "snapshot_path"/);
+  bad(s15, { method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_backend: { backend_type: 'File' } } }, /\/mem_backend: missing required field "backend_path"/);
+  bad(s16, { method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_backend: { backend_type: 'Memfd', backend_path: 'm' } } }, /backend_type: must be one of/);
+  bad(s16, { method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_file_path: 'm', vsock_override: { path: '/x' } } }, /vsock_override: (missing required field "uds_path"|unknown field "path")/);
+  bad(s15, { method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_file_path: 'm', resume_vm: 'yes' } }, /resume_vm: must be boolean/);
+  // What the swagger cannot say (mem_backend and mem_file_path are mutually exclusive, one is
+  // required) passes here; the test double refuses it as Firecracker does (double.test.ts).
+  assert.ok(s15.validateRequest({ method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's' } }).ok);
+});
+
+test('snapshot formats and vsock_override support by version', () => {
+  assert.deepEqual(SNAPSHOT_FORMAT_BY_MINOR, { '1.15': '9.0.0', '1.16': '10.0.0' });
+  assert.equal(supportsVsockOverride(parseFirecrackerVersion('1.15.1')!), false);
+  assert.equal(supportsVsockOverride(parseFirecrackerVersion('1.16.0')!), true);
+  // The spec files agree: the 1.16.1 swagger has VsockOverride, the 1.15.1 one has not.
+  assert.ok(FirecrackerApiSpec.load('1.16.1').validateRequest({ method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_file_path: 'm', vsock_override: { uds_path: 'v' } } }).ok);
+  assert.equal(FirecrackerApiSpec.load('1.15.1').validateRequest({ method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_file_path: 'm', vsock_override: { uds_path: 'v' } } }).ok, false);
 });

@@ -15,7 +15,9 @@ export type FirecrackerErrorCode =
   /** the process exited before the guest was reachable */
   | 'FIRECRACKER_EXITED'
   /** preparing the jail (chroot, links, cgroup) failed */
-  | 'FIRECRACKER_JAILER';
+  | 'FIRECRACKER_JAILER'
+  /** a snapshot cannot be saved, or is not one this Firecracker and configuration can load */
+  | 'FIRECRACKER_SNAPSHOT';
 
 export class FirecrackerError extends EmberdError {
   readonly fcCode: FirecrackerErrorCode;

@@ -172,8 +172,21 @@ export function hostCgroupV2(): CgroupV2Info | undefined {
 export function prepareJail(layout: JailLayout, files: { kernel: string; initramfs: string; pack: string }): number {
   rmSync(layout.jailDir, { recursive: true, force: true }); // a stale jail of the same id
   mkdirSync(layout.root, { recursive: true, mode: 0o755 });
+  return linkIntoJail(layout, [
+    { src: files.kernel, inJail: layout.kernel.inJail },
+    { src: files.initramfs, inJail: layout.initramfs.inJail },
+    { src: files.pack, inJail: layout.pack.inJail },
+  ]);
+}
+
+/**
+ * Hard-links files into an existing chroot at chroot-relative paths (a restored clone's snapshot
+ * files, for instance), copying across filesystems. Returns how many had to be copied.
+ */
+export function linkIntoJail(layout: JailLayout, files: { src: string; inJail: string }[]): number {
   let copied = 0;
-  for (const [src, dst] of [[files.kernel, layout.kernel.host], [files.initramfs, layout.initramfs.host], [files.pack, layout.pack.host]] as const) {
+  for (const { src, inJail } of files) {
+    const dst = join(layout.root, inJail);
     try {
       linkSync(src, dst);
     } catch (e) {

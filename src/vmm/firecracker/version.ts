@@ -31,3 +31,17 @@ export function requireSupportedVersion(raw: string, where: string): FcVersion {
   }
   return v;
 }
+
+/**
+ * The snapshot data format each supported minor writes and reads (`SNAPSHOT_VERSION` in
+ * src/vmm/src/persist.rs: 9.0.0 at v1.15.1, 10.0.0 at v1.16.1; `firecracker --snapshot-version`
+ * prints it). Firecracker loads a state file only if its format has the same major and a minor no
+ * higher, so a 1.15 snapshot does not load in 1.16 or the other way round. The driver asks the
+ * binary; this table is what the test double answers and what the tests hold the driver to.
+ */
+export const SNAPSHOT_FORMAT_BY_MINOR: Readonly<Record<string, string>> = { '1.15': '9.0.0', '1.16': '10.0.0' };
+
+/** `PUT /snapshot/load` takes `vsock_override` from 1.16 on (absent from the 1.15.1 swagger). */
+export function supportsVsockOverride(v: Pick<FcVersion, 'major' | 'minor'>): boolean {
+  return v.major > 1 || (v.major === 1 && v.minor >= 16);
+}
