@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, BackendInfo, BootSpec, SnapshotSupport, VmExit, VmHandle, VmResources } from '../backend.ts';
 import { connectUnix } from '../../agent/connect.ts';
-import { EmberdError } from '../../errors.ts';
+import { EmberdError, isEmberdError } from '../../errors.ts';
 import { hostTscKhz, probeKvm } from '../host.ts';
 import { spawnVmm, type VmmProcess } from '../vmm-process.ts';
 import { QmpClient } from './qmp.ts';
@@ -120,7 +120,9 @@ export class QemuBackend implements Backend {
       return vm;
     } catch (e) {
       await vm.stop(0);
-      throw e;
+      if (isEmberdError(e, 'BOOT_FAILED') || isEmberdError(e, 'BOOT_TIMEOUT')) throw e;
+      // e.g. the QMP connection closing first when QEMU dies at start: the cause is in the console.
+      throw new EmberdError('BOOT_FAILED', `QEMU did not start (${(e as Error).message}): ${proc.console.tail(2000).trim()}`);
     }
   }
 }
