@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // emberctl: a command line for the emberd API, built on the SDK. Human output by default,
 // --json for scripts.
-import { readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync, rmSync } from 'node:fs';
+import { basename } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
 import { EmberdApiError, EmberdClient } from '../sdk/client.ts';
 import { VERSION } from '../version.ts';
@@ -79,6 +81,53 @@ program.command('rm')
   .action(async (ids: string[]) => {
     for (const id of ids) await client().deleteSandbox(id);
     print({ deleted: ids }, () => ids.map((i) => `deleted ${i}`).join('\n'));
+  });
+
+program.command('upload')
+  .description('stream a local file (or - for stdin) into a sandbox; parent directories are created')
+  .argument('<id>', 'sandbox id')
+  .argument('<local>', 'local file, or - for stdin')
+  .argument('<remote>', 'absolute path in the sandbox (a directory with --tar)')
+  .option('--mode <octal>', 'permission bits of the file, e.g. 0755 (default: kept when replacing, else 0644)')
+  .option('--tar', 'the input is a tar stream: extract it into the directory <remote>', false)
+  .action(async (id: string, local: string, remote: string, o: { mode?: string; tar: boolean }) => {
+    const input = local === '-' ? process.stdin : createReadStream(local);
+    const r = await client().uploadFile(id, remote, input, { mode: o.mode, format: o.tar ? 'tar' : undefined });
+    print(r, () => `uploaded ${r.size} bytes to ${r.path}`);
+  });
+
+program.command('download')
+  .description('stream a file (or with --tar a directory, as a tar) out of a sandbox')
+  .argument('<id>', 'sandbox id')
+  .argument('<remote>', 'absolute path in the sandbox')
+  .argument('[local]', 'local file, or - for stdout (default: the remote name in the current directory, + .tar with --tar)')
+  .option('--tar', 'download the directory <remote> as a tar stream', false)
+  .action(async (id: string, remote: string, local: string | undefined, o: { tar: boolean }) => {
+    const dest = local ?? `${basename(remote) || 'root'}${o.tar ? '.tar' : ''}`;
+    const stream = await client().downloadFile(id, remote, { format: o.tar ? 'tar' : undefined });
+    if (dest === '-') {
+      await pipeline(stream, process.stdout);
+      return;
+    }
+    try {
+      await pipeline(stream, createWriteStream(dest));
+    } catch (e) {
+      rmSync(dest, { force: true }); // never leave a truncated copy that looks complete
+      throw e;
+    }
+    if (!json()) console.error(`downloaded ${remote} to ${dest}`);
+    else console.log(JSON.stringify({ path: remote, file: dest }));
+  });
+
+program.command('files')
+  .description('list a directory in a sandbox')
+  .argument('<id>', 'sandbox id')
+  .argument('<dir>', 'absolute path of a directory in the sandbox')
+  .action(async (id: string, dir: string) => {
+    const entries = await client().list(id, dir);
+    const kind = { file: '-', dir: 'd', symlink: 'l', other: '?' } as const;
+    print(entries, () => entries.length === 0 ? `${dir} is empty` : entries.map((e) =>
+      `${kind[e.type]} ${e.mode} ${String(e.size).padStart(12)}  ${e.mtime}  ${JSON.stringify(e.name).slice(1, -1)}${e.type === 'dir' ? '/' : ''}`).join('\n'));
   });
 
 program.command('test')

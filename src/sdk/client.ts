@@ -1,4 +1,5 @@
 // TypeScript SDK for the emberd HTTP API. The CLI and the MCP server are built on it.
+import { Readable } from 'node:stream';
 
 export interface SandboxSummary {
   id: string;
@@ -35,6 +36,21 @@ export interface ExecResponse {
   timed_out: boolean;
   truncated: boolean;
 }
+
+/** One entry of GET /sandboxes/{id}/files/stat and /files/list. */
+export interface FileStat {
+  name: string;
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  /** permission bits, 4 octal digits: "0644" */
+  mode: string;
+  /** ISO-8601 */
+  mtime: string;
+}
+
+/** What uploadFile streams: bytes, text (UTF-8), a Node stream or any (async) iterable of chunks, a web stream. */
+export type UploadData = string | Uint8Array | Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ReadableStream<Uint8Array>;
 
 /** An error answered by the daemon: match on `code` (stable), show `message` (says what to do). */
 export class EmberdApiError extends Error {
@@ -77,6 +93,72 @@ export class EmberdClient {
 
   async deleteSandbox(id: string): Promise<void> {
     await this.request('DELETE', `/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  // ---- files (docs/api.md, "Files"): bodies are streamed both ways, never buffered whole ----
+
+  /**
+   * Streams `data` into the file at `path` (absolute, in the sandbox); parent directories are
+   * created and an existing file is replaced atomically. With `format: 'tar'`, `path` is a
+   * directory and `data` a tar stream extracted into it.
+   */
+  async uploadFile(id: string, path: string, data: UploadData, opts: { mode?: string | number; format?: 'tar' } = {}): Promise<{ path: string; size: number }> {
+    const mode = typeof opts.mode === 'number' ? opts.mode.toString(8).padStart(4, '0') : opts.mode;
+    const buffered = typeof data === 'string' || data instanceof Uint8Array;
+    const body = buffered ? data : data instanceof ReadableStream ? data : Readable.from(data as AsyncIterable<Uint8Array>);
+    const res = await this.fetchRaw(this.filesPath(id, '', { path, mode, format: opts.format }), {
+      method: 'PUT',
+      headers: { 'content-type': opts.format === 'tar' ? 'application/x-tar' : 'application/octet-stream' },
+      body: body as RequestInit['body'],
+      ...(buffered ? {} : { duplex: 'half' }),
+    });
+    return this.answer(res);
+  }
+
+  /** The file's bytes (or, with `format: 'tar'`, the directory as a tar stream), as a Node stream. */
+  async downloadFile(id: string, path: string, opts: { format?: 'tar' } = {}): Promise<Readable> {
+    const res = await this.fetchRaw(this.filesPath(id, '', { path, format: opts.format }), { method: 'GET' });
+    if (!res.ok || !res.body) return this.answer(res);
+    return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+  }
+
+  stat(id: string, path: string): Promise<FileStat> {
+    return this.request('GET', this.filesPath(id, '/stat', { path }));
+  }
+
+  async list(id: string, path: string): Promise<FileStat[]> {
+    return (await this.request<{ entries: FileStat[] }>('GET', this.filesPath(id, '/list', { path }))).entries;
+  }
+
+  /** Deletes a file, a symlink or an empty directory; `recursive` deletes a directory with its contents. */
+  async deleteFile(id: string, path: string, opts: { recursive?: boolean } = {}): Promise<void> {
+    await this.request('DELETE', this.filesPath(id, '', { path, recursive: opts.recursive ? 'true' : undefined }));
+  }
+
+  private filesPath(id: string, sub: string, query: Record<string, string | undefined>): string {
+    const q = new URLSearchParams(Object.entries(query).filter((e): e is [string, string] => e[1] !== undefined));
+    return `/sandboxes/${encodeURIComponent(id)}/files${sub}?${q.toString()}`;
+  }
+
+  private async fetchRaw(path: string, init: RequestInit & { duplex?: 'half' }): Promise<Response> {
+    try {
+      return await fetch(this.baseUrl + path, init);
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+      throw new EmberdApiError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Set --addr or EMBERD_ADDR`);
+    }
+  }
+
+  /** The JSON of a successful answer, or the daemon's error as an EmberdApiError. */
+  private async answer<T>(res: Response): Promise<T> {
+    const text = await res.text();
+    let json: unknown;
+    try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+    if (!res.ok) {
+      const err = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
+      throw new EmberdApiError(res.status, err?.code ?? 'HTTP_ERROR', err?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+    }
+    return json as T;
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {

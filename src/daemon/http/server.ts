@@ -5,6 +5,7 @@ import { EmberdError } from '../../errors.ts';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import { registerSandboxRoutes } from './sandbox-routes.ts';
 import { registerExecRoutes } from './exec-routes.ts';
+import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
 import type { DaemonInfo } from './info.ts';
 
@@ -40,6 +41,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   app.get('/', async () => opts.info());
   registerSandboxRoutes(app, manager);
   registerExecRoutes(app, manager);
+  registerFileRoutes(app, manager);
   registerSessionRoutes(app, manager);
   return app;
 }
