@@ -32,17 +32,49 @@ program.command('exec')
   .argument('<id>', 'sandbox id')
   .argument('<code>', 'code for the sandbox\'s interpreter, or - for stdin')
   .option('--timeout <ms>', 'timeout in milliseconds', (v) => Number(v))
-  .action(async (id: string, code: string, o: { timeout?: number }) => {
+  .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v, all: string[] = []) => [...all, v])
+  .option('--cwd <dir>', 'working directory in the sandbox')
+  .option('--session <name>', 'run in this persistent interpreter (python); prints the value of a final expression')
+  .option('--stream', 'print output as it happens')
+  .option('--background', 'start it in the background and print its process id')
+  .action(async (id: string, code: string, o: { timeout?: number; env?: string[]; cwd?: string; session?: string; stream?: boolean; background?: boolean }) => {
     const src = code === '-' ? readFileSync(0, 'utf8') : code;
-    const r = await client().exec(id, { code: src, timeout_ms: o.timeout });
+    const env = o.env ? Object.fromEntries(o.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : undefined;
+    const opts = { code: src, timeout_ms: o.timeout, env, cwd: o.cwd, session: o.session };
+    if (o.background) {
+      const pid = await client().startProcess(id, opts);
+      print({ process_id: pid }, () => pid);
+      return;
+    }
+    if (o.stream) {
+      for await (const ev of client().execStream(id, opts)) {
+        if (json()) console.log(JSON.stringify(ev));
+        else if (ev.type === 'stdout') process.stdout.write(ev.data);
+        else if (ev.type === 'stderr') process.stderr.write(ev.data);
+        else if (ev.type === 'error') throw new Error(`${ev.code}: ${ev.message}`);
+        else if (ev.type === 'exit') process.exitCode = ev.exit_code;
+      }
+      return;
+    }
+    const r = await client().exec(id, opts);
     if (json()) console.log(JSON.stringify(r, null, 2));
     else {
       process.stdout.write(r.stdout);
       process.stderr.write(r.stderr);
+      if (r.value !== undefined && r.value !== null) process.stdout.write(`${r.value}\n`);
       if (r.timed_out) process.stderr.write(`emberctl: timed out after ${r.duration_ms} ms\n`);
       if (r.truncated) process.stderr.write('emberctl: output was truncated\n');
+      if (r.session_reset) process.stderr.write('emberctl: the session was reset (its state is lost)\n');
     }
     process.exitCode = r.exit_code;
+  });
+
+program.command('ps')
+  .description('list a sandbox\'s background processes')
+  .argument('<id>', 'sandbox id')
+  .action(async (id: string) => {
+    const list = await client().listProcesses(id);
+    print(list, () => list.length === 0 ? 'no background processes' : list.map((p) => `${p.process_id}  ${String(p.state).padEnd(8)} exit=${p.exit_code ?? '-'}  ${p.command}`).join('\n'));
   });
 
 program.command('inspect')

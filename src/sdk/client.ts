@@ -25,8 +25,18 @@ export interface ExecOptions {
   env?: Record<string, string>;
   cwd?: string;
   stdin?: string;
+  stdin_base64?: string;
   timeout_ms?: number;
+  output_encoding?: 'utf8' | 'base64';
+  /** Run `code` in this persistent interpreter (python pack). */
+  session?: string;
 }
+
+/** One line of a streamed exec (Accept: application/x-ndjson). */
+export type ExecEvent =
+  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'exit'; exit_code: number; duration_ms: number; timed_out: boolean; truncated: boolean }
+  | { type: 'error'; code: string; message: string };
 
 export interface ExecResponse {
   stdout: string;
@@ -87,8 +97,44 @@ export class EmberdClient {
     return this.request('GET', `/sandboxes/${encodeURIComponent(id)}`);
   }
 
-  exec(id: string, opts: ExecOptions): Promise<ExecResponse> {
+  exec(id: string, opts: ExecOptions): Promise<ExecResponse & { value?: string | null; session_reset?: boolean }> {
     return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/exec`, opts);
+  }
+
+  /** Output events as they happen; stopping the iteration early kills the process. */
+  async *execStream(id: string, opts: ExecOptions): AsyncGenerator<ExecEvent> {
+    const ac = new AbortController();
+    const res = await this.fetchRaw(`/sandboxes/${encodeURIComponent(id)}/exec`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      body: JSON.stringify(opts),
+      signal: ac.signal,
+    });
+    if (!res.ok) await this.answer(res);
+    let buf = '';
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line) yield JSON.parse(line) as ExecEvent;
+        }
+      }
+    } finally {
+      ac.abort();
+    }
+  }
+
+  /** Starts a background process and returns its id. */
+  async startProcess(id: string, opts: ExecOptions): Promise<string> {
+    return (await this.request<{ process_id: string }>('POST', `/sandboxes/${encodeURIComponent(id)}/exec`, { ...opts, background: true })).process_id;
+  }
+
+  async listProcesses(id: string): Promise<Record<string, unknown>[]> {
+    return (await this.request<{ processes: Record<string, unknown>[] }>('GET', `/sandboxes/${encodeURIComponent(id)}/processes`)).processes;
   }
 
   async deleteSandbox(id: string): Promise<void> {
@@ -162,25 +208,12 @@ export class EmberdClient {
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response;
-    try {
-      res = await fetch(this.baseUrl + path, {
-        method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (e) {
-      const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
-      throw new EmberdApiError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Set --addr or EMBERD_ADDR`);
-    }
+    const res = await this.fetchRaw(path, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
     if (res.status === 204) return undefined as T;
-    const text = await res.text();
-    let json: unknown;
-    try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
-    if (!res.ok) {
-      const err = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-      throw new EmberdApiError(res.status, err?.code ?? 'HTTP_ERROR', err?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
-    }
-    return json as T;
+    return this.answer<T>(res);
   }
 }

@@ -1,0 +1,52 @@
+// emberctl against a real daemon: the commands a user types, their output and exit codes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { startDaemon, type TestDaemon } from './helpers/daemon.ts';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+let d: TestDaemon;
+
+before(async () => { d = await startDaemon(['--pool-size', '0']); });
+after(async () => { assert.equal(await d.stop(), 0, d.log()); });
+
+function ctl(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, EMBERD_ADDR: d.addr }, input, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('create, exec (argument, stdin, stream, session, env), ls, inspect, rm', () => {
+  const c = ctl(['create', '--pack', 'python']);
+  assert.equal(c.code, 0, c.err);
+  const id = c.out.trim();
+  assert.match(id, /^sb_[a-z0-9]{20}$/);
+  assert.deepEqual(ctl(['exec', id, 'print(6*7)']).out, '42\n');
+  assert.deepEqual(ctl(['exec', id, '-'], 'print(1+1)\n').out, '2\n');
+  const fail = ctl(['exec', id, 'import sys; print("e", file=sys.stderr); sys.exit(4)']);
+  assert.deepEqual([fail.code, fail.err], [4, 'e\n']);
+  assert.equal(ctl(['exec', '--stream', id, 'for i in range(3): print(i)']).out, '0\n1\n2\n');
+  assert.equal(ctl(['exec', '--env', 'A=b=c', id, 'import os; print(os.environ["A"])']).out, 'b=c\n');
+  assert.equal(ctl(['exec', '--session', 's', id, 'x = 20']).out, '');
+  assert.equal(ctl(['exec', '--session', 's', id, 'x + 22']).out, '42\n');
+  const ls = ctl(['--json', 'ls']);
+  assert.ok(JSON.parse(ls.out).some((s: { id: string }) => s.id === id));
+  assert.match(ctl(['inspect', id]).out, /state:\s+ready/);
+  assert.equal(ctl(['rm', id]).code, 0);
+  const gone = ctl(['inspect', id]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.err, /SANDBOX_NOT_FOUND/);
+});
+
+test('emberctl test runs the whole cycle and says so', () => {
+  const r = ctl(['test', '--pack', 'shell']);
+  assert.equal(r.code, 0, r.out + r.err);
+  assert.match(r.out, /emberd works/);
+});
+
+test('an unreachable daemon is a clear error, not a stack trace', () => {
+  const r = spawnSync(process.execPath, [CLI, '--addr', '127.0.0.1:1', 'ls'], { encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /DAEMON_UNREACHABLE/);
+  assert.doesNotMatch(r.stderr, /at .*\.ts:\d+/);
+});
