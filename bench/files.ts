@@ -14,7 +14,6 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { AgentClient } from '../src/agent/client.ts';
-import { isEmberdError } from '../src/errors.ts';
 import { loadImageSet } from '../src/images/manifest.ts';
 import { SandboxFiles } from '../src/sandbox/files.ts';
 import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
@@ -81,7 +80,7 @@ const d = await startDaemon(['--snapshots', 'off', '--pool-size', '0']);
 try {
   // ---- agent level (raw channel and files.ts): one VM, this process ----
   const agent = new AgentClient(vm.control);
-  for (;;) { try { await agent.hello(3000); break; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e; } }
+  await agent.helloUntil(Date.now() + 120_000);
   const rawOut = async (argv: string[]) => {
     let n = 0;
     const h = agent.exec({ argv, timeoutMs: 600_000 }, { onStdout: (b) => { n += b.length; } });

@@ -15,6 +15,6 @@ run(process.execPath, [
   '--test',
   '--test-reporter=spec',
   '--test-concurrency=1',
-  '--test-timeout=900000',
+  '--test-timeout=300000',
   ...(only.length ? only : ['src/**/*.test.ts', 'test/**/*.test.ts']),
 ]);

@@ -19,7 +19,6 @@ import { FirecrackerApiSpec } from '../src/vmm/firecracker/api-spec.ts';
 import { isFirecrackerError } from '../src/vmm/firecracker/errors.ts';
 import { jailIdFor } from '../src/vmm/firecracker/jailer.ts';
 import { AgentClient } from '../src/agent/client.ts';
-import { isEmberdError } from '../src/errors.ts';
 import type { BootSpec, VmHandle } from '../src/vmm/backend.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'emb-fcsnap-'));
@@ -166,9 +165,8 @@ const specOf = (name: string, base = work): BootSpec => ({
 
 async function agentOf(vm: VmHandle): Promise<AgentClient> {
   const agent = new AgentClient(vm.control);
-  for (let i = 0; ; i++) {
-    try { await agent.hello(3000); return agent; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT') || i > 30) throw e; }
-  }
+  await agent.helloUntil(Date.now() + 90_000);
+  return agent;
 }
 
 const run = async (agent: AgentClient, cmd: string) => (await agent.run({ argv: ['sh', '-c', cmd], timeoutMs: 20_000 })).stdout.toString();

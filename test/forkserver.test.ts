@@ -4,41 +4,14 @@
 // processes. One VM serves every case.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { AgentClient, type ExecRequest, type ExecResult } from '../src/agent/client.ts';
-import { isEmberdError } from '../src/errors.ts';
-import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
-import type { VmHandle } from '../src/vmm/backend.ts';
-import { testImages } from './helpers/images.ts';
+import type { AgentClient, ExecRequest, ExecResult } from '../src/agent/client.ts';
+import { bootTestVm } from './helpers/vm.ts';
 
-let vm: VmHandle;
 let agent: AgentClient;
-const runDir = mkdtempSync('/tmp/emb-fs-');
+let stop: () => Promise<void>;
 
-before(async () => {
-  const images = testImages();
-  vm = await new QemuBackend().boot({
-    id: 'fs-test',
-    runDir: join(runDir, 'vm'),
-    kernel: images.kernel,
-    initramfs: images.initramfs,
-    packImage: images.packs.get('python')!.image,
-    machine: { vcpus: 1, memoryMib: 256 },
-    kernelArgs: [],
-    deadline: Date.now() + 90_000,
-  });
-  agent = new AgentClient(vm.control);
-  for (;;) {
-    try { await agent.hello(3000); break; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e; }
-  }
-});
-
-after(async () => {
-  agent?.shutdown();
-  await vm?.stop(5000);
-  rmSync(runDir, { recursive: true, force: true });
-});
+before(async () => { ({ agent, stop } = await bootTestVm('python')); });
+after(() => stop?.());
 
 const py = (code: string, extra: Partial<ExecRequest> = {}) => agent.run({ code, timeoutMs: 60_000, ...extra });
 

@@ -3,43 +3,21 @@
 // the agent is still healthy afterwards, which is part of what it tests.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { AgentClient, type HelloAck } from '../src/agent/client.ts';
-import { isEmberdError } from '../src/errors.ts';
-import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
+import type { AgentClient, HelloAck } from '../src/agent/client.ts';
 import type { VmHandle } from '../src/vmm/backend.ts';
-import { testImages } from './helpers/images.ts';
+import { bootTestVm } from './helpers/vm.ts';
 
 let vm: VmHandle;
 let agent: AgentClient;
 let ack: HelloAck;
+let stop: () => Promise<void>;
 const protocolErrors: string[] = [];
-const runDir = mkdtempSync('/tmp/emb-agent-');
 
 before(async () => {
-  const images = testImages();
-  vm = await new QemuBackend().boot({
-    id: 'agent-test',
-    runDir: join(runDir, 'vm'),
-    kernel: images.kernel,
-    initramfs: images.initramfs,
-    packImage: images.packs.get('python')!.image,
-    machine: { vcpus: 1, memoryMib: 256 },
-    kernelArgs: [],
-    deadline: Date.now() + 90_000,
-  });
-  agent = new AgentClient(vm.control, { onProtocolError: (code) => protocolErrors.push(code) });
-  for (;;) {
-    try { ack = await agent.hello(3000); break; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e; }
-  }
+  ({ vm, agent, ack, stop } = await bootTestVm('python', { onProtocolError: (code) => protocolErrors.push(code) }));
 });
 
-after(async () => {
-  agent?.shutdown();
-  await vm?.stop(5000);
-  rmSync(runDir, { recursive: true, force: true });
-});
+after(() => stop?.());
 
 async function healthy() {
   const r = await agent.run({ argv: ['true'], timeoutMs: 30_000 });

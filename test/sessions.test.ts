@@ -2,45 +2,24 @@
 // registry of src/sandbox/sessions.ts over an AgentClient, no HTTP. One VM serves every case.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { AgentClient } from '../src/agent/client.ts';
+import type { AgentClient } from '../src/agent/client.ts';
 import { isEmberdError } from '../src/errors.ts';
-import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
-import type { VmHandle } from '../src/vmm/backend.ts';
 import { SessionRegistry, type SessionRunOptions } from '../src/sandbox/sessions.ts';
-import { testImages } from './helpers/images.ts';
+import { bootTestVm } from './helpers/vm.ts';
 
-let vm: VmHandle;
 let agent: AgentClient;
+let stop: () => Promise<void>;
 let sessions: SessionRegistry;
-const runDir = mkdtempSync('/tmp/emb-sess-');
 const opts: SessionRunOptions = { timeoutMs: 60_000, outputCap: 1 << 20 };
 
 before(async () => {
-  const images = testImages();
-  vm = await new QemuBackend().boot({
-    id: 'sessions-test',
-    runDir: join(runDir, 'vm'),
-    kernel: images.kernel,
-    initramfs: images.initramfs,
-    packImage: images.packs.get('python')!.image,
-    machine: { vcpus: 1, memoryMib: 256 },
-    kernelArgs: [],
-    deadline: Date.now() + 90_000,
-  });
-  agent = new AgentClient(vm.control);
-  for (;;) {
-    try { await agent.hello(3000); break; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e; }
-  }
+  ({ agent, stop } = await bootTestVm('python'));
   sessions = new SessionRegistry('python', () => agent);
 });
 
 after(async () => {
   await sessions?.closeAll();
-  agent?.shutdown();
-  await vm?.stop(5000);
-  rmSync(runDir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const run = (code: string, extra: Partial<SessionRunOptions> = {}, name = 'main') => sessions.run(name, code, { ...opts, ...extra });

@@ -244,6 +244,22 @@ export class AgentClient {
     return ack;
   }
 
+  /**
+   * HELLO, repeated until HELLO_ACK or `deadline` (epoch ms): while a guest boots, a HELLO can sit
+   * in a buffer nobody reads yet, and a repeated HELLO is harmless. `keepTrying` can end it early.
+   */
+  async helloUntil(deadline: number, extra: { realtimeNs?: bigint; entropy?: Buffer; hostname?: string } = {}, keepTrying: () => boolean = () => true): Promise<HelloAck> {
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0 || !keepTrying()) throw new EmberdError('BOOT_TIMEOUT', 'no handshake from the guest agent before the deadline');
+      try {
+        return await this.hello(Math.min(left, 3000), extra);
+      } catch (e) {
+        if (!(e instanceof EmberdError && e.code === 'AGENT_TIMEOUT')) throw e;
+      }
+    }
+  }
+
   /** Round trip of a PING, in microseconds. */
   async ping(timeoutMs: number, payload: Buffer = randomBytes(8)): Promise<number> {
     const start = process.hrtime.bigint();

@@ -253,17 +253,9 @@ export class SandboxManager {
     rmSync(sb.runDir, { recursive: true, force: true });
   }
 
-  /** HELLO, repeated until the deadline: the first one may sit in a buffer the guest never reads. */
-  private async handshake(sb: Sandbox, agent: AgentClient, deadline: number) {
-    for (;;) {
-      const left = deadline - Date.now();
-      if (left <= 0 || sb.cancelled || sb.state !== 'creating') throw new EmberdError('BOOT_TIMEOUT', 'no handshake from the guest agent before the boot deadline');
-      try {
-        return await agent.hello(Math.min(left, 3000), { hostname: hostnameOf(sb.id) });
-      } catch (e) {
-        if (!isEmberdError(e, 'AGENT_TIMEOUT')) throw e;
-      }
-    }
+  /** HELLO until the boot deadline, unless the sandbox is deleted or its VM dies meanwhile. */
+  private handshake(sb: Sandbox, agent: AgentClient, deadline: number) {
+    return agent.helloUntil(deadline, { hostname: hostnameOf(sb.id) }, () => !sb.cancelled && sb.state === 'creating');
   }
 
   private onVmExit(sb: Sandbox, reason: string): void {

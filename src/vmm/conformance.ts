@@ -40,9 +40,8 @@ export function runBackendConformance(label: string, makeBackend: () => Backend,
   };
   const ready = async (vm: VmHandle) => {
     const agent = new AgentClient(vm.control);
-    for (let i = 0; ; i++) {
-      try { await agent.hello(3000); return agent; } catch (e) { if (!isEmberdError(e, 'AGENT_TIMEOUT') || i > 30) throw e; }
-    }
+    await agent.helloUntil(Date.now() + 90_000);
+    return agent;
   };
   const gone = (vm: VmHandle) => {
     assert.throws(() => process.kill(vm.pid, 0), /ESRCH/, `VMM pid ${vm.pid} still exists`);

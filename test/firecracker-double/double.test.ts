@@ -18,7 +18,12 @@ import { testImages } from '../helpers/images.ts';
 import { decodeVmState, encodeVmState, type DoubleVmState } from './snapshot-file.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'emb-fcd-'));
-after(() => rmSync(work, { recursive: true, force: true }));
+const started: ChildProcess[] = [];
+// A failing case must not leave a double running (it would hold the test process open).
+after(() => {
+  for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  rmSync(work, { recursive: true, force: true });
+});
 
 interface Double { proc: ChildProcess; sock: string; dir: string; exit: Promise<number | null>; out(): string }
 
@@ -30,12 +35,21 @@ async function startDouble(name: string, extra: string[] = [], env: Record<strin
   let out = '';
   proc.stdout!.on('data', (b: Buffer) => { out += b; });
   proc.stderr!.on('data', (b: Buffer) => { out += b; });
+  started.push(proc);
   const exit = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
-  for (let i = 0; !existsSync(sock); i++) {
+  // The socket file appears at bind(), a moment before listen(): wait until it accepts.
+  for (let i = 0; !(existsSync(sock) && await accepts(sock)); i++) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`double did not start: ${out}`);
     await new Promise((r) => setTimeout(r, 20));
   }
   return { proc, sock, dir, exit, out: () => out };
+}
+
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection({ path }, () => { c.destroy(); resolve(true); });
+    c.on('error', () => resolve(false));
+  });
 }
 
 function api(d: Double, method: string, path: string, body?: unknown, raw?: string): Promise<{ status: number; json: any }> {
@@ -138,8 +152,7 @@ test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlA
     agent = new AgentClient(control);
     control.resume(); // connectHybridVsock hands the socket back paused
 
-    let ack;
-    for (let i = 0; !ack; i++) { try { ack = await agent.hello(3000); } catch (e) { if (i > 20) throw e; } }
+    const ack = await agent.helloUntil(Date.now() + 90_000);
     assert.equal(ack.transport, 'virtio-serial', 'the double bridges to the virtio-serial port');
     const r = await agent.run({ argv: ['sh', '-c', 'echo $((6*7)); ls /sys/bus/platform/drivers/virtio-mmio | grep -c LNRO0005'], timeoutMs: 20_000 });
     assert.equal(r.stdout.toString().split('\n')[0], '42');

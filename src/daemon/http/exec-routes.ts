@@ -26,31 +26,14 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
         outputCap: manager.config.exec.outputCap,
         stdin: params.stdin,
       });
-      return {
-        stdout: encodeOutput(r.stdout, enc),
-        stderr: encodeOutput(r.stderr, enc),
-        exit_code: r.exitCode,
-        duration_ms: Math.round(r.durationUs / 1000),
-        timed_out: r.timedOut,
-        truncated: r.truncated,
-        value: r.value,
-        session_reset: r.sessionReset,
-      };
+      return { ...execAnswer(r, enc), value: r.value, session_reset: r.sessionReset };
     }
     if (body.background) {
       const p = manager.startProcess(req.params.id, params);
       return reply.status(202).send({ process_id: p.id, state: 'running' });
     }
     if (wantsNdjson(req.headers.accept)) return streamExec(manager, req.params.id, params, enc, reply);
-    const r = await manager.exec(req.params.id, params);
-    return {
-      stdout: encodeOutput(r.stdout, enc),
-      stderr: encodeOutput(r.stderr, enc),
-      exit_code: r.exitCode,
-      duration_ms: Math.round(r.durationUs / 1000),
-      timed_out: r.timedOut,
-      truncated: r.truncated,
-    };
+    return execAnswer(await manager.exec(req.params.id, params), enc);
   });
 
   app.get<IdParams>('/sandboxes/:id/processes', async (req) => ({
@@ -97,6 +80,18 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     await sb.processes.remove(req.params.pid);
     return reply.status(204).send();
   });
+}
+
+/** The v1 exec answer (the seed's four fields first). */
+function execAnswer(r: { stdout: Buffer; stderr: Buffer; exitCode: number; durationUs: number; timedOut: boolean; truncated: boolean }, enc: OutputEncoding) {
+  return {
+    stdout: encodeOutput(r.stdout, enc),
+    stderr: encodeOutput(r.stderr, enc),
+    exit_code: r.exitCode,
+    duration_ms: Math.round(r.durationUs / 1000),
+    timed_out: r.timedOut,
+    truncated: r.truncated,
+  };
 }
 
 function findProcess(manager: SandboxManager, p: { id: string; pid: string }) {
