@@ -11,10 +11,10 @@
 // a fresh process -> GET /version -> PUT /snapshot/load (resume_vm) -> CONNECT 1024 again. How each
 // clone gets a vsock socket of its own: docs/firecracker.md "Snapshots".
 import { accessSync, constants as fsc, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { VmBase } from '../vm-base.ts';
 import { execFileSync } from 'node:child_process';
 import { release } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
-import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend, BackendInfo, BootSpec, SnapshotSupport, VmExit, VmHandle, VmResources } from '../backend.ts';
 import { connectHybridVsock, connectUnix } from '../../agent/connect.ts';
@@ -447,12 +447,11 @@ async function startJailed(p: VmmProcess, layout: JailLayout, newPidNs: boolean,
   };
 }
 
-class FirecrackerVm implements VmHandle {
+class FirecrackerVm extends VmBase implements VmHandle {
   readonly pid: number;
   readonly exited: Promise<VmExit>;
   client: FirecrackerApiClient | undefined;
   started = false;
-  private controlSocket: Socket | undefined;
   private stopping: Promise<VmExit> | undefined;
   private readonly proc: FcProcess;
   private readonly paths: string[];
@@ -464,6 +463,7 @@ class FirecrackerVm implements VmHandle {
   guestVsock: string;
 
   constructor(proc: FcProcess, host: { api: string; vsock: string; log?: string; metrics?: string }, layout: JailLayout | undefined, cgDir: string | undefined, ctrlAltDelWaitMs: number, guestVsock: string) {
+    super(proc.console);
     this.layout = layout;
     this.guestVsock = guestVsock;
     this.proc = proc;
@@ -471,7 +471,7 @@ class FirecrackerVm implements VmHandle {
     this.ctrlAltDelWaitMs = ctrlAltDelWaitMs;
     this.paths = layout ? [layout.jailDir, ...(cgDir ? [cgDir] : [])] : [host.api, host.vsock, ...(host.log ? [host.log] : []), ...(host.metrics ? [host.metrics] : [])];
     this.exited = proc.exited.then(async ({ code, signal, statusKnown }) => {
-      this.controlSocket?.destroy();
+      this.dropControl();
       this.client?.close();
       // Firecracker removes none of its sockets, on any exit: do it for it.
       removeStaleSockets(host);
@@ -480,19 +480,6 @@ class FirecrackerVm implements VmHandle {
       const reason = statusKnown ? describeFirecrackerExit(code, signal) : 'Firecracker exited (it ran in its own PID namespace under the jailer, so its exit status is not visible)';
       return { code, signal, reason };
     });
-  }
-
-  attach(s: Socket): void {
-    this.controlSocket = s;
-  }
-
-  get control(): Socket {
-    if (!this.controlSocket) throw new Error('control stream not connected');
-    return this.controlSocket;
-  }
-
-  consoleTail(maxBytes?: number): string {
-    return this.proc.console.tail(maxBytes);
   }
 
   resources(): VmResources {

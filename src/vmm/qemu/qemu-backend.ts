@@ -8,8 +8,8 @@ import { EmberdError, isEmberdError } from '../../errors.ts';
 import { hostTscKhz, probeKvm } from '../host.ts';
 import { spawnVmm, type VmmProcess } from '../vmm-process.ts';
 import { QmpClient } from './qmp.ts';
+import { VmBase } from '../vm-base.ts';
 import { qemuArgs, type QemuOptions } from './cmdline.ts';
-import type { Socket } from 'node:net';
 
 export interface QemuBackendOptions {
   binary?: string;
@@ -139,39 +139,26 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
   return signal ? `killed by ${signal}` : `exit code ${code}`;
 }
 
-class QemuVm implements VmHandle {
+class QemuVm extends VmBase implements VmHandle {
   readonly pid: number;
   readonly exited: Promise<VmExit>;
   qmp: QmpClient | undefined;
-  private controlSocket: Socket | undefined;
   private readonly proc: VmmProcess;
   private readonly paths: { controlSocket: string; qmpSocket: string };
   private stopping: Promise<VmExit> | undefined;
 
   constructor(proc: VmmProcess, paths: { controlSocket: string; qmpSocket: string }) {
+    super(proc.console);
     this.proc = proc;
     this.pid = proc.pid;
     this.paths = paths;
     this.exited = proc.exited.then(({ code, signal }) => {
-      this.controlSocket?.destroy();
+      this.dropControl();
       this.qmp?.close();
       // QEMU removes its listening sockets on a clean exit, not when killed: do it for it.
       for (const p of Object.values(this.paths)) rmSync(p, { force: true });
       return { code, signal, reason: describeExit(code, signal) };
     });
-  }
-
-  attach(s: Socket): void {
-    this.controlSocket = s;
-  }
-
-  get control(): Socket {
-    if (!this.controlSocket) throw new Error('control stream not connected');
-    return this.controlSocket;
-  }
-
-  consoleTail(maxBytes?: number): string {
-    return this.proc.console.tail(maxBytes);
   }
 
   resources(): VmResources {
