@@ -15,10 +15,10 @@ type IdParams = { Params: { id: string } };
 
 const path = z.string().optional(); // checked by normalizePath: a missing or bad path is INVALID_PATH
 const bool = z.enum(['true', 'false', '1', '0']).optional();
-const putQuery = z.strictObject({ path, mode: z.string().optional(), format: z.enum(['tar']).optional() });
-const getQuery = z.strictObject({ path, format: z.enum(['tar']).optional() });
-const pathQuery = z.strictObject({ path });
-const deleteQuery = z.strictObject({ path, recursive: bool });
+export const putQuery = z.strictObject({ path, mode: z.string().optional(), format: z.enum(['tar']).optional() });
+export const getQuery = z.strictObject({ path, format: z.enum(['tar']).optional() });
+export const pathQuery = z.strictObject({ path });
+export const deleteQuery = z.strictObject({ path, recursive: bool });
 
 function query<S extends z.ZodType>(schema: S, q: unknown): z.infer<S> {
   const r = schema.safeParse(q);

@@ -8,6 +8,7 @@ import { registerExecRoutes } from './exec-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
 import type { DaemonInfo } from './info.ts';
+import { openApiDocument } from './openapi.ts';
 
 export interface HttpOptions {
   bodyLimit: number;
@@ -16,6 +17,10 @@ export interface HttpOptions {
 
 export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: opts.bodyLimit, forceCloseConnections: true, return503OnClosing: true });
+  // Every route, as registered: the OpenAPI test compares this list with the document.
+  const routes: { method: string; url: string }[] = [];
+  app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) routes.push({ method: m, url: r.url }); });
+  app.decorate('emberdRoutes', routes);
 
   // Bodies are JSON whatever Content-Type says (curl -d sends form-urlencoded); empty means none.
   app.removeAllContentTypeParsers();
@@ -39,6 +44,8 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   });
 
   app.get('/', async () => opts.info());
+  const openapi = openApiDocument();
+  app.get('/openapi.json', async () => openapi);
   registerSandboxRoutes(app, manager);
   registerExecRoutes(app, manager);
   registerFileRoutes(app, manager);
