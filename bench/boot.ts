@@ -1,17 +1,12 @@
 // Boot-to-ready and exec round trip at the agent level (no HTTP): QEMU backend + AgentClient.
 // Usage: node bench/boot.ts [boots=5] [execs=20]
-import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { AgentClient } from '../src/agent/client.ts';
 import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
-import { loadImageSet } from '../src/images/manifest.ts';
+import { bootTestVm } from '../test/helpers/vm.ts';
 import { row } from './stats.ts';
 
 const boots = Number(process.argv[2] ?? 5);
 const execs = Number(process.argv[3] ?? 20);
-const images = loadImageSet();
 const backend = new QemuBackend();
-const base = mkdtempSync('/tmp/emb-bench-');
 console.log(`backend qemu ${backend.info.version}, accel ${backend.info.accel}; python pack; ${boots} boots, ${execs} execs each`);
 
 const bootMs: number[] = [];
@@ -24,12 +19,7 @@ const ping: number[] = [];
 
 for (let i = 0; i < boots; i++) {
   const t0 = performance.now();
-  const vm = await backend.boot({
-    id: `bench${i}`, runDir: join(base, String(i)), kernel: images.kernel, initramfs: images.initramfs,
-    packImage: images.packs.get('python')!.image, machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [], deadline: Date.now() + 120_000,
-  });
-  const agent = new AgentClient(vm.control);
-  const ack = await agent.helloUntil(Date.now() + 120_000);
+  const { agent, ack, stop } = await bootTestVm('python', {}, backend);
   bootMs.push(performance.now() - t0);
   guestUptime.push(ack.uptimeMs);
   for (let j = 0; j < execs; j++) {
@@ -45,10 +35,8 @@ for (let i = 0; i < boots; i++) {
     shellExec.push(performance.now() - t);
     ping.push((await agent.ping(5000)) / 1000);
   }
-  agent.shutdown();
-  await vm.stop(5000);
+  await stop();
 }
-rmSync(base, { recursive: true, force: true });
 
 console.log(row('boot to ready (qemu start -> HELLO_ACK)', bootMs));
 console.log(row('  of which guest uptime at HELLO', guestUptime));

@@ -4,26 +4,17 @@
 // HTTP): QEMU backend + AgentClient, one VM, the python pack.
 // Usage: node bench/exec-latency.ts [execs=30]
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { AgentClient, type ExecRequest } from '../src/agent/client.ts';
+import type { ExecRequest } from '../src/agent/client.ts';
 import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
-import { loadImageSet } from '../src/images/manifest.ts';
+import { bootTestVm } from '../test/helpers/vm.ts';
 import { median, row } from './stats.ts';
 
 const execs = Number(process.argv[2] ?? 30);
-const images = loadImageSet();
 const backend = new QemuBackend();
-const base = mkdtempSync('/tmp/emb-bench-');
 console.log(`backend qemu ${backend.info.version}, accel ${backend.info.accel}; python pack; ${execs} execs per figure, interleaved`);
 
-const vm = await backend.boot({
-  id: 'bench-exec', runDir: join(base, 'vm'), kernel: images.kernel, initramfs: images.initramfs,
-  packImage: images.packs.get('python')!.image, machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [], deadline: Date.now() + 120_000,
-});
-const agent = new AgentClient(vm.control);
+const { agent, stop } = await bootTestVm('python', {}, backend);
 try {
-  await agent.helloUntil(Date.now() + 120_000);
 
   async function once(req: ExecRequest, fast: boolean): Promise<[number, number]> {
     const t = performance.now();
@@ -64,7 +55,5 @@ try {
   const m = { fresh: median(fresh), fast: median(fast), host: median(hostPy) };
   console.log(`ratios of medians: fresh/fast ${(m.fresh / m.fast).toFixed(1)}x, fast/host ${(m.fast / m.host).toFixed(2)}x, fresh/host ${(m.fresh / m.host).toFixed(1)}x`);
 } finally {
-  agent.shutdown();
-  await vm.stop(5000);
-  rmSync(base, { recursive: true, force: true });
+  await stop();
 }

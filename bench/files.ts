@@ -9,15 +9,12 @@
 // same size. The figures are taken in rounds, one of each per round, so that a change of host load
 // (two cores shared with other work) hits all of them alike; medians over the rounds.
 // Usage: node bench/files.ts [MiB=64] [rounds=5]
-import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { AgentClient } from '../src/agent/client.ts';
-import { loadImageSet } from '../src/images/manifest.ts';
 import { SandboxFiles } from '../src/sandbox/files.ts';
 import { QemuBackend } from '../src/vmm/qemu/qemu-backend.ts';
 import { startDaemon } from '../test/helpers/daemon.ts';
+import { bootTestVm } from '../test/helpers/vm.ts';
 import { median } from './stats.ts';
 
 const mib = Number(process.argv[2] ?? 64);
@@ -68,19 +65,12 @@ const record = async (label: string, fn: () => Promise<number>) => {
   results.set(label, [...(results.get(label) ?? []), r]);
 };
 
-const images = loadImageSet();
 const backend = new QemuBackend();
-const base = mkdtempSync('/tmp/emb-bench-');
 console.log(`backend qemu ${backend.info.version}, accel ${backend.info.accel}; python pack, 1 vCPU, 256 MiB; ${mib} MiB per transfer, ${reps} rounds (every figure once per round, interleaved, so load changes hit all alike); MiB/s`);
-const vm = await backend.boot({
-  id: 'benchfiles', runDir: join(base, 'vm'), kernel: images.kernel, initramfs: images.initramfs,
-  packImage: images.packs.get('python')!.image, machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [], deadline: Date.now() + 120_000,
-});
+const { agent, stop } = await bootTestVm('python', {}, backend);
 const d = await startDaemon(['--snapshots', 'off', '--pool-size', '0']);
 try {
   // ---- agent level (raw channel and files.ts): one VM, this process ----
-  const agent = new AgentClient(vm.control);
-  await agent.helloUntil(Date.now() + 120_000);
   const rawOut = async (argv: string[]) => {
     let n = 0;
     const h = agent.exec({ argv, timeoutMs: 600_000 }, { onStdout: (b) => { n += b.length; } });
@@ -132,13 +122,10 @@ try {
     await record(HTTP_IN, put);
     await record(HTTP_OUT, get);
   }
-  agent.shutdown();
-  await vm.stop(5000);
   await d.client.deleteSandbox(id);
 } finally {
-  await vm.stop(0).catch(() => {});
+  await stop();
   await d.stop();
-  rmSync(base, { recursive: true, force: true });
 }
 
 const m = (k: string) => median(results.get(k)!);
