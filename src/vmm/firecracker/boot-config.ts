@@ -32,7 +32,7 @@ export interface FcGuestPaths {
   kernel: string;
   initramfs: string;
   pack: string;
-  /** relative to Firecracker's working directory (its run dir) when not jailed: see firecracker-backend.ts */
+  /** relative to Firecracker's working directory (its run dir) when not jailed: see process.ts (placeVm) */
   vsockUds: string;
   /** when set, PUT /logger with this (existing) file */
   logFile?: string;
