@@ -51,9 +51,9 @@ import { hostTscKhz, probeKvm } from '../../src/vmm/host.ts';
 import { spawnVmm, type VmmProcess } from '../../src/vmm/vmm-process.ts';
 import { connectUnix } from '../../src/agent/connect.ts';
 import { parseFirecrackerVersion, SNAPSHOT_FORMAT_BY_MINOR } from '../../src/vmm/firecracker/version.ts';
+import { DOUBLE_MARKER } from '../../src/vmm/firecracker/probe.ts';
 import { decodeVmState, encodeVmState, SnapshotFileError, type DoubleVmState } from './snapshot-file.ts';
 
-export const DOUBLE_MARKER = 'emberd-firecracker-double';
 const VERSION = process.env.FC_DOUBLE_VERSION ?? '1.15.1';
 const PARSED_VERSION = parseFirecrackerVersion(VERSION);
 /** The snapshot data format this "Firecracker" writes and loads (1.15: 9.0.0, 1.16: 10.0.0). */
