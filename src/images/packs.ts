@@ -1,33 +1,11 @@
-// Language packs: root trees assembled from Debian packages, packed as reproducible zstd squashfs.
+// What every language pack's root tree is made with (the packs' recipes, in targets/, compose
+// these): merged-/usr extraction, busybox applets, a CA bundle, pruning, emberd's base files, and
+// the reproducible zstd squashfs.
 
 import { chmod, lstat, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { extractDeb } from './apt.ts';
-import { run, walk } from './util.ts';
-
-export interface PackSpec {
-  name: string;
-  interpreter: string[];
-  /** apt roots whose dependency closure goes in (Essential packages not forced in) */
-  roots: string[];
-  /** extra packages taken without their dependencies (missing from the archive = skipped) */
-  extras: string[];
-}
-
-export const PYTHON_VERSION = '3.11';
-
-export const PACKS: Record<string, PackSpec> = {
-  shell: { name: 'shell', interpreter: ['sh', '-c'], roots: ['busybox-static'], extras: [] },
-  python: {
-    name: 'python',
-    interpreter: ['python3', '-c'],
-    roots: [`python${PYTHON_VERSION}`, `libpython${PYTHON_VERSION}-stdlib`, 'busybox-static'],
-    extras: ['ca-certificates'],
-  },
-};
-
-/** Bumped whenever tree assembly changes in a way that changes outputs (part of the step key). */
-export const PACK_RECIPE_VERSION = 1;
+import { lexists, run, walk } from './util.ts';
 
 const MERGED_USR: [string, string][] = [
   ['bin', 'usr/bin'],
@@ -35,15 +13,6 @@ const MERGED_USR: [string, string][] = [
   ['lib', 'usr/lib'],
   ['lib64', 'usr/lib64'],
 ];
-
-async function lexists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function mkdirMode(p: string, mode: number): Promise<void> {
   await mkdir(p, { recursive: true });
@@ -67,7 +36,7 @@ export async function makeSkeleton(tree: string): Promise<void> {
 }
 
 /** Base filesystem every pack gets: mount points, tmp, root's home, minimal /etc. */
-export async function addBaseFiles(tree: string, spec: PackSpec): Promise<void> {
+export async function addBaseFiles(tree: string, spec: { name: string; interpreter: readonly string[] }): Promise<void> {
   for (const d of ['dev', 'proc', 'sys', 'run', 'mnt', 'home', 'var', 'var/tmp', 'etc', 'etc/emberd']) {
     await mkdirMode(join(tree, d), 0o755);
   }
@@ -140,26 +109,6 @@ export async function pruneCommon(tree: string): Promise<void> {
   for (const p of paths) await rm(join(tree, p), { recursive: true, force: true });
 }
 
-/** Python-specific pruning: test suites, GUI/dev tooling, glibc iconv modules. */
-export async function prunePython(tree: string): Promise<void> {
-  const lib = `usr/lib/python${PYTHON_VERSION}`;
-  for (const p of ['test', 'idlelib', 'tkinter', 'turtledemo', 'ensurepip', 'lib2to3/tests', 'distutils/tests', 'unittest/test', 'ctypes/test', 'sqlite3/test']) {
-    await rm(join(tree, lib, p), { recursive: true, force: true });
-  }
-  // Python's codecs are its own; glibc's gconv modules (8 MB) only serve iconv(3).
-  await rm(join(tree, 'usr/lib/x86_64-linux-gnu/gconv'), { recursive: true, force: true });
-  // update-ca-certificates needs openssl + run-parts (bundle is built here instead); sitecustomize only tries apport (and
-  // is an absolute symlink into /etc that would resolve on the build host while compiling).
-  for (const p of [
-    `usr/lib/python${PYTHON_VERSION}/sitecustomize.py`,
-    `etc/python${PYTHON_VERSION}/sitecustomize.py`,
-    'usr/sbin/update-ca-certificates',
-    'etc/ca-certificates',
-  ]) {
-    await rm(join(tree, p), { recursive: true, force: true });
-  }
-}
-
 /**
  * ca-certificates normally builds its bundle in postinst (update-ca-certificates, needs openssl +
  * debconf). Do it here: all Mozilla certs, sorted by name, concatenated. Points OpenSSL's default
@@ -182,59 +131,6 @@ export async function installCaBundle(tree: string): Promise<boolean> {
   if (!(await lexists(join(tree, 'usr/lib/ssl/certs')))) await symlink('/etc/ssl/certs', join(tree, 'usr/lib/ssl/certs'));
   await rm(src, { recursive: true, force: true });
   return true;
-}
-
-/**
- * Byte-compiles the stdlib with the pack's own interpreter (run through the pack's ld.so, so no
- * chroot or root needed). Reproducible: unchecked-hash pycs (no mtimes, and Python never stats
- * the .py to revalidate), fixed hash seed, single process, -f and no bytecode writes for the
- * modules compileall itself imports (their in-memory refcounts would otherwise vary the output).
- */
-export async function compilePython(tree: string): Promise<void> {
-  const ld = join(tree, 'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2');
-  const env: NodeJS.ProcessEnv = {
-    PATH: '/usr/bin:/bin',
-    LC_ALL: 'C.UTF-8',
-    PYTHONHOME: join(tree, 'usr'),
-    PYTHONHASHSEED: '0',
-    PYTHONDONTWRITEBYTECODE: '1',
-    PYTHONNOUSERSITE: '1',
-    SOURCE_DATE_EPOCH: '0',
-  };
-  const libdir = join(tree, `usr/lib/python${PYTHON_VERSION}`);
-  await run(
-    ld,
-    [
-      '--library-path',
-      join(tree, 'usr/lib/x86_64-linux-gnu'),
-      join(tree, `usr/bin/python${PYTHON_VERSION}`),
-      '-S',
-      '-m',
-      'compileall',
-      '-q',
-      '-f',
-      '-j',
-      '1',
-      '--invalidation-mode',
-      'unchecked-hash',
-      '-s',
-      tree,
-      '-p',
-      '/',
-      '-x',
-      '/(test|tests)/',
-      libdir,
-    ],
-    { env },
-  );
-}
-
-/** Python-specific symlinks that Debian's python3 (not python3.11) package would provide. */
-export async function addPythonLinks(tree: string): Promise<void> {
-  const link = join(tree, 'usr/bin/python3');
-  if (!(await lexists(link))) await symlink(`python${PYTHON_VERSION}`, link);
-  const py = join(tree, 'usr/bin/python');
-  if (!(await lexists(py))) await symlink('python3', py);
 }
 
 /** Extracts debs (in the given order) into a fresh merged-/usr tree. */

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveDownloadsDir } from './build.ts';
+import { resolveDownloadsDir } from './sources.ts';
 import { defaultImagesDir } from './manifest.ts';
 
 /**

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
@@ -197,6 +197,16 @@ export async function acquireLock(lockPath: string): Promise<() => Promise<void>
     }
   }
   throw new Error(`cannot lock ${lockPath}`);
+}
+
+/** Whether `p` exists, not following a symlink there (a dangling link exists). */
+export async function lexists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Recursive listing (relative paths, sorted), not following symlinks. */

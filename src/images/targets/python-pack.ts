@@ -1,0 +1,103 @@
+// Target `python`: CPython with its whole standard library from Debian bookworm, busybox for
+// /bin/sh and the usual tools, a CA bundle, deterministic bytecode; no test suites, GUI or
+// packaging tooling.
+
+import { rm, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { addBaseFiles, installBusyboxApplets, installCaBundle, pruneCommon } from '../packs.ts';
+import { lexists, run } from '../util.ts';
+import type { PackSpec } from './pack.ts';
+
+export const PYTHON_VERSION = '3.11';
+
+export const PYTHON_PACK: PackSpec = {
+  name: 'python',
+  interpreter: ['python3', '-c'],
+  roots: [`python${PYTHON_VERSION}`, `libpython${PYTHON_VERSION}-stdlib`, 'busybox-static'],
+  extras: ['ca-certificates'],
+  async makeRoot(tree, detail) {
+    await installCaBundle(tree);
+    await addPythonLinks(tree);
+    detail(`busybox: ${await installBusyboxApplets(tree)} applets`);
+    await prunePython(tree);
+    await pruneCommon(tree);
+    await addBaseFiles(tree, PYTHON_PACK);
+    detail('compiling stdlib bytecode');
+    await compilePython(tree);
+  },
+};
+
+/** Python-specific pruning: test suites, GUI/dev tooling, glibc iconv modules. */
+async function prunePython(tree: string): Promise<void> {
+  const lib = `usr/lib/python${PYTHON_VERSION}`;
+  for (const p of ['test', 'idlelib', 'tkinter', 'turtledemo', 'ensurepip', 'lib2to3/tests', 'distutils/tests', 'unittest/test', 'ctypes/test', 'sqlite3/test']) {
+    await rm(join(tree, lib, p), { recursive: true, force: true });
+  }
+  // Python's codecs are its own; glibc's gconv modules (8 MB) only serve iconv(3).
+  await rm(join(tree, 'usr/lib/x86_64-linux-gnu/gconv'), { recursive: true, force: true });
+  // update-ca-certificates needs openssl + run-parts (bundle is built here instead); sitecustomize only tries apport (and
+  // is an absolute symlink into /etc that would resolve on the build host while compiling).
+  for (const p of [
+    `usr/lib/python${PYTHON_VERSION}/sitecustomize.py`,
+    `etc/python${PYTHON_VERSION}/sitecustomize.py`,
+    'usr/sbin/update-ca-certificates',
+    'etc/ca-certificates',
+  ]) {
+    await rm(join(tree, p), { recursive: true, force: true });
+  }
+}
+
+
+/**
+ * Byte-compiles the stdlib with the pack's own interpreter (run through the pack's ld.so, so no
+ * chroot or root needed). Reproducible: unchecked-hash pycs (no mtimes, and Python never stats
+ * the .py to revalidate), fixed hash seed, single process, -f and no bytecode writes for the
+ * modules compileall itself imports (their in-memory refcounts would otherwise vary the output).
+ */
+async function compilePython(tree: string): Promise<void> {
+  const ld = join(tree, 'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2');
+  const env: NodeJS.ProcessEnv = {
+    PATH: '/usr/bin:/bin',
+    LC_ALL: 'C.UTF-8',
+    PYTHONHOME: join(tree, 'usr'),
+    PYTHONHASHSEED: '0',
+    PYTHONDONTWRITEBYTECODE: '1',
+    PYTHONNOUSERSITE: '1',
+    SOURCE_DATE_EPOCH: '0',
+  };
+  const libdir = join(tree, `usr/lib/python${PYTHON_VERSION}`);
+  await run(
+    ld,
+    [
+      '--library-path',
+      join(tree, 'usr/lib/x86_64-linux-gnu'),
+      join(tree, `usr/bin/python${PYTHON_VERSION}`),
+      '-S',
+      '-m',
+      'compileall',
+      '-q',
+      '-f',
+      '-j',
+      '1',
+      '--invalidation-mode',
+      'unchecked-hash',
+      '-s',
+      tree,
+      '-p',
+      '/',
+      '-x',
+      '/(test|tests)/',
+      libdir,
+    ],
+    { env },
+  );
+}
+
+/** Python-specific symlinks that Debian's python3 (not python3.11) package would provide. */
+async function addPythonLinks(tree: string): Promise<void> {
+  const link = join(tree, 'usr/bin/python3');
+  if (!(await lexists(link))) await symlink(`python${PYTHON_VERSION}`, link);
+  const py = join(tree, 'usr/bin/python');
+  if (!(await lexists(py))) await symlink('python3', py);
+}
+
