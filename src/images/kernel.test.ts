@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { extractVmlinux, findLz4Payload, moduleDepends, moduleLoadOrder, parseModinfo } from './kernel.ts';
+import { fakeKo } from './testing.ts';
 
 const haveLz4 = spawnSync('lz4', ['--version']).status === 0;
 
@@ -86,33 +87,6 @@ test('a non-ELF payload or a non-LZ4 kernel is refused', { skip: !haveLz4 && 'lz
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** ELF64 LE relocatable with sections: null, .modinfo, .shstrtab. */
-function fakeKo(modinfo: string): Buffer {
-  const shstr = Buffer.from('\0.modinfo\0.shstrtab\0');
-  const info = Buffer.from(modinfo);
-  const infoOff = 64;
-  const strOff = infoOff + info.length;
-  const shoff = (strOff + shstr.length + 7) & ~7;
-  const b = Buffer.alloc(shoff + 3 * 64);
-  Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]).copy(b);
-  b.writeBigUInt64LE(BigInt(shoff), 0x28);
-  b.writeUInt16LE(64, 0x3a);
-  b.writeUInt16LE(3, 0x3c);
-  b.writeUInt16LE(2, 0x3e);
-  info.copy(b, infoOff);
-  shstr.copy(b, strOff);
-  const sh = (i: number, name: number, off: number, size: number): void => {
-    const o = shoff + i * 64;
-    b.writeUInt32LE(name, o);
-    b.writeUInt32LE(i === 2 ? 3 : 1, o + 4);
-    b.writeBigUInt64LE(BigInt(off), o + 0x18);
-    b.writeBigUInt64LE(BigInt(size), o + 0x20);
-  };
-  sh(1, 1, infoOff, info.length);
-  sh(2, 10, strOff, shstr.length);
-  return b;
-}
 
 test('.modinfo is parsed and depends= drives the load order', () => {
   const info = parseModinfo(fakeKo('license=GPL\0depends=virtio,virtio-ring\0alias=x\0alias=y\0name=virtio_blk\0'));

@@ -1,5 +1,6 @@
-// /lib/modules/load-order in the initramfs: the contract between the image builder (writer) and
-// the guest agent (reader), so the agent loads the modules without parsing ELF .modinfo itself.
+// /lib/modules/load-order in the initramfs: the modules in the order to load them, written for
+// the guest agent so that it need not parse ELF .modinfo itself. This file and the agent's reader
+// (guest/) must agree on the format; targets/initramfs.test.ts pins it.
 //
 // Format (ASCII, what formatLoadOrder writes):
 // - one module name per line, each line ended by "\n" (the last one too); no blank lines, no

@@ -1,4 +1,4 @@
-// Shared helpers for the image builder's integration tests (not used at runtime).
+// Shared helpers for the image builder's tests (not used at runtime).
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -41,4 +41,31 @@ export function standInInit(): string {
 
 export function hashes(files: Record<string, { sha256: string }>): Record<string, string> {
   return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, v.sha256]));
+}
+
+/** ELF64 LE relocatable with sections: null, .modinfo, .shstrtab. */
+export function fakeKo(modinfo: string): Buffer {
+  const shstr = Buffer.from('\0.modinfo\0.shstrtab\0');
+  const info = Buffer.from(modinfo);
+  const infoOff = 64;
+  const strOff = infoOff + info.length;
+  const shoff = (strOff + shstr.length + 7) & ~7;
+  const b = Buffer.alloc(shoff + 3 * 64);
+  Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]).copy(b);
+  b.writeBigUInt64LE(BigInt(shoff), 0x28);
+  b.writeUInt16LE(64, 0x3a);
+  b.writeUInt16LE(3, 0x3c);
+  b.writeUInt16LE(2, 0x3e);
+  info.copy(b, infoOff);
+  shstr.copy(b, strOff);
+  const sh = (i: number, name: number, off: number, size: number): void => {
+    const o = shoff + i * 64;
+    b.writeUInt32LE(name, o);
+    b.writeUInt32LE(i === 2 ? 3 : 1, o + 4);
+    b.writeBigUInt64LE(BigInt(off), o + 0x18);
+    b.writeBigUInt64LE(BigInt(size), o + 0x20);
+  };
+  sh(1, 1, infoOff, info.length);
+  sh(2, 10, strOff, shstr.length);
+  return b;
 }
