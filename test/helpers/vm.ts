@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { AgentClient, type AgentClientOptions, type HelloAck } from '../../src/agent/client.ts';
 import { QemuBackend } from '../../src/vmm/qemu/qemu-backend.ts';
 import type { VmHandle } from '../../src/vmm/backend.ts';
-import { testImages } from './images.ts';
+import { testBootSpec, TEST_BOOT_DEADLINE_MS } from './boot-spec.ts';
 
 export interface TestVm {
   vm: VmHandle;
@@ -16,18 +16,8 @@ export interface TestVm {
 }
 
 export async function bootTestVm(pack = 'python', agentOptions: AgentClientOptions = {}, backend = new QemuBackend()): Promise<TestVm> {
-  const images = testImages();
   const runDir = mkdtempSync('/tmp/emb-vm-');
-  const vm = await backend.boot({
-    id: `test-${pack}`,
-    runDir: join(runDir, 'vm'),
-    kernel: images.kernel,
-    initramfs: images.initramfs,
-    packImage: images.packs.get(pack)!.image,
-    machine: { vcpus: 1, memoryMib: 256 },
-    kernelArgs: [],
-    deadline: Date.now() + 90_000,
-  });
+  const vm = await backend.boot(testBootSpec(`test-${pack}`, join(runDir, 'vm'), { pack }));
   const agent = new AgentClient(vm.control, agentOptions);
   const stop = async () => {
     agent.shutdown();
@@ -35,7 +25,7 @@ export async function bootTestVm(pack = 'python', agentOptions: AgentClientOptio
     rmSync(runDir, { recursive: true, force: true });
   };
   try {
-    return { vm, agent, ack: await agent.helloUntil(Date.now() + 90_000), stop };
+    return { vm, agent, ack: await agent.helloUntil(Date.now() + TEST_BOOT_DEADLINE_MS), stop };
   } catch (e) {
     await stop();
     throw e;
