@@ -14,7 +14,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { EmberdApiError } from '../src/sdk/client.ts';
+import { SandboxFiles } from '../src/sandbox/files.ts';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
+import { bootTestVm, type TestVm } from './helpers/vm.ts';
 
 const MiB = 1024 * 1024;
 /** No golden snapshot builds or warm-pool VMs: exactly one boot per daemon (two cores are shared). */
@@ -216,6 +218,82 @@ describe('upload and download', () => {
       const r = await http(d, 'GET', `/sandboxes/${id}/files/list${q('/root/abort')}`);
       return r.status === 200 && r.json.entries.length === 0;
     }, 10_000, 'no file left in /root/abort');
+  });
+});
+
+// Issue 9, item 1: output is never lost when the writer dies. A download is `exec cat`, a tar read
+// `exec tar`: the tool exits right after its last write, while the tail may still sit in the pipe
+// to the guest agent. The agent must drain what the leader left in the pipe before it reports EXIT.
+describe('output loss when the guest tool exits right after writing', () => {
+  /** Uploads `n` random bytes to `path`; returns their sha256. */
+  async function seed(path: string, n: number): Promise<string> {
+    const data = randomBytes(n);
+    assert.equal((await put(d, id, q(path), data)).status, 201);
+    return createHash('sha256').update(data).digest('hex');
+  }
+
+  /** Downloads `query` `runs` times; every run must be exactly `want`. */
+  async function downloadRepeatedly(query: string, want: { hash: string; size: number }, runs: number): Promise<void> {
+    for (let run = 1; run <= runs; run++) {
+      const res = await get(d, id, query);
+      assert.equal(res.statusCode, 200, `run ${run}`);
+      assert.deepEqual(await sha256(res), want, `run ${run} of ${runs}: the download is not the file`);
+    }
+  }
+
+  test('download output loss: a 200,000-byte file arrives whole and byte-identical, 50 runs in a row', async () => {
+    const hash = await seed('/root/loss/200k.bin', 200_000);
+    await downloadRepeatedly(q('/root/loss/200k.bin'), { hash, size: 200_000 }, 50);
+  });
+
+  test('download output loss: sizes that are no multiple of the pipe size (1 B, 64 KiB + 1, 256 KiB + 1) arrive whole, 50 runs each', async () => {
+    // The agent's pipes hold 256 KiB (PIPE_SIZE in guest/src/exec.c); the default is 64 KiB.
+    for (const n of [1, 64 * 1024 + 1, 256 * 1024 + 1]) {
+      const hash = await seed(`/root/loss/${n}.bin`, n);
+      await downloadRepeatedly(q(`/root/loss/${n}.bin`), { hash, size: n }, 50);
+    }
+  });
+
+  test('tar download output loss: a directory read as tar arrives whole (the same bytes as tar in the guest), 50 runs in a row', async () => {
+    await seed('/root/losstar/a.bin', 200_000);
+    await seed('/root/losstar/sub/b.bin', 70_001);
+    // busybox tar of an unchanged directory is deterministic: the guest's own hash of it is the truth.
+    const inGuest = await exec(d, id, { argv: ['sh', '-c', 'cd /root/losstar && tar -c -f - . | sha256sum && tar -c -f - . | wc -c'] });
+    const [hashLine, sizeLine] = inGuest.stdout.trim().split('\n');
+    const want = { hash: hashLine!.split(' ')[0]!, size: Number(sizeLine) };
+    assert.ok(want.size > 270_001, inGuest.stdout);
+    await downloadRepeatedly(q('/root/losstar', '&format=tar'), want, 50);
+  });
+
+  describe('the tail is still in the guest, without credit, when cat exits (SandboxFiles on a VM of its own)', () => {
+    let vm: TestVm;
+    let files: SandboxFiles;
+    before(async () => {
+      vm = await bootTestVm('shell');
+      files = new SandboxFiles(vm.agent, { timeoutMs: 60_000, transferTimeoutMs: 600_000, outputCap: 1 << 20 });
+    });
+    after(async () => { await vm?.stop(); });
+
+    test('download output loss without credit: a 2 MiB + 100,000-byte file whose reader waits until cat exited arrives whole, 10 runs', async (t) => {
+      // An unread download takes 1 MiB of credit in flight plus up to 1 MiB of stream buffer (less
+      // the last frame) on the host; the agent's pipe holds 256 KiB. So cat can write all of this
+      // file and exit, and at least 100,000 bytes are still in its pipe with no credit left: they
+      // must follow once the reader reads.
+      const n = 2 * MiB + 100_000;
+      const data = randomBytes(n);
+      const want = createHash('sha256').update(data).digest('hex');
+      assert.deepEqual(await files.writeFile('/root/nocredit.bin', Readable.from([data]), { maxBytes: n }), { path: '/root/nocredit.bin', size: n });
+      const catRunning = async () => (await vm.agent.run({ argv: ['ps', '-o', 'args'], timeoutMs: 10_000 })).stdout.toString().includes('cat -- /root/nocredit.bin');
+      const onHost: number[] = [];
+      for (let run = 1; run <= 10; run++) {
+        const stream = await files.readFile('/root/nocredit.bin');
+        await eventually(async () => !(await catRunning()), 60_000, `run ${run}: cat exited while its reader waited`);
+        onHost.push(stream.readableLength);
+        assert.ok(stream.readableLength <= n - 100_000, `run ${run}: ${stream.readableLength} bytes on the host before anything was read`);
+        assert.deepEqual(await sha256(stream), { hash: want, size: n }, `run ${run}: the download is not the file`);
+      }
+      t.diagnostic(`on the host when cat exited: ${Math.min(...onHost)}..${Math.max(...onHost)} of ${n} bytes`);
+    });
   });
 });
 
