@@ -12,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { testImages } from './helpers/images.ts';
+import { testBootSpec, TEST_BOOT_DEADLINE_MS } from './helpers/boot-spec.ts';
+import { liveProcessesWith } from './helpers/procs.ts';
 import { FIRECRACKER_DOUBLE, FAKE_JAILER } from './firecracker-double/path.ts';
 import { FirecrackerBackend } from '../src/vmm/firecracker/firecracker-backend.ts';
 import { FirecrackerApiClient, API_CHANNEL, type ApiEvent } from '../src/vmm/firecracker/api-client.ts';
@@ -26,13 +28,6 @@ after(() => rmSync(work, { recursive: true, force: true }));
 const images = testImages();
 const spec15 = FirecrackerApiSpec.load('1.15.1', 'firecracker');
 const spec16 = FirecrackerApiSpec.load('1.16.1', 'firecracker');
-
-/** Processes whose command line contains `needle`. */
-function processesWith(needle: string): string[] {
-  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(needle); } catch { return false; }
-  });
-}
 
 /** A private images dir offering only the shell pack: one golden build instead of two. */
 function shellOnlyImages(): string {
@@ -69,7 +64,7 @@ describe('daemon, Firecracker 1.15 without jailer: golden snapshot, restore-on-c
   after(async () => {
     const code = await d.stop();
     assert.equal(code, 0, d.log());
-    assert.deepEqual(processesWith(d.runDir), [], 'a double or QEMU outlived the daemon');
+    assert.deepEqual(liveProcessesWith(d.runDir), [], 'a double or QEMU outlived the daemon');
   });
 
   test('GET / reports the snapshot; its files and record; the save was PATCH /vm Paused + PUT /snapshot/create Full', async () => {
@@ -152,20 +147,14 @@ describe('daemon, Firecracker 1.15 without jailer: golden snapshot, restore-on-c
 // ---- the backend directly ----
 
 let n = 0;
-const specOf = (name: string, base = work): BootSpec => ({
-  id: `sb_${name}${n++}`,
-  runDir: join(base, `${name}${n}`),
-  kernel: images.kernel,
-  initramfs: images.initramfs,
-  packImage: images.packs.get('shell')!.image,
-  machine: { vcpus: 1, memoryMib: 256 },
-  kernelArgs: [],
-  deadline: Date.now() + 90_000,
-});
+const specOf = (name: string): BootSpec => {
+  const i = n++;
+  return testBootSpec(`sb_${name}${i}`, join(work, `${name}${i}`), { pack: 'shell' });
+};
 
 async function agentOf(vm: VmHandle): Promise<AgentClient> {
   const agent = new AgentClient(vm.control);
-  await agent.helloUntil(Date.now() + 90_000);
+  await agent.helloUntil(Date.now() + TEST_BOOT_DEADLINE_MS);
   return agent;
 }
 

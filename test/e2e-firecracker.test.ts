@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon, http, processExists, type TestDaemon } from './helpers/daemon.ts';
+import { isLive, liveProcessesWith } from './helpers/procs.ts';
 import { FIRECRACKER_DOUBLE } from './firecracker-double/path.ts';
 import { FirecrackerApiSpec, SPEC_VERSIONS } from '../src/vmm/firecracker/api-spec.ts';
 
@@ -30,13 +31,6 @@ after(async () => {
   assert.equal(code, 0, `daemon exit code; log:\n${d.log()}`);
 });
 
-/** Processes whose command line contains `needle` (the double and its QEMU carry the VM id). */
-function processesWith(needle: string): string[] {
-  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(needle); } catch { return false; }
-  });
-}
-
 test('GET / reports the firecracker backend, its version and why', async () => {
   const r = await http(d, 'GET', '/');
   assert.equal(r.status, 200);
@@ -55,9 +49,10 @@ test('create -> exec print(6*7) -> delete, leaving no process and no file', { ti
   const info = await http(d, 'GET', `/sandboxes/${id}`);
   assert.equal(info.json.backend, 'firecracker');
   const pid: number = info.json.vmm_pid;
-  assert.ok(processExists(pid));
+  assert.ok(isLive(pid));
+  // The double and its QEMU carry the VM id on their command lines.
   const fcId = id.replace('_', '-');
-  assert.ok(processesWith(fcId).length >= 2, 'the double and its QEMU run for this sandbox');
+  assert.ok(liveProcessesWith(fcId).length >= 2, 'the double and its QEMU run for this sandbox');
   assert.deepEqual(readdirSync(join(d.runDir, id)).sort(), ['firecracker.sock', 'firecracker.vsock']);
 
   const e = await http(d, 'POST', `/sandboxes/${id}/exec`, '{"code":"print(6*7)"}', { 'content-type': 'application/json' });
@@ -67,7 +62,7 @@ test('create -> exec print(6*7) -> delete, leaving no process and no file', { ti
   const del = await http(d, 'DELETE', `/sandboxes/${id}`);
   assert.equal(del.status, 204);
   assert.equal(processExists(pid), false, 'the Firecracker (double) process is gone');
-  assert.deepEqual(processesWith(fcId), [], 'no double or QEMU left for this sandbox');
+  assert.deepEqual(liveProcessesWith(fcId), [], 'no double or QEMU left for this sandbox');
   assert.equal(existsSync(join(d.runDir, id)), false, 'run dir removed');
   assert.deepEqual(readdirSync(d.runDir).filter((n) => n !== 'emberd.pid'), []);
 

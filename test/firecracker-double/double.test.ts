@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { createConnection } from 'node:net';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIRECRACKER_DOUBLE } from './path.ts';
@@ -14,7 +14,8 @@ import { FirecrackerApiSpec } from '../../src/vmm/firecracker/api-spec.ts';
 import { bootRequests } from '../../src/vmm/firecracker/boot-config.ts';
 import { connectHybridVsock } from '../../src/agent/connect.ts';
 import { AgentClient } from '../../src/agent/client.ts';
-import { testImages } from '../helpers/images.ts';
+import { testBootSpec, TEST_BOOT_DEADLINE_MS } from '../helpers/boot-spec.ts';
+import { liveProcessesWith } from '../helpers/procs.ts';
 import { decodeVmState, encodeVmState, type DoubleVmState } from './snapshot-file.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'emb-fcd-'));
@@ -29,27 +30,24 @@ interface Double { proc: ChildProcess; sock: string; dir: string; exit: Promise<
 
 async function startDouble(name: string, extra: string[] = [], env: Record<string, string> = {}): Promise<Double> {
   const dir = join(work, name);
-  spawnSync('mkdir', ['-p', dir]);
+  mkdirSync(dir, { recursive: true });
   const sock = join(dir, 'api.sock');
-  const proc = spawn(FIRECRACKER_DOUBLE, ['--api-sock', sock, '--id', name, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FC_DOUBLE_RECORD: join(dir, 'rec.jsonl'), ...env } });
+  // fd 3: the double's readiness fd (FC_DOUBLE_READY_FD), written once the API socket listens.
+  const proc = spawn(FIRECRACKER_DOUBLE, ['--api-sock', sock, '--id', name, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    env: { ...process.env, FC_DOUBLE_RECORD: join(dir, 'rec.jsonl'), FC_DOUBLE_READY_FD: '3', ...env },
+  });
   let out = '';
   proc.stdout!.on('data', (b: Buffer) => { out += b; });
   proc.stderr!.on('data', (b: Buffer) => { out += b; });
   started.push(proc);
   const exit = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
-  // The socket file appears at bind(), a moment before listen(): wait until it accepts.
-  for (let i = 0; !(existsSync(sock) && await accepts(sock)); i++) {
-    if (i > 300 || proc.exitCode !== null) throw new Error(`double did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { proc, sock, dir, exit, out: () => out };
-}
-
-function accepts(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection({ path }, () => { c.destroy(); resolve(true); });
-    c.on('error', () => resolve(false));
+  await new Promise<void>((resolve, reject) => {
+    let note = '';
+    proc.stdio[3]!.on('data', (b: Buffer) => { note += b; if (note.includes('READY=1\n')) resolve(); });
+    void exit.then((c) => reject(new Error(`double exited with ${c} before it listened: ${out}`)));
   });
+  return { proc, sock, dir, exit, out: () => out };
 }
 
 function api(d: Double, method: string, path: string, body?: unknown, raw?: string): Promise<{ status: number; json: any }> {
@@ -135,12 +133,12 @@ test('pre-boot API rules, errors as 400 {fault_message}, every request recorded'
 });
 
 test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlAltDel ends it all', { timeout: 120_000 }, async () => {
-  const images = testImages();
   const d = await startDouble('boot');
   const vsock = join(d.dir, 'v.sock');
   let agent: AgentClient | undefined;
   try {
-    const reqs = bootRequests({ machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [] }, { kernel: images.kernel, initramfs: images.initramfs, pack: images.packs.get('shell')!.image, vsockUds: vsock });
+    const spec = testBootSpec('boot', d.dir, { pack: 'shell' });
+    const reqs = bootRequests(spec, { kernel: spec.kernel, initramfs: spec.initramfs, pack: spec.packImage, vsockUds: vsock });
     for (const r of reqs) assert.equal((await api(d, r.method, r.path, r.body)).status, 204, r.path);
     assert.equal((await api(d, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
     assert.equal((await api(d, 'GET', '/')).json.state, 'Running');
@@ -148,11 +146,11 @@ test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlA
     await expect400(d, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 256 }, /not supported after starting/);
     await expect400(d, 'PUT', '/drives/x', { drive_id: 'x', is_root_device: false, path_on_host: '/etc/hostname', is_read_only: true }, /not supported after starting/);
     assert.equal(await vsockConnect(vsock, 9999), 'EOF', 'nothing listens on port 9999');
-    const control = await connectHybridVsock(vsock, 1024, Date.now() + 60_000);
+    const control = await connectHybridVsock(vsock, 1024, spec.deadline);
     agent = new AgentClient(control);
     control.resume(); // connectHybridVsock hands the socket back paused
 
-    const ack = await agent.helloUntil(Date.now() + 90_000);
+    const ack = await agent.helloUntil(Date.now() + TEST_BOOT_DEADLINE_MS);
     assert.equal(ack.transport, 'virtio-serial', 'the double bridges to the virtio-serial port');
     const r = await agent.run({ argv: ['sh', '-c', 'echo $((6*7)); ls /sys/bus/platform/drivers/virtio-mmio | grep -c LNRO0005'], timeoutMs: 20_000 });
     assert.equal(r.stdout.toString().split('\n')[0], '42');
@@ -163,12 +161,9 @@ test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlA
     // Like Firecracker, the double leaves its sockets for the caller to remove.
     assert.deepEqual(readdirSync(d.dir).sort(), ['api.sock', 'rec.jsonl', 'v.sock']);
     assert.match(d.out(), /emberd-init/, 'the serial console went to stdout');
-    const qemuLeft = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('emberd-boot\0'); } catch { return false; }
-    });
-    assert.deepEqual(qemuLeft, [], 'no QEMU left behind');
-    const spec = FirecrackerApiSpec.load('1.15.1', 'firecracker');
-    for (const x of readFileSync(join(d.dir, 'rec.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))) assert.ok(spec.validateRequest(x).ok, x.path);
+    assert.deepEqual(liveProcessesWith('emberd-boot\0'), [], 'no QEMU left behind');
+    const api15 = FirecrackerApiSpec.load('1.15.1', 'firecracker');
+    for (const x of readFileSync(join(d.dir, 'rec.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))) assert.ok(api15.validateRequest(x).ok, x.path);
   } finally {
     agent?.close();
     d.proc.kill('SIGKILL');

@@ -37,10 +37,13 @@
 // reports (to test the driver's refusal); FC_DOUBLE_QEMU picks the QEMU binary;
 // FC_DOUBLE_CHROOT=DIR resolves every path (API socket, files, UDS) under DIR, as a Firecracker
 // chrooted by the jailer would see them (set by fake-jailer.ts); FC_DOUBLE_NO_PARENT_WATCH=1 keeps
-// it alive when its parent exits (the jailer exits after starting Firecracker).
+// it alive when its parent exits (the jailer exits after starting Firecracker);
+// FC_DOUBLE_READY_FD=N writes `READY=1\n` to fd N and closes it once the API socket listens (a
+// readiness fd, as s6's notification-fd: tests that drive the double raw wait for it instead of
+// polling the socket; Firecracker has no such signal, so the driver never uses it).
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, createConnection, type Server, type Socket } from 'node:net';
-import { appendFileSync, closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, constants as fsc } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, writeSync, constants as fsc } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { FirecrackerApiSpec } from '../../src/vmm/firecracker/api-spec.ts';
@@ -298,7 +301,12 @@ const api = createHttpServer({ keepAlive: true }, (req: IncomingMessage, res: Se
   });
 });
 api.on('error', (e) => { process.stderr.write(`Error creating the HTTP server: ${e.message}\n`); process.exit(1); });
-api.listen(apiSockPath);
+api.listen(apiSockPath, () => {
+  const fd = Number(process.env.FC_DOUBLE_READY_FD);
+  if (!fd) return;
+  writeSync(fd, 'READY=1\n');
+  closeSync(fd); // before QEMU is spawned, which would otherwise inherit it
+});
 
 // ---- the guest, under QEMU ----
 let qemu: VmmProcess | undefined;

@@ -15,6 +15,9 @@ import { FirecrackerApiSpec, SPEC_VERSIONS } from './api-spec.ts';
 import { isFirecrackerError } from './errors.ts';
 import { runBackendConformance } from '../conformance.ts';
 import { testImages } from '../../../test/helpers/images.ts';
+import { testBootSpec, TEST_BOOT_DEADLINE_MS } from '../../../test/helpers/boot-spec.ts';
+import { isLive } from '../../../test/helpers/procs.ts';
+import type { BootSpec } from '../backend.ts';
 import { FIRECRACKER_DOUBLE as DOUBLE, FAKE_JAILER } from '../../../test/firecracker-double/path.ts';
 import { AgentClient } from '../../agent/client.ts';
 import { jailIdFor } from './jailer.ts';
@@ -41,17 +44,7 @@ runBackendConformance('firecracker', () => new FirecrackerBackend({ binary: DOUB
   pack: images.packs.get('shell')!.image,
 });
 
-const base = (n: string, over: object = {}) => ({
-  id: `sb_${n}`,
-  runDir: join(work, n),
-  kernel: images.kernel,
-  initramfs: images.initramfs,
-  packImage: images.packs.get('shell')!.image,
-  machine: { vcpus: 1, memoryMib: 256 },
-  kernelArgs: [],
-  deadline: Date.now() + 30_000,
-  ...over,
-});
+const base = (n: string, over: Partial<BootSpec> = {}) => testBootSpec(`sb_${n}`, join(work, n), { pack: 'shell', ...over });
 
 test('the backend identifies the double and says so in its info', () => {
   const p = probeFirecracker(DOUBLE);
@@ -127,14 +120,14 @@ test('jailed path, with a stand-in jailer: chroot layout, hard links, chroot-rel
   const chrootBase = join(work, 'jails');
   mkdirSync(chrootBase);
   const backend = new FirecrackerBackend({ binary: DOUBLE, jailer: { binary: FAKE_JAILER, uid: 65534, gid: 65534, chrootBase }, logFiles: true });
-  const spec = base('jailed', { deadline: Date.now() + 90_000 });
+  const spec = base('jailed');
   const id = jailIdFor(spec.id, work);
   const root = join(chrootBase, 'firecracker-double', id, 'root');
   let agent: AgentClient | undefined;
   try {
     const vm = await backend.boot(spec);
     agent = new AgentClient(vm.control);
-    const ack = await agent.helloUntil(Date.now() + 90_000);
+    await agent.helloUntil(Date.now() + TEST_BOOT_DEADLINE_MS);
     assert.equal((await agent.run({ argv: ['sh', '-c', 'echo $((6*7))'], timeoutMs: 20_000 })).stdout.toString(), '42\n');
     assert.equal(Number(readFileSync(join(root, 'firecracker-double.pid'), 'utf8')), vm.pid, 'the VM pid is the one the jailer wrote');
     assert.deepEqual(vm.resources().paths, [join(chrootBase, 'firecracker-double', id)]);
@@ -155,7 +148,7 @@ test('jailed path, with a stand-in jailer: chroot layout, hard links, chroot-rel
     const exit = await vm.stop(10_000);
     assert.match(exit.reason, /own PID namespace/);
     // Reparented when the jailer exited, so reaped by init, maybe a moment later: gone or a zombie.
-    assert.ok(!existsSync(`/proc/${vm.pid}`) || /\) Z /.test(readFileSync(`/proc/${vm.pid}/stat`, 'utf8')), 'Firecracker (double) still running');
+    assert.ok(!isLive(vm.pid), 'Firecracker (double) still running');
     assert.equal(existsSync(join(chrootBase, 'firecracker-double', id)), false, 'the jail is removed');
     assert.equal(existsSync(images.kernel), true);
   } finally {

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,6 +121,7 @@ test('reapStaleJails kills a leftover jailed process of this daemon and removes 
   const other = `${jailTag('/run/other')}-sb-bbbbbbbbbbbbbbbbbbbb`;
   // Stands in for a Firecracker left by a SIGKILLed daemon: its command line names the jail id.
   const fake = spawn('/bin/sh', ['-c', 'while :; do sleep 0.2; done', 'firecracker', '--id', mine], { stdio: 'ignore' });
+  const spawned = once(fake, 'spawn');
   try {
     const o = { ...opts, chrootBase: base };
     for (const id of [mine, other]) {
@@ -127,7 +129,7 @@ test('reapStaleJails kills a leftover jailed process of this daemon and removes 
       mkdirSync(l.root, { recursive: true });
       writeFileSync(l.pidFile, String(id === mine ? fake.pid : 1)); // pid 1 must never be killed: its cmdline does not match
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await spawned; // emitted after the exec: its command line is the one above
     assert.ok(processHasArgs(fake.pid!, ['--id', mine]));
     const exited = new Promise((r) => fake.once('exit', (_c, s) => r(s)));
     assert.equal(await reapStaleJails(o, 'firecracker', tag, undefined), 1);
