@@ -6,12 +6,14 @@
 // - one module name per line, each line ended by "\n" (the last one too); no blank lines, no
 //   comments, no surrounding spaces;
 // - a name is the module's name as the kernel spells it (`_`, never `-`: "virtio_ring"), without
-//   ".ko"; the module's file is /lib/modules/<name>.ko, flat, next to load-order;
+//   ".ko": 1 to 55 characters of [A-Za-z0-9_] (the kernel's own limit, MODULE_NAME_LEN 56 with
+//   its NUL, so a reader may use a 64-byte buffer); its file is /lib/modules/<name>.ko, flat,
+//   next to load-order;
 // - every .ko in /lib/modules is listed exactly once, and nothing else is;
 // - in load order: each module comes after every module its .modinfo `depends=` names, so
 //   finit_module(2) in file order succeeds; otherwise in the order INITRAMFS_MODULES asks for.
 
-const MODULE_NAME = /^[A-Za-z0-9_]+$/;
+const MODULE_NAME = /^[A-Za-z0-9_]{1,55}$/;
 
 /** The file's bytes for modules already in load order. */
 export function formatLoadOrder(order: readonly string[]): Buffer {

@@ -56,7 +56,8 @@ test('load-order: one module name per line, dependencies first, each naming the 
 test('load-order: names that would break the format are refused, not written', () => {
   assert.equal(formatLoadOrder(['virtio_ring', 'vmw_vsock_virtio_transport']).toString(), 'virtio_ring\nvmw_vsock_virtio_transport\n');
   assert.equal(formatLoadOrder([]).toString(), '');
-  for (const bad of ['', 'a\nb', 'a/b', 'virtio-ring', ' a', 'a.ko']) {
+  assert.equal(formatLoadOrder(['m'.repeat(55)]).length, 56);
+  for (const bad of ['', 'a\nb', 'a/b', 'virtio-ring', ' a', 'a.ko', 'm'.repeat(56)]) {
     assert.throws(() => formatLoadOrder([bad]), /cannot be written/, JSON.stringify(bad));
   }
   assert.throws(() => formatLoadOrder(['a', 'b', 'a']), /listed twice/);
