@@ -1,7 +1,9 @@
 // Files in and out of real microVMs over HTTP (docs/api.md, "Files"). One daemon and one python
 // sandbox serve most cases (they only add files under their own directories); a second daemon with
-// a 1 MiB --max-upload and one shell sandbox covers the size limit. Data is streamed and hashed on
-// the fly: no test holds a large transfer in memory.
+// a 1 MiB --max-upload and one shell sandbox covers the size limit, and one test VM drives
+// SandboxFiles directly where a case needs the host side's buffers exactly. Data is streamed and
+// hashed on the fly: no test holds a large transfer in memory. Nothing waits a fixed time: each
+// case waits for the event it needs, seen in the guest.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -17,6 +19,7 @@ import { EmberdApiError } from '../src/sdk/client.ts';
 import { SandboxFiles } from '../src/sandbox/files.ts';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { bootTestVm, type TestVm } from './helpers/vm.ts';
+import { rssKib } from './helpers/procs.ts';
 
 const MiB = 1024 * 1024;
 /** No golden snapshot builds or warm-pool VMs: exactly one boot per daemon (two cores are shared). */
@@ -33,9 +36,10 @@ before(async () => {
   id = r.json.id;
 });
 after(async () => {
+  rmSync(tmp, { recursive: true, force: true });
+  if (!d) return; // it did not start: before() reported why
   if (id) await http(d, 'DELETE', `/sandboxes/${id}`).catch(() => {});
   const code = await d.stop();
-  rmSync(tmp, { recursive: true, force: true });
   assert.equal(code, 0, `daemon exit code; log:\n${d.log()}`);
 });
 
@@ -113,8 +117,37 @@ function expectError(r: { status: number; json: any; text: string }, status: num
   assert.ok(r.json.error.message.length > 10);
 }
 
-function rssKiB(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+/** The largest buffer the host's TCP autotuning may give a socket (the third field of the sysctl). */
+function tcpBufferMax(which: 'tcp_rmem' | 'tcp_wmem'): number {
+  return Number(readFileSync(`/proc/sys/net/ipv4/${which}`, 'utf8').trim().split(/\s+/)[2]);
+}
+
+/** The state of the guest's `cat -- <file>`: blocked writing to its full pipe, and its read offset. */
+type Held = { blocked: boolean; pos: number };
+
+const CAT_STATE = `for p in $(pidof cat); do
+  case "$(tr '\\0' ' ' < /proc/$p/cmdline)" in *" -- $1 "*) ;; *) continue;; esac
+  for f in /proc/$p/fd/*; do
+    [ "$(readlink "$f")" = "$1" ] && echo "$(cat /proc/$p/wchan) $(grep '^pos:' /proc/$p/fdinfo/\${f##*/})"
+  done
+done`;
+
+/**
+ * Waits until the guest's `cat -- <file>` is held back: blocked in write, with the same read offset
+ * in two samples in a row. Each sample is an exec the agent serves, so an agent with credit would
+ * have read the pipe meanwhile: the same offset twice means it had none. Fails if cat ends first.
+ */
+async function waitUntilHeld(t: TestDaemon, sb: string, file: string): Promise<Held> {
+  let last: Held | undefined;
+  let now: Held | undefined;
+  await eventually(async () => {
+    const out = (await exec(t, sb, { argv: ['sh', '-c', CAT_STATE, 'sh', file] })).stdout.trim();
+    const m = /^(\S+) pos:\s+(\d+)$/.exec(out);
+    assert.ok(m, `cat of ${file} is gone (it read the whole file while its reader was paused) or unreadable: ${JSON.stringify(out)}`);
+    [last, now] = [now, { blocked: m[1] === 'pipe_wait_writable', pos: Number(m[2]) }];
+    return !!last && last.blocked && now.blocked && last.pos === now.pos;
+  }, 120_000, `cat of ${file} held back while its reader is paused`);
+  return now!;
 }
 
 // ---- cases -------------------------------------------------------------------------------------
@@ -154,38 +187,51 @@ describe('upload and download', () => {
 
   test('100 MiB each way, streamed, sha256-checked; a paused reader holds the guest back, not daemon memory', async (t) => {
     const n = 100 * MiB;
+    const file = '/root/big/100m.bin';
     const h = createHash('sha256');
     let t0 = performance.now();
-    const up = await put(d, id, q('/root/big/100m.bin'), randomSource(n, h));
+    const up = await put(d, id, q(file), randomSource(n, h));
     const upS = (performance.now() - t0) / 1000;
     assert.equal(up.status, 201, up.text);
     assert.equal(up.json.size, n);
     const want = h.digest('hex');
 
-    const rss0 = rssKiB(d.proc.pid!);
+    // Everything between the guest's cat and this client that may legitimately hold bytes: the
+    // agent's pipe, the credit in flight plus the stream buffer in the daemon, the loopback
+    // socket's buffers at their largest, and 1 MiB for Node's stream buffers on both ends.
+    const mostInBetween = 256 * 1024 + 2 * MiB + tcpBufferMax('tcp_rmem') + tcpBufferMax('tcp_wmem') + MiB;
+    const pauseAt = 4 * MiB;
+    assert.ok(pauseAt + mostInBetween < n, `the file must be larger than what the path can buffer (${mostInBetween} bytes) for the check to mean anything`);
+
+    const rss0 = rssKib(d.proc.pid!);
     t0 = performance.now();
-    const res = await get(d, id, q('/root/big/100m.bin'));
+    const res = await get(d, id, q(file));
     assert.equal(res.statusCode, 200);
     const hd = createHash('sha256');
     let got = 0;
-    let pausedAt = -1;
+    let pausedMs = 0;
+    let held: Held | undefined;
     let grewKiB = 0;
     for await (const b of res as AsyncIterable<Buffer>) {
       hd.update(b);
       got += b.length;
-      if (pausedAt < 0 && got >= 4 * MiB) {
-        // Stop reading for 2 s: with end-to-end flow control the guest's cat blocks; without it the
-        // daemon would pull the rest of the file into memory meanwhile.
-        pausedAt = got;
-        await new Promise((r) => setTimeout(r, 2000));
-        grewKiB = rssKiB(d.proc.pid!) - rss0;
+      if (!held && got >= pauseAt) {
+        // Stop reading until the guest's cat is held back: with end-to-end flow control it ends up
+        // blocked in write with the agent out of credit; without it, it would read on to the end
+        // of the file and the daemon would hold the rest.
+        const p0 = performance.now();
+        held = await waitUntilHeld(d, id, file);
+        pausedMs = performance.now() - p0;
+        grewKiB = rssKib(d.proc.pid!) - rss0;
       }
     }
-    const downS = (performance.now() - t0 - 2000) / 1000;
+    const downS = (performance.now() - t0 - pausedMs) / 1000;
     assert.equal(got, n);
     assert.equal(hd.digest('hex'), want);
-    assert.ok(grewKiB < 48 * 1024, `daemon RSS grew by ${grewKiB} KiB while the client was paused`);
-    t.diagnostic(`100 MiB: upload ${(100 / upS).toFixed(1)} MiB/s, download ${(100 / downS).toFixed(1)} MiB/s (excluding the 2 s pause); daemon RSS +${(grewKiB / 1024).toFixed(1)} MiB while paused`);
+    // Every byte the daemon could have buffered has left cat: cat's read offset bounds it.
+    const ahead = held!.pos - pauseAt;
+    assert.ok(ahead < mostInBetween, `cat read ${ahead} bytes beyond what the paused client had taken (at most ${mostInBetween} may be in between)`);
+    t.diagnostic(`100 MiB: upload ${(100 / upS).toFixed(1)} MiB/s, download ${(100 / downS).toFixed(1)} MiB/s (excluding the pause); paused client: cat held ${(ahead / MiB).toFixed(1)} MiB ahead (bound ${(mostInBetween / MiB).toFixed(1)}), daemon RSS ${grewKiB >= 0 ? '+' : ''}${(grewKiB / 1024).toFixed(1)} MiB`);
     const del = await http(d, 'DELETE', `/sandboxes/${id}/files${q('/root/big', '&recursive=true')}`);
     assert.equal(del.status, 204, del.text);
   });
@@ -209,13 +255,18 @@ describe('upload and download', () => {
   });
 
   test('a client that aborts an upload leaves no file, partial or temporary', async () => {
-    await new Promise<void>((resolve) => {
-      const req = request(`${d.url}/sandboxes/${id}/files${q('/root/abort/f.bin')}`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' } });
-      req.on('error', () => resolve());
-      req.write(randomBytes(2 * MiB), () => setTimeout(() => { req.destroy(); resolve(); }, 300));
-    });
+    const listing = () => http(d, 'GET', `/sandboxes/${id}/files/list${q('/root/abort')}`);
+    const req = request(`${d.url}/sandboxes/${id}/files${q('/root/abort/f.bin')}`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' } });
+    req.on('error', () => {});
+    req.write(randomBytes(2 * MiB));
+    // Hang up only once the upload is under way in the guest: its temporary file holds bytes.
     await eventually(async () => {
-      const r = await http(d, 'GET', `/sandboxes/${id}/files/list${q('/root/abort')}`);
+      const r = await listing();
+      return r.status === 200 && r.json.entries.some((e: any) => e.name.startsWith('.emberd-upload-') && e.size > 0);
+    }, 60_000, 'the upload\'s temporary file in /root/abort, with bytes in it');
+    req.destroy();
+    await eventually(async () => {
+      const r = await listing();
       return r.status === 200 && r.json.entries.length === 0;
     }, 10_000, 'no file left in /root/abort');
   });
@@ -473,7 +524,8 @@ describe('--max-upload', () => {
     sid = r.json.id;
   });
   after(async () => {
-    await http(small, 'DELETE', `/sandboxes/${sid}`).catch(() => {});
+    if (!small) return;
+    if (sid) await http(small, 'DELETE', `/sandboxes/${sid}`).catch(() => {});
     assert.equal(await small.stop(), 0, small.log());
   });
 
