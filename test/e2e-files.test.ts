@@ -29,18 +29,27 @@ let d: TestDaemon;
 let id: string;
 const tmp = mkdtempSync(join(tmpdir(), 'emberd-files-'));
 
-before(async () => {
-  d = await startDaemon(NO_EXTRA_VMS);
-  const r = await http(d, 'POST', '/sandboxes', '{"language_pack":"python"}');
+/** A daemon with one sandbox of `pack`. */
+async function daemonWithSandbox(args: string[], pack: string): Promise<{ daemon: TestDaemon; sandbox: string }> {
+  const daemon = await startDaemon(args);
+  const r = await http(daemon, 'POST', '/sandboxes', JSON.stringify({ language_pack: pack }));
   assert.equal(r.status, 201, r.text);
-  id = r.json.id;
+  return { daemon, sandbox: r.json.id };
+}
+
+/** Deletes the sandbox and stops the daemon, which must exit 0; nothing if it never started. */
+async function stopDaemon(t: TestDaemon | undefined, sb: string | undefined): Promise<void> {
+  if (!t) return; // it did not start: before() reported why
+  if (sb) await http(t, 'DELETE', `/sandboxes/${sb}`).catch(() => {});
+  assert.equal(await t.stop(), 0, `daemon exit code; log:\n${t.log()}`);
+}
+
+before(async () => {
+  ({ daemon: d, sandbox: id } = await daemonWithSandbox(NO_EXTRA_VMS, 'python'));
 });
 after(async () => {
   rmSync(tmp, { recursive: true, force: true });
-  if (!d) return; // it did not start: before() reported why
-  if (id) await http(d, 'DELETE', `/sandboxes/${id}`).catch(() => {});
-  const code = await d.stop();
-  assert.equal(code, 0, `daemon exit code; log:\n${d.log()}`);
+  await stopDaemon(d, id);
 });
 
 // ---- helpers -----------------------------------------------------------------------------------
@@ -518,16 +527,9 @@ describe('--max-upload', () => {
   let small: TestDaemon;
   let sid: string;
   before(async () => {
-    small = await startDaemon([...NO_EXTRA_VMS, '--max-upload', String(MiB)]);
-    const r = await http(small, 'POST', '/sandboxes', '{"language_pack":"shell"}');
-    assert.equal(r.status, 201, r.text);
-    sid = r.json.id;
+    ({ daemon: small, sandbox: sid } = await daemonWithSandbox([...NO_EXTRA_VMS, '--max-upload', String(MiB)], 'shell'));
   });
-  after(async () => {
-    if (!small) return;
-    if (sid) await http(small, 'DELETE', `/sandboxes/${sid}`).catch(() => {});
-    assert.equal(await small.stop(), 0, small.log());
-  });
+  after(async () => { await stopDaemon(small, sid); });
 
   test('exactly the limit is accepted', async () => {
     const r = await put(small, sid, q('/root/lim/exact'), randomBytes(MiB));
