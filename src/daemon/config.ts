@@ -1,34 +1,23 @@
 // Daemon configuration: flags override environment variables override defaults.
 import { parseArgs } from 'node:util';
-import type { BackendName } from '../vmm/backend.ts';
+import { LOG_LEVELS, type LogLevel } from '../log.ts';
+import type { ExecLimits, SandboxOptions } from '../sandbox/manager.ts';
 import { defaultRunBase } from '../sandbox/run-dir.ts';
+import type { VmmOptions } from '../vmm/select.ts';
+import type { HttpLimits } from './http/server.ts';
 
+/** Everything the daemon is told, grouped by the component that takes it (each passed whole). */
 export interface DaemonConfig {
-  host: string;
-  port: number;
+  listen: { host: string; port: number };
   imagesDir: string | undefined;
   runDir: string;
-  backend: BackendName | 'auto';
-  qemu: string | undefined;
-  firecracker: string | undefined;
-  /** `auto`, `off` or the jailer binary's path */
-  jailer: string;
-  jailerBase: string;
-  jailerUid: number;
-  jailerGid: number;
-  vcpus: number;
-  memoryMib: number;
-  bootTimeoutMs: number;
-  maxSandboxes: number;
-  maxBody: number;
-  /** Largest file upload (PUT /sandboxes/{id}/files), in bytes. */
-  maxUpload: number;
-  execDefaultTimeoutMs: number;
-  execMaxTimeoutMs: number;
-  execOutputCap: number;
-  defaultPack: string;
+  vmm: VmmOptions;
+  sandboxes: SandboxOptions;
+  exec: ExecLimits;
+  http: HttpLimits;
+  /** Golden snapshots per pack (--snapshots). */
   snapshots: boolean;
-  poolSize: number;
+  logLevel: LogLevel;
 }
 
 export const USAGE = `usage: emberd [options]            run the daemon
@@ -59,6 +48,8 @@ options (environment variable in brackets):
   --default-pack NAME      pack used when a create names none [EMBERD_DEFAULT_PACK] (default python)
   --snapshots on|off       restore sandboxes from a golden snapshot per pack [EMBERD_SNAPSHOTS] (default on)
   --pool-size N            ready sandboxes kept per pack, 0 disables [EMBERD_POOL_SIZE] (default 1)
+  --log-level LEVEL        fatal, error, warn, info, debug, trace or silent [EMBERD_LOG_LEVEL] (default info);
+                           JSON lines on stderr, one readable line each when stderr is a terminal
   -h, --help               this text`;
 
 export class ConfigError extends Error {}
@@ -91,6 +82,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'default-pack': { type: 'string' },
       snapshots: { type: 'string' },
       'pool-size': { type: 'string' },
+      'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -109,32 +101,40 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (pick('jailer', 'EMBERD_JAILER', 'auto') === '') throw new ConfigError('--jailer must be auto, off or the path of a jailer binary');
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
-  const cfg: DaemonConfig = {
-    host,
-    port,
+  const logLevel = pick('log-level', 'EMBERD_LOG_LEVEL', 'info');
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  return {
+    listen: { host, port },
     imagesDir: pick('images-dir', 'EMBERD_IMAGES_DIR', '') || undefined,
     runDir: pick('run-dir', 'EMBERD_RUN_DIR', defaultRunBase()),
-    backend: backend as DaemonConfig['backend'],
-    qemu: pick('qemu', 'EMBERD_QEMU', '') || undefined,
-    firecracker: pick('firecracker', 'EMBERD_FIRECRACKER', '') || undefined,
-    jailer: pick('jailer', 'EMBERD_JAILER', 'auto'),
-    jailerBase: pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer'),
-    jailerUid: int('jailer-uid', 'EMBERD_JAILER_UID', 65534, 0, 4294967294),
-    jailerGid: int('jailer-gid', 'EMBERD_JAILER_GID', 65534, 0, 4294967294),
-    vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, 32),
-    memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, 65536),
-    bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
-    maxSandboxes: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
-    maxBody: int('max-body', 'EMBERD_MAX_BODY', 2 * 1024 * 1024, 1024, 1 << 30),
-    maxUpload: int('max-upload', 'EMBERD_MAX_UPLOAD', 1 << 30, 1, 2 ** 40),
-    execDefaultTimeoutMs: int('exec-timeout', 'EMBERD_EXEC_TIMEOUT_MS', 60_000, 1, execMax),
-    execMaxTimeoutMs: execMax,
-    execOutputCap: int('exec-output-cap', 'EMBERD_EXEC_OUTPUT_CAP', 8 * 1024 * 1024, 1, 1 << 30),
-    defaultPack: pick('default-pack', 'EMBERD_DEFAULT_PACK', 'python'),
+    vmm: {
+      backend: backend as VmmOptions['backend'],
+      qemu: pick('qemu', 'EMBERD_QEMU', '') || undefined,
+      firecracker: pick('firecracker', 'EMBERD_FIRECRACKER', '') || undefined,
+      jailer: pick('jailer', 'EMBERD_JAILER', 'auto'),
+      jailerBase: pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer'),
+      jailerUid: int('jailer-uid', 'EMBERD_JAILER_UID', 65534, 0, 4294967294),
+      jailerGid: int('jailer-gid', 'EMBERD_JAILER_GID', 65534, 0, 4294967294),
+    },
+    sandboxes: {
+      defaultPack: pick('default-pack', 'EMBERD_DEFAULT_PACK', 'python'),
+      machine: { vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, 32), memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, 65536) },
+      bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
+      max: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
+      poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
+    },
+    exec: {
+      defaultTimeoutMs: int('exec-timeout', 'EMBERD_EXEC_TIMEOUT_MS', 60_000, 1, execMax),
+      maxTimeoutMs: execMax,
+      outputCap: int('exec-output-cap', 'EMBERD_EXEC_OUTPUT_CAP', 8 * 1024 * 1024, 1, 1 << 30),
+    },
+    http: {
+      maxBody: int('max-body', 'EMBERD_MAX_BODY', 2 * 1024 * 1024, 1024, 1 << 30),
+      maxUpload: int('max-upload', 'EMBERD_MAX_UPLOAD', 1 << 30, 1, 2 ** 40),
+    },
     snapshots: onOff(pick('snapshots', 'EMBERD_SNAPSHOTS', 'on'), '--snapshots'),
-    poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
+    logLevel: logLevel as LogLevel,
   };
-  return cfg;
 }
 
 function onOff(v: string, flag: string): boolean {

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// emberd: the daemon. main() is the design: configuration -> images -> VMM backend -> sandbox
-// manager -> HTTP API, and on SIGINT/SIGTERM the reverse, leaving no VM behind.
+// emberd: the daemon. main() is the design: configuration -> logs -> images -> VMM backend ->
+// sandbox manager -> HTTP API, and on SIGINT/SIGTERM the reverse, leaving no VM behind.
 import { writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, parseConfig, USAGE, type DaemonConfig } from './config.ts';
 import { buildHttpServer } from './http/server.ts';
+import { createLogger, type Logger } from '../log.ts';
 import { SandboxManager } from '../sandbox/manager.ts';
 import { prepareRunBase } from '../sandbox/run-dir.ts';
 import { selectBackend } from '../vmm/select.ts';
@@ -19,63 +20,52 @@ async function main(argv: string[]): Promise<number> {
 
   const cfg = parseConfig(argv);
   if (cfg === 'help') { console.log(USAGE); return 0; }
+  const log = createLogger({ level: cfg.logLevel });
 
   const images = loadImageSet(cfg.imagesDir);
-  const backend = selectBackend({
-    backend: cfg.backend,
-    qemu: cfg.qemu,
-    firecracker: cfg.firecracker,
-    jailer: cfg.jailer,
-    jailerBase: cfg.jailerBase,
-    jailerUid: cfg.jailerUid,
-    jailerGid: cfg.jailerGid,
-    log,
-  });
-  log(`backend ${backend.info.name} ${backend.info.version} (${backend.info.accel}): ${backend.info.reason}`);
-  for (const w of backend.info.warnings) log(`warning: ${w}`);
+  if (!images.packs.has(cfg.sandboxes.defaultPack)) {
+    throw new ConfigError(`default pack "${cfg.sandboxes.defaultPack}" is not built; built packs: ${[...images.packs.keys()].join(', ')}`);
+  }
+  const vmmLog = log.child({ component: 'vmm' });
+  const backend = selectBackend({ ...cfg.vmm, log: (msg) => vmmLog.warn(msg) });
+  log.info({ backend: backend.info.name, version: backend.info.version, accel: backend.info.accel }, `backend ${backend.info.name} ${backend.info.version} (${backend.info.accel}): ${backend.info.reason}`);
+  for (const w of backend.info.warnings) log.warn(w);
 
-  claimRunDir(cfg.runDir);
+  claimRunDir(cfg.runDir, log);
   const manager = new SandboxManager({
     backend,
-    kernel: images.kernel,
-    initramfs: images.initramfs,
-    packs: images.packs,
-    defaultPack: cfg.defaultPack,
-    machine: { vcpus: cfg.vcpus, memoryMib: cfg.memoryMib },
+    images,
     runBase: cfg.runDir,
-    bootTimeoutMs: cfg.bootTimeoutMs,
-    maxSandboxes: cfg.maxSandboxes,
-    exec: { defaultTimeoutMs: cfg.execDefaultTimeoutMs, maxTimeoutMs: cfg.execMaxTimeoutMs, outputCap: cfg.execOutputCap },
-    files: { maxUploadBytes: cfg.maxUpload },
+    sandboxes: cfg.sandboxes,
+    exec: cfg.exec,
+    maxUploadBytes: cfg.http.maxUpload,
     snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), inputs: snapshotInputs(images, backend, cfg) } : undefined,
-    poolSize: cfg.poolSize,
     log,
   });
-  if (!images.packs.has(cfg.defaultPack)) throw new ConfigError(`default pack "${cfg.defaultPack}" is not built; built packs: ${[...images.packs.keys()].join(', ')}`);
 
   const http = buildHttpServer(manager, {
-    bodyLimit: cfg.maxBody,
+    bodyLimit: cfg.http.maxBody,
+    log,
     info: () => ({
       name: 'emberd',
       version: VERSION,
       api_version: 1,
       backend: backend.info,
       language_packs: [...images.packs.keys()],
-      default_language_pack: cfg.defaultPack,
-      sandboxes: { live: manager.list().length, limit: cfg.maxSandboxes },
-      machine: { vcpus: cfg.vcpus, memory_mib: cfg.memoryMib },
+      default_language_pack: cfg.sandboxes.defaultPack,
+      sandboxes: { live: manager.list().length, limit: cfg.sandboxes.max },
+      machine: { vcpus: cfg.sandboxes.machine.vcpus, memory_mib: cfg.sandboxes.machine.memoryMib },
       ...manager.status(),
     }),
   });
-  await http.listen({ host: cfg.host, port: cfg.port });
-  log(`listening on http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${cfg.port}`);
+  await http.listen({ ...cfg.listen, listenTextResolver: (address) => `listening on ${address}` });
   manager.start(); // golden snapshots and the warm pool fill in the background
 
-  await stopSignal();
-  log('shutting down: destroying every sandbox');
+  const signal = await stopSignal();
+  log.info({ signal }, 'shutting down: destroying every sandbox');
   await Promise.all([http.close(), manager.shutdown()]);
   releaseRunDir(cfg.runDir);
-  log('stopped');
+  log.info('stopped');
   return 0;
 }
 
@@ -87,12 +77,8 @@ function snapshotInputs(images: ImageSet, backend: Backend, cfg: DaemonConfig): 
     kernelSha256: sha(VMLINUX_REL),
     initramfsSha256: sha(INITRAMFS_REL),
     packSha256: p.sha256,
-    machine: { vcpus: cfg.vcpus, memoryMib: cfg.memoryMib },
+    machine: cfg.sandboxes.machine,
   }]));
-}
-
-function log(msg: string): void {
-  process.stderr.write(`emberd: ${msg}\n`);
 }
 
 function stopSignal(): Promise<NodeJS.Signals> {
@@ -104,7 +90,7 @@ function stopSignal(): Promise<NodeJS.Signals> {
 }
 
 /** One daemon per run dir: a live pid file means another emberd owns it. */
-function claimRunDir(dir: DaemonConfig['runDir']): void {
+function claimRunDir(dir: string, log: Logger): void {
   const pidFile = join(dir, 'emberd.pid');
   try {
     const pid = Number(readFileSync(pidFile, 'utf8'));
@@ -115,7 +101,7 @@ function claimRunDir(dir: DaemonConfig['runDir']): void {
     if (e instanceof ConfigError) throw e;
   }
   const removed = prepareRunBase(dir);
-  if (removed) log(`removed ${removed} stale sandbox directories from ${dir}`);
+  if (removed) log.info({ removed }, `removed ${removed} stale sandbox directories from ${dir}`);
   writeFileSync(pidFile, String(process.pid));
 }
 
@@ -130,6 +116,7 @@ function isAlive(pid: number): boolean {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
+    // Before the logger exists (bad flags) and for fatal errors alike: plain words on stderr.
     const err = e as Error & { code?: string };
     process.stderr.write(`emberd: ${err instanceof ConfigError || err.code ? '' : 'fatal: '}${err.message}\n`);
     if (err instanceof ConfigError) process.stderr.write(`run \`emberd --help\` for the options\n`);

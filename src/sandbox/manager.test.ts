@@ -1,48 +1,24 @@
 // SandboxManager lifecycle rules, with the real guest agent running on the host (no VMM): fast
 // enough to test every transition, including the failure paths.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { SandboxManager, type ManagerConfig } from './manager.ts';
-import { HostAgentBackend } from '../../test/helpers/host-agent-backend.ts';
+import { HostAgentBackend } from '../vmm/host-agent/host-agent-backend.ts';
 import { isEmberdError } from '../errors.ts';
 import type { Backend, BootSpec, VmHandle } from '../vmm/backend.ts';
 import { connectUnix } from '../agent/connect.ts';
+import { testManagers } from '../../test/helpers/test-manager.ts';
+import { captureLog } from '../../test/helpers/log.ts';
+import { isLive } from '../../test/helpers/procs.ts';
+import { eventually } from '../../test/helpers/daemon.ts';
 
-const base = mkdtempSync('/tmp/emb-mgr-');
-const kernel = join(base, 'vmlinux');
-writeFileSync(kernel, '');
+const managers = testManagers();
+const { base, kernel } = managers;
 writeFileSync(join(base, 'interp'), 'sh\n-c\n');
-process.env.EMBERD_INTERPRETER_FILE = join(base, 'interp');
-after(() => rmSync(base, { recursive: true, force: true }));
-
-let n = 0;
-const managers: SandboxManager[] = [];
-// A failing case must not leave agent processes holding the test process open.
-after(() => Promise.all(managers.map((m) => m.shutdown())));
-
-function manager(over: Partial<ManagerConfig> = {}): SandboxManager {
-  const runBase = join(base, `run${n++}`);
-  const m = new SandboxManager({
-    backend: new HostAgentBackend(),
-    kernel,
-    initramfs: kernel,
-    packs: new Map([['shell', { name: 'shell', image: kernel }], ['python', { name: 'python', image: kernel }]]),
-    defaultPack: 'shell',
-    machine: { vcpus: 1, memoryMib: 64 },
-    runBase,
-    bootTimeoutMs: 10_000,
-    maxSandboxes: 4,
-    exec: { defaultTimeoutMs: 10_000, maxTimeoutMs: 60_000, outputCap: 1 << 20 },
-    ...over,
-  });
-  managers.push(m);
-  return m;
-}
-
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+process.env.EMBERD_INTERPRETER_FILE = join(base, 'interp'); // `code` runs as sh -c
+const manager = managers.make;
 
 test('create -> ready -> exec -> destroy leaves no process and no file', async () => {
   const m = manager();
@@ -54,16 +30,18 @@ test('create -> ready -> exec -> destroy leaves no process and no file', async (
   assert.equal(r.stdout.toString(), '42\n');
   const pid = sb.vm!.pid;
   await m.destroy(sb.id);
-  assert.equal(alive(pid), false);
+  assert.equal(isLive(pid), false);
   assert.equal(existsSync(sb.runDir), false);
   assert.equal(sb.state, 'gone');
   assert.throws(() => m.get(sb.id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND'));
 });
 
-test('unknown packs, malformed ids and the sandbox limit are refused with their codes', async () => {
-  const m = manager({ maxSandboxes: 1 });
+test('unknown packs, ids of any shape that name no sandbox, and the sandbox limit are refused with their codes', async () => {
+  const m = manager({ sandboxes: { max: 1 } });
   await assert.rejects(m.create('cobol'), (e) => isEmberdError(e, 'UNKNOWN_LANGUAGE_PACK') && /python, shell|shell, python/.test(e.message));
-  assert.throws(() => m.get('nope'), (e) => isEmberdError(e, 'INVALID_SANDBOX_ID'));
+  for (const id of ['nope', 'sb_00000000000000000000', 'SB_X', '']) {
+    assert.throws(() => m.get(id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND') && e.status === 404, id);
+  }
   const sb = await m.create();
   await assert.rejects(m.create(), (e) => isEmberdError(e, 'TOO_MANY_SANDBOXES'));
   await m.shutdown();
@@ -85,16 +63,22 @@ test('a VMM that dies marks the sandbox failed and frees it; DELETE then forgets
 });
 
 test('a boot failure answers BOOT_FAILED and leaves nothing behind', async () => {
-  const m = manager({ kernel: join(base, 'missing') });
+  const m = manager({ images: { kernel: join(base, 'missing'), initramfs: kernel, packs: new Map([['shell', { name: 'shell', image: kernel }]]) } });
   await assert.rejects(m.create(), (e) => isEmberdError(e, 'BOOT_FAILED'));
   assert.deepEqual(existsSync(m.config.runBase) ? readdirSync(m.config.runBase) : [], []);
 });
 
 /** A backend whose "guest" accepts the connection but never answers: a hung boot. */
 class SilentBackend implements Backend {
-  readonly name = 'qemu' as const;
+  readonly name = 'host-agent' as const;
   readonly info = new HostAgentBackend().info;
   servers: Server[] = [];
+  /** Settles once a boot has its control stream: the sandbox is then creating, waiting for HELLO. */
+  booted: Promise<void>;
+  private onBooted!: () => void;
+  constructor() {
+    this.booted = new Promise((r) => { this.onBooted = r; });
+  }
   async boot(spec: BootSpec): Promise<VmHandle> {
     const { mkdirSync } = await import('node:fs');
     mkdirSync(spec.runDir, { recursive: true });
@@ -102,6 +86,7 @@ class SilentBackend implements Backend {
     const server = createServer(() => {}).listen(path);
     this.servers.push(server);
     const control = await connectUnix(path, spec.deadline);
+    this.onBooted();
     let done!: () => void;
     const exited = new Promise<void>((r) => { done = r; }).then(() => ({ code: 0, signal: null, reason: 'stopped' }));
     return {
@@ -113,19 +98,18 @@ class SilentBackend implements Backend {
 
 test('a guest that never answers fails the create with BOOT_TIMEOUT and is torn down', async () => {
   const backend = new SilentBackend();
-  const m = manager({ backend, bootTimeoutMs: 1500 });
-  const t0 = Date.now();
+  const m = manager({ backend, sandboxes: { bootTimeoutMs: 1500 } });
   await assert.rejects(m.create(), (e) => isEmberdError(e, 'BOOT_TIMEOUT') && /silent guest/.test(e.message));
-  assert.ok(Date.now() - t0 < 8000);
   assert.equal(readdirSync(m.config.runBase).length, 0);
   assert.equal(backend.servers.every((s) => !s.listening), true);
 });
 
 test('DELETE while creating cancels the boot', async () => {
-  const m = manager({ backend: new SilentBackend(), bootTimeoutMs: 30_000 });
+  const backend = new SilentBackend();
+  const m = manager({ backend, sandboxes: { bootTimeoutMs: 30_000 } });
   const creating = m.create();
   creating.catch(() => {});
-  await new Promise((r) => setTimeout(r, 200));
+  await backend.booted;
   const [sb] = m.list();
   assert.equal(sb!.state, 'creating');
   await m.destroy(sb!.id);
@@ -139,7 +123,20 @@ test('shutdown destroys every sandbox and refuses new ones', async () => {
   const sbs = await Promise.all([m.create(), m.create(), m.create()]);
   const pids = sbs.map((s) => s.vm!.pid);
   await m.shutdown();
-  assert.ok(pids.every((p) => !alive(p)));
+  assert.ok(pids.every((p) => !isLive(p)));
   assert.equal(m.list().length, 0);
   await assert.rejects(m.create(), (e) => isEmberdError(e, 'SHUTTING_DOWN'));
+});
+
+test('shutdown_warned_vm_stopped_unexpectedly_for_pooled_vms: the daemon stopping its own VMs logs no warning', async () => {
+  const { log, lines } = captureLog();
+  const m = manager({ sandboxes: { poolSize: 2 }, log });
+  m.start();
+  const pooled = () => (m.status().pool?.shell?.ready ?? 0) + (m.status().pool?.python?.ready ?? 0);
+  await eventually(() => pooled() === 4, 30_000, 'both packs\' pools full');
+  const sb = await m.create('shell'); // one handed out, its refill on the way
+  await m.shutdown();
+  assert.equal(sb.state, 'gone');
+  const warnings = lines().filter((l) => l.level === 'warn' || l.level === 'error');
+  assert.deepEqual(warnings, [], 'no warning for VMs the daemon stopped itself');
 });

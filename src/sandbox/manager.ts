@@ -1,36 +1,57 @@
-// The sandbox manager: the registry of live sandboxes and every lifecycle transition. The HTTP
-// layer turns requests into calls here; this module never sees HTTP.
-import { rmSync } from 'node:fs';
+// The sandbox manager: the registry of live sandboxes and every operation on them. This is the
+// public interface the HTTP layer (and anything else: the CLI, an MCP server) drives: each route
+// validates its input and makes exactly one call here. How a VM comes up and goes away is
+// launcher.ts; what runs inside is the agent client, files/, processes.ts and sessions.ts. This
+// module never sees HTTP.
 import { join } from 'node:path';
-import { AgentClient, type ExecCallbacks, type ExecHandle, type ExecRequest, type ExecResult } from '../agent/client.ts';
-import type { BackgroundProcess } from './processes.ts';
-import { EmberdError, isEmberdError } from '../errors.ts';
-import type { Backend, BootSpec, MachineConfig } from '../vmm/backend.ts';
-import { isSandboxId, newSandboxId } from './ids.ts';
-import { Sandbox } from './sandbox.ts';
-import { SnapshotStore, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
+import type { Readable } from 'node:stream';
+import type { ExecRequest, ExecResult } from '../agent/client.ts';
+import { EmberdError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Backend, MachineConfig } from '../vmm/backend.ts';
+import { ExecEventStream } from './exec-stream.ts';
+import { SandboxFiles, type FileStat } from './files.ts';
+import { newSandboxId } from './ids.ts';
+import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
 import { WarmPool, type PoolView } from './pool.ts';
+import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
+import { Sandbox } from './sandbox.ts';
+import type { SessionInfo, SessionResult } from './sessions.ts';
+import { SnapshotStore, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
 
-export interface PackImage { name: string; image: string }
+export type { PackImage } from './launcher.ts';
+
+/** How sandboxes are made: the daemon's --default-pack, --vcpus, --memory, ... */
+export interface SandboxOptions {
+  defaultPack: string;
+  machine: MachineConfig;
+  bootTimeoutMs: number;
+  /** Live sandboxes at once (--max-sandboxes). */
+  max: number;
+  /** Ready sandboxes kept per pack; 0 disables the warm pool. */
+  poolSize: number;
+}
+
+/** Exec limits: --exec-timeout, --exec-max-timeout, --exec-output-cap. */
+export interface ExecLimits {
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+  /** stdout + stderr bytes kept per exec (and per background process, session cell). */
+  outputCap: number;
+}
 
 export interface ManagerConfig {
   backend: Backend;
-  kernel: string;
-  initramfs: string;
-  packs: Map<string, PackImage>;
-  defaultPack: string;
-  machine: MachineConfig;
+  images: { kernel: string; initramfs: string; packs: Map<string, PackImage> };
+  /** Per-sandbox run dirs go under it. */
   runBase: string;
-  bootTimeoutMs: number;
-  maxSandboxes: number;
-  exec: { defaultTimeoutMs: number; maxTimeoutMs: number; outputCap: number };
-  /** File transfers (src/sandbox/files.ts): the largest upload accepted, in bytes. */
-  files?: { maxUploadBytes: number };
+  sandboxes: SandboxOptions;
+  exec: ExecLimits;
+  /** The largest upload accepted, in bytes (--max-upload). */
+  maxUploadBytes: number;
   /** Golden snapshots per pack (when the backend supports them); absent = always cold boot. */
   snapshots?: { dir: string; inputs: Map<string, SnapshotInputs> };
-  /** Ready sandboxes kept per pack; 0 or absent disables the warm pool. */
-  poolSize?: number;
-  log?: (msg: string) => void;
+  log: Logger;
 }
 
 export interface ExecParams {
@@ -42,13 +63,11 @@ export interface ExecParams {
   timeoutMs?: number;
 }
 
-/** A sandbox's hostname: its id, made a valid DNS label. */
-function hostnameOf(id: string): string {
-  return id.replaceAll('_', '-');
+export interface SessionParams {
+  code: string;
+  stdin?: Buffer;
+  timeoutMs?: number;
 }
-
-/** A restore that has not answered by then is abandoned for a cold boot. */
-const RESTORE_TIMEOUT_MS = 15_000;
 
 /** How long a guest gets to power off by itself after SHUTDOWN before the VMM is told to quit. */
 const SHUTDOWN_GRACE_MS = 2000;
@@ -56,28 +75,41 @@ const SHUTDOWN_GRACE_MS = 2000;
 export class SandboxManager {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly cfg: ManagerConfig;
+  private readonly log: Logger;
   private shuttingDown = false;
   private readonly snapshots: SnapshotStore | undefined;
   private readonly pool: WarmPool | undefined;
+  private readonly launcher: Launcher;
   /** VMs booted to become golden snapshots, so shutdown can stop them too. */
   private readonly goldens = new Set<Sandbox>();
 
   constructor(cfg: ManagerConfig) {
     this.cfg = cfg;
-    const log = cfg.log ?? (() => {});
+    this.log = cfg.log;
     if (cfg.snapshots && cfg.backend.snapshots) {
-      this.snapshots = new SnapshotStore(cfg.snapshots.dir, cfg.snapshots.inputs, (pack, dir) => this.buildGolden(pack, dir), log);
+      this.snapshots = new SnapshotStore(cfg.snapshots.dir, cfg.snapshots.inputs, (pack, dir) => this.buildGolden(pack, dir), this.log.child({ component: 'snapshots' }));
     }
-    if (cfg.poolSize) {
-      this.pool = new WarmPool(cfg.poolSize, (pack) => this.prepare(pack), (sb) => this.release(sb, 0).then(() => { sb.state = 'gone'; }), log);
+    this.launcher = new Launcher({
+      backend: cfg.backend,
+      kernel: cfg.images.kernel,
+      initramfs: cfg.images.initramfs,
+      machine: cfg.sandboxes.machine,
+      bootTimeoutMs: cfg.sandboxes.bootTimeoutMs,
+    }, this.snapshots);
+    if (cfg.sandboxes.poolSize) {
+      this.pool = new WarmPool(cfg.sandboxes.poolSize, (pack) => this.prepare(pack), (sb) => this.launcher.release(sb, 0).then(() => { sb.state = 'gone'; }), this.log.child({ component: 'pool' }));
     }
+  }
+
+  get config(): Readonly<ManagerConfig> {
+    return this.cfg;
   }
 
   /** Background work after start-up: golden snapshots first, then the warm pool from them. */
   start(): void {
     const pruned = this.snapshots?.prune() ?? 0;
-    if (pruned) this.cfg.log?.(`removed ${pruned} outdated snapshots`);
-    for (const pack of this.cfg.packs.keys()) {
+    if (pruned) this.log.info({ pruned }, `removed ${pruned} outdated snapshots`);
+    for (const pack of this.cfg.images.packs.keys()) {
       if (this.pool) this.pool.refill(pack);
       else void this.snapshots?.ensure(pack);
     }
@@ -88,42 +120,191 @@ export class SandboxManager {
     return { snapshots: this.snapshots?.view() ?? null, pool: this.pool?.view() ?? null };
   }
 
-  get config(): Readonly<ManagerConfig> {
-    return this.cfg;
-  }
+  // ---- lifecycle ------------------------------------------------------------------------------
 
   list(): Sandbox[] {
     return [...this.sandboxes.values()];
   }
 
+  /** The sandbox `id` in any state; SANDBOX_NOT_FOUND for anything that names none. */
   get(id: string): Sandbox {
-    if (!isSandboxId(id)) throw new EmberdError('INVALID_SANDBOX_ID', `"${id}" is not a sandbox id; ids look like sb_ followed by 20 lowercase letters and digits, as returned by POST /sandboxes`);
     const sb = this.sandboxes.get(id);
-    if (!sb) throw new EmberdError('SANDBOX_NOT_FOUND', `sandbox ${id} does not exist (it was deleted, or never created on this daemon); list sandboxes with GET /sandboxes`);
+    if (!sb) throw new EmberdError('SANDBOX_NOT_FOUND', `sandbox ${id} does not exist (it was deleted, or never created on this daemon; ids look like sb_ and 20 lowercase letters and digits); list sandboxes with GET /sandboxes`);
     return sb;
   }
 
   /** Boots a VM and resolves once its agent has answered the handshake. */
   async create(packName?: string): Promise<Sandbox> {
     if (this.shuttingDown) throw new EmberdError('SHUTTING_DOWN', 'emberd is shutting down; retry against a running daemon');
-    const name = packName ?? this.cfg.defaultPack;
-    const pack = this.cfg.packs.get(name);
+    const name = packName ?? this.cfg.sandboxes.defaultPack;
+    const pack = this.cfg.images.packs.get(name);
     if (!pack) {
-      throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.cfg.packs.keys()].join(', ')}`);
+      throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.cfg.images.packs.keys()].join(', ')}`);
     }
     const live = this.list().filter((s) => s.state === 'creating' || s.state === 'ready').length;
-    if (live >= this.cfg.maxSandboxes) {
-      throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live} sandboxes (the limit is ${this.cfg.maxSandboxes}); delete some or start emberd with a higher --max-sandboxes`);
+    if (live >= this.cfg.sandboxes.max) {
+      throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`);
     }
     const pooled = await this.takeFromPool(name);
     if (pooled) return pooled;
-    const id = newSandboxId();
-    const sb = new Sandbox(id, name, this.cfg.backend.name, join(this.cfg.runBase, id));
-    this.sandboxes.set(id, sb);
-    sb.created = this.boot(sb, pack);
+    const sb = this.newSandbox(name);
+    this.sandboxes.set(sb.id, sb);
+    sb.created = this.launcher.start(sb, pack);
     await sb.created;
+    if (sb.cancelled) this.sandboxes.delete(sb.id);
     if (sb.state !== 'ready') throw new EmberdError((sb.failure?.code as 'BOOT_FAILED') ?? 'BOOT_FAILED', sb.failure?.message ?? 'the sandbox failed to start');
+    sb.log.info({ boot_mode: sb.bootMode, boot_ms: sb.view().boot_ms }, 'sandbox ready');
     return sb;
+  }
+
+  /** Ends the VM and removes every trace of the sandbox. Idempotent. */
+  async destroy(id: string): Promise<void> {
+    const sb = this.get(id);
+    sb.destroying ??= (async () => {
+      if (sb.state === 'creating') {
+        sb.cancelled = true;
+        sb.agent?.close(); // a pending handshake fails at once
+        await sb.created;
+      }
+      if (sb.state === 'ready') sb.state = 'destroying';
+      await this.launcher.release(sb, SHUTDOWN_GRACE_MS);
+      sb.state = 'gone';
+      this.sandboxes.delete(sb.id);
+      sb.log.info('sandbox destroyed');
+    })();
+    return sb.destroying;
+  }
+
+  /** Destroys every sandbox; used on SIGINT/SIGTERM. */
+  async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    await Promise.allSettled([
+      ...this.list().map((sb) => this.destroy(sb.id)),
+      this.pool?.close(),
+      ...[...this.goldens].map((sb) => this.launcher.discardVm(sb)),
+    ]);
+  }
+
+  // ---- exec -----------------------------------------------------------------------------------
+
+  /** Runs to completion and buffers the output (capped by the daemon's output cap). */
+  async exec(id: string, p: ExecParams): Promise<ExecResult> {
+    return this.agentOf(id).run(this.request(p));
+  }
+
+  /**
+   * Starts an exec whose output is read as it comes: a stream of events whose consumption paces
+   * the guest process (credit goes back only as events are read); destroying it kills the process.
+   */
+  execStream(id: string, p: ExecParams): ExecEventStream {
+    return new ExecEventStream(this.agentOf(id), this.request(p));
+  }
+
+  // ---- background processes -------------------------------------------------------------------
+
+  /** Starts a background process; its output is buffered up to the output cap for polling. */
+  startProcess(id: string, p: ExecParams): BackgroundProcess {
+    const sb = this.ready(id);
+    return sb.processes.start(sb.agent!, { ...this.request(p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
+  }
+
+  listProcesses(id: string): BackgroundProcess[] {
+    return this.get(id).processes.list();
+  }
+
+  getProcess(id: string, pid: string): BackgroundProcess {
+    return this.get(id).processes.get(pid);
+  }
+
+  /** Buffered output of a background process from `offset`. */
+  readProcessOutput(id: string, pid: string, q: { stream: StreamName; offset: number; maxBytes: number }): ProcessOutput {
+    return this.getProcess(id, pid).read(q.stream, q.offset, q.maxBytes);
+  }
+
+  /** Writes to a running background process's stdin, then closes it if `eof`. */
+  async writeProcessStdin(id: string, pid: string, data: Buffer | undefined, eof: boolean): Promise<void> {
+    return this.getProcess(id, pid).writeStdin(data, eof);
+  }
+
+  signalProcess(id: string, pid: string, signo: number): void {
+    this.getProcess(id, pid).signal(signo);
+  }
+
+  /** Waits until the process exits or `timeoutMs` passes; the process as it is then. */
+  async waitProcess(id: string, pid: string, timeoutMs: number): Promise<BackgroundProcess> {
+    const p = this.getProcess(id, pid);
+    await p.wait(timeoutMs);
+    return p;
+  }
+
+  /** Kills the process if it still runs, and forgets it. */
+  async removeProcess(id: string, pid: string): Promise<void> {
+    return this.get(id).processes.remove(pid);
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------
+
+  /**
+   * Runs `code` as a cell of session `name` (created on first use) of a ready sandbox.
+   * SESSIONS_UNSUPPORTED (not the python pack), INVALID_REQUEST (bad name), TOO_MANY_SESSIONS,
+   * SESSION_START_FAILED, AGENT_DISCONNECTED.
+   */
+  async runInSession(id: string, name: string, p: SessionParams): Promise<SessionResult> {
+    this.checkTimeout(p.timeoutMs);
+    return this.ready(id).sessions.run(name, p.code, {
+      timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs,
+      outputCap: this.cfg.exec.outputCap,
+      stdin: p.stdin,
+    });
+  }
+
+  listSessions(id: string): SessionInfo[] {
+    return this.get(id).sessions.list();
+  }
+
+  async deleteSession(id: string, name: string): Promise<void> {
+    return this.get(id).sessions.delete(name);
+  }
+
+  // ---- files ----------------------------------------------------------------------------------
+
+  /** Streams `source` into the file at `path` (atomically: a failed upload leaves nothing). */
+  async writeFile(id: string, path: string, source: Readable, mode?: string): Promise<{ path: string; size: number }> {
+    return this.files(id).writeFile(path, source, { maxBytes: this.cfg.maxUploadBytes, mode });
+  }
+
+  /** Extracts a tar stream into directory `path` (created if missing). */
+  async writeTar(id: string, path: string, source: Readable): Promise<{ path: string; size: number }> {
+    return this.files(id).writeTar(path, source, { maxBytes: this.cfg.maxUploadBytes });
+  }
+
+  /** The bytes of a file, as a stream that paces the guest; errors come before the first byte. */
+  async readFile(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
+    return this.files(id).readFile(path, { signal });
+  }
+
+  /** A directory as a tar stream. */
+  async readTar(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
+    return this.files(id).readTar(path, { signal });
+  }
+
+  async statPath(id: string, path: string): Promise<FileStat> {
+    return this.files(id).stat(path);
+  }
+
+  async listDir(id: string, path: string): Promise<FileStat[]> {
+    return this.files(id).list(path);
+  }
+
+  async deletePath(id: string, path: string, recursive: boolean): Promise<void> {
+    return this.files(id).delete(path, recursive);
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private newSandbox(pack: string): Sandbox {
+    const id = newSandboxId();
+    return new Sandbox(id, pack, this.cfg.backend.name, join(this.cfg.runBase, id), this.log.child({ sandbox: id }));
   }
 
   /**
@@ -137,166 +318,60 @@ export class SandboxManager {
     try {
       await sb.agent!.hello(2000, { hostname: hostnameOf(sb.id) });
     } catch (e) {
-      this.cfg.log?.(`warm pool: discarding ${sb.id}: ${(e as Error).message}`);
-      await this.release(sb, 0);
+      sb.log.warn(`warm pool: discarding a sandbox that did not answer: ${(e as Error).message}`);
+      await this.launcher.release(sb, 0);
       return undefined;
     }
     sb.readyAt = new Date();
     sb.bootMode = 'pool';
     this.sandboxes.set(sb.id, sb);
+    sb.log.info({ boot_mode: 'pool' }, 'sandbox ready');
     return sb;
   }
 
   /** A ready sandbox for the warm pool (not registered until handed over). */
   private async prepare(packName: string): Promise<Sandbox> {
     await this.snapshots?.ensure(packName);
-    const pack = this.cfg.packs.get(packName)!;
-    const id = newSandboxId();
-    const sb = new Sandbox(id, packName, this.cfg.backend.name, join(this.cfg.runBase, id));
-    sb.created = this.boot(sb, pack);
+    const sb = this.newSandbox(packName);
+    sb.created = this.launcher.start(sb, this.cfg.images.packs.get(packName)!);
     await sb.created;
     if (sb.state !== 'ready') throw new Error(sb.failure?.message ?? 'the sandbox failed to start');
     return sb;
   }
 
-  /**
-   * Boots a pack's golden VM, lets the agent settle, warms the interpreter into the page cache
-   * (so a clone's first exec is fast), and saves it. The guest has run no user code.
-   */
+  /** The golden VM of a pack, saved into `dir` (SnapshotStore's builder). */
   private async buildGolden(packName: string, dir: string): Promise<{ bytes: number }> {
-    const pack = this.cfg.packs.get(packName)!;
-    const id = newSandboxId();
-    const sb = new Sandbox(id, packName, this.cfg.backend.name, join(this.cfg.runBase, id));
+    const sb = this.newSandbox(packName);
     this.goldens.add(sb);
     try {
-      await this.launch(sb, pack, Date.now() + this.cfg.bootTimeoutMs);
-      await sb.agent!.run({ code: '', timeoutMs: 60_000 });
-      if (this.shuttingDown) throw new Error('emberd is shutting down');
-      return await this.cfg.backend.snapshots!.save(sb.vm!, dir);
+      return await this.launcher.saveGolden(sb, this.cfg.images.packs.get(packName)!, dir, () => !this.shuttingDown);
     } finally {
       this.goldens.delete(sb);
-      await this.discardVm(sb);
     }
   }
 
-  private async boot(sb: Sandbox, pack: PackImage): Promise<void> {
-    const deadline = Date.now() + this.cfg.bootTimeoutMs;
-    try {
-      const snapshot = this.snapshots?.usable(pack.name);
-      if (snapshot) {
-        try {
-          await this.launch(sb, pack, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
-        } catch (e) {
-          // Never a failed create that a cold boot would have served: fall back, rebuild the snapshot.
-          if (sb.cancelled) throw e;
-          this.snapshots!.invalidate(pack.name, (e as Error).message);
-          await this.discardVm(sb);
-        }
-      }
-      if (!sb.vm) await this.launch(sb, pack, deadline);
-      if (sb.cancelled) throw new EmberdError('SANDBOX_NOT_FOUND', 'the sandbox was deleted while it was starting');
-      if (sb.state !== 'creating') return; // the VM died meanwhile; onVmExit recorded why
-      sb.state = 'ready';
-      sb.readyAt = new Date();
-  } catch (e) {
-      // Any failure to start that is not a timeout or a cancellation is a boot failure to the caller.
-      const err = isEmberdError(e) && ['BOOT_TIMEOUT', 'AGENT_TIMEOUT', 'SANDBOX_NOT_FOUND', 'AGENT_VERSION_MISMATCH'].includes(e.code)
-        ? e : new EmberdError('BOOT_FAILED', `the sandbox failed to start: ${(e as Error).message}`);
-      const tail = sb.consoleTail(1500).trim();
-      const message = err.code === 'BOOT_TIMEOUT' || err.code === 'AGENT_TIMEOUT'
-        ? `the guest did not answer within ${this.cfg.bootTimeoutMs} ms of boot (the host may be overloaded: raise --boot-timeout)${tail ? `; last console output: ${tail}` : ''}`
-        : `${err.message}${tail && !err.message.includes(tail) ? `; last console output: ${tail}` : ''}`;
-      sb.failure ??= sb.cancelled
-        ? { code: 'SANDBOX_NOT_FOUND', message: 'the sandbox was deleted while it was starting' }
-        : { code: err.code === 'AGENT_TIMEOUT' ? 'BOOT_TIMEOUT' : err.code, message };
-      await this.release(sb, 0);
-      sb.state = 'failed';
-      if (sb.cancelled) this.sandboxes.delete(sb.id);
-    }
-  }
-
-  /** Cold-boots (or, given a snapshot, restores) the VM and completes the handshake. */
-  private async launch(sb: Sandbox, pack: PackImage, deadline: number, snapshot?: string): Promise<void> {
-    const spec = this.bootSpec(sb.id, sb.runDir, pack, deadline);
-    const vm = snapshot ? await this.cfg.backend.snapshots!.restore(spec, snapshot) : await this.cfg.backend.boot(spec);
-    sb.vm = vm;
-    sb.bootMode = snapshot ? 'restore' : 'cold';
-    void vm.exited.then((exit) => { if (sb.vm === vm) this.onVmExit(sb, exit.reason); });
-    sb.agent = new AgentClient(vm.control, {
-      onProtocolError: (code, message) => this.cfg.log?.(`${sb.id}: guest protocol error ${code}: ${message}`),
-    });
-    const ack = await this.handshake(sb, sb.agent, deadline);
-    sb.agentVersion = ack.agentVersion;
-  }
-
-  /** The machine every sandbox of a pack runs: identical for cold boots, goldens and restores. */
-  private bootSpec(id: string, runDir: string, pack: PackImage, deadline: number): BootSpec {
-    return {
-      id,
-      runDir,
-      kernel: this.cfg.kernel,
-      initramfs: this.cfg.initramfs,
-      packImage: pack.image,
-      machine: this.cfg.machine,
-      kernelArgs: [],
-      deadline,
-    };
-  }
-
-  /** Drops a VM that failed to become ready, so the sandbox can try another way. */
-  private async discardVm(sb: Sandbox): Promise<void> {
-    const { vm, agent } = sb;
-    sb.vm = undefined;
-    sb.agent = undefined;
-    agent?.close();
-    await vm?.stop(0);
-    rmSync(sb.runDir, { recursive: true, force: true });
-  }
-
-  /** HELLO until the boot deadline, unless the sandbox is deleted or its VM dies meanwhile. */
-  private handshake(sb: Sandbox, agent: AgentClient, deadline: number) {
-    return agent.helloUntil(deadline, { hostname: hostnameOf(sb.id) }, () => !sb.cancelled && sb.state === 'creating');
-  }
-
-  private onVmExit(sb: Sandbox, reason: string): void {
-    // While creating, the boot path sees the closed control stream and releases; while
-    // destroying, the exit is expected.
-    if (sb.state !== 'ready') return;
-    sb.failure = { code: 'VMM_EXITED', message: `the VM stopped unexpectedly (${reason}); delete this sandbox and create a new one` };
-    this.cfg.log?.(`${sb.id}: ${sb.failure.message}`);
-    sb.state = 'failed';
-    void this.release(sb, 0);
-  }
-
-  /** Runs to completion and buffers the output (capped by the daemon's output cap). */
-  async exec(id: string, p: ExecParams): Promise<ExecResult> {
-    return this.agentOf(id).run(this.request(p));
-  }
-
-  /** Starts an exec whose output the caller consumes as it comes (streaming). */
-  execStreaming(id: string, p: ExecParams, callbacks: ExecCallbacks): ExecHandle {
-    return this.agentOf(id).exec(this.request(p), callbacks);
-  }
-
-  /** Starts a background process; its output is buffered up to the output cap for polling. */
-  startProcess(id: string, p: ExecParams): BackgroundProcess {
+  /** The sandbox, if it is ready: SANDBOX_FAILED or SANDBOX_NOT_READY otherwise. */
+  private ready(id: string): Sandbox {
     const sb = this.get(id);
-    const agent = this.agentOf(id);
-    return sb.processes.start(agent, { ...this.request(p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
+    if (sb.state === 'ready') return sb;
+    if (sb.state === 'failed') throw new EmberdError('SANDBOX_FAILED', `sandbox ${sb.id} has failed (${sb.failure?.message ?? 'unknown reason'}); delete it and create a new one`);
+    throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is ${sb.state}; wait for POST /sandboxes to answer before using it`);
   }
 
-  /** The agent of a ready sandbox, for operations built on execs (file transfers). */
-  readyAgent(id: string): AgentClient {
-    return this.agentOf(id);
+  private agentOf(id: string) {
+    return this.ready(id).agent!;
   }
 
-  private agentOf(id: string): AgentClient {
-    const sb = this.get(id);
-    this.requireReady(sb);
-    return sb.agent!;
+  /** One SandboxFiles per sandbox, on its agent. */
+  private files(id: string): SandboxFiles {
+    const sb = this.ready(id);
+    const { exec } = this.cfg;
+    sb.files ??= new SandboxFiles(sb.agent!, { timeoutMs: exec.defaultTimeoutMs, transferTimeoutMs: exec.maxTimeoutMs, outputCap: exec.outputCap });
+    return sb.files;
   }
 
   private request(p: ExecParams): ExecRequest {
+    this.checkTimeout(p.timeoutMs);
     return {
       code: p.code,
       argv: p.argv,
@@ -308,54 +383,10 @@ export class SandboxManager {
     };
   }
 
-  private requireReady(sb: Sandbox): void {
-    if (sb.state === 'ready') return;
-    if (sb.state === 'failed') throw new EmberdError('SANDBOX_FAILED', `sandbox ${sb.id} has failed (${sb.failure?.message ?? 'unknown reason'}); delete it and create a new one`);
-    throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is ${sb.state}; wait for POST /sandboxes to answer before using it`);
-  }
-
-  /** Ends the VM and removes every trace of the sandbox. Idempotent. */
-  destroy(id: string): Promise<void> {
-    const sb = this.get(id);
-    sb.destroying ??= (async () => {
-      if (sb.state === 'creating') {
-        sb.cancelled = true;
-        sb.agent?.close(); // a pending handshake fails at once
-        await sb.created;
-      }
-      if (sb.state === 'ready') sb.state = 'destroying';
-      await this.release(sb, SHUTDOWN_GRACE_MS);
-      sb.state = 'gone';
-      this.sandboxes.delete(sb.id);
-    })();
-    return sb.destroying;
-  }
-
-  /**
-   * Stops the VM (a graceful guest shutdown first when graceMs > 0) and removes the run dir.
-   * Runs once per sandbox; later callers wait for the same teardown.
-   */
-  private release(sb: Sandbox, graceMs: number): Promise<void> {
-    sb.released ??= (async () => {
-      void sb.sessions.closeAll(); // no new sessions; the VM's end takes the interpreters along
-      if (sb.vm) {
-        if (graceMs > 0 && sb.state !== 'failed') sb.agent?.shutdown();
-        await sb.vm.stop(sb.state === 'failed' ? 0 : graceMs);
-        sb.lastConsole = sb.vm.consoleTail(4096);
-      }
-      sb.agent?.close();
-      rmSync(sb.runDir, { recursive: true, force: true });
-    })();
-    return sb.released;
-  }
-
-  /** Destroys every sandbox; used on SIGINT/SIGTERM. */
-  async shutdown(): Promise<void> {
-    this.shuttingDown = true;
-    await Promise.allSettled([
-      ...this.list().map((sb) => this.destroy(sb.id)),
-      this.pool?.close(),
-      ...[...this.goldens].map((sb) => this.discardVm(sb)),
-    ]);
+  private checkTimeout(ms: number | undefined): void {
+    const max = this.cfg.exec.maxTimeoutMs;
+    if (ms !== undefined && ms > max) {
+      throw new EmberdError('INVALID_REQUEST', `timeout_ms ${ms} is above this daemon's maximum of ${max}; ask for less or start emberd with a higher --exec-max-timeout`);
+    }
   }
 }

@@ -1,5 +1,6 @@
 // Warm pool: per pack, a few sandboxes already booted (restored) and handshaken, handed over by
 // POST /sandboxes in the time of one HELLO. Refilled in the background after every take.
+import type { Logger } from '../log.ts';
 import type { Sandbox } from './sandbox.ts';
 
 export interface PoolView { size: number; ready: number; filling: number }
@@ -10,11 +11,11 @@ export class WarmPool {
   private readonly filling = new Map<string, number>();
   private readonly fill: (pack: string) => Promise<Sandbox>;
   private readonly discard: (sb: Sandbox) => Promise<void>;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
 
-  constructor(size: number, fill: (pack: string) => Promise<Sandbox>, discard: (sb: Sandbox) => Promise<void>, log: (msg: string) => void) {
+  constructor(size: number, fill: (pack: string) => Promise<Sandbox>, discard: (sb: Sandbox) => Promise<void>, log: Logger) {
     this.size = size;
     this.fill = fill;
     this.discard = discard;
@@ -41,7 +42,7 @@ export class WarmPool {
           if (this.closed) await this.discard(sb);
           else list.push(sb);
         })
-        .catch((e: Error) => this.log(`warm pool: could not prepare a ${pack} sandbox: ${e.message}`))
+        .catch((e: Error) => this.log.warn({ pack }, `warm pool: could not prepare a ${pack} sandbox: ${e.message}`))
         .finally(() => {
           this.filling.set(pack, (this.filling.get(pack) ?? 1) - 1);
           this.inflight.delete(p);

@@ -23,6 +23,16 @@ class OutputLog {
   }
 }
 
+/** A slice of a background process's buffered output. */
+export interface ProcessOutput {
+  data: Buffer;
+  /** Where the next read continues. */
+  nextOffset: number;
+  /** The process has exited and everything it wrote was read. */
+  eof: boolean;
+  truncated: boolean;
+}
+
 export interface ProcessView {
   process_id: string;
   state: 'running' | 'exited';
@@ -41,8 +51,8 @@ export class BackgroundProcess {
   readonly id = `p_${randomBytes(8).toString('hex')}`;
   readonly startedAt = new Date();
   readonly command: string;
-  readonly handle: ExecHandle;
-  readonly out = { stdout: new OutputLog(), stderr: new OutputLog() };
+  private readonly handle: ExecHandle;
+  private readonly out = { stdout: new OutputLog(), stderr: new OutputLog() };
   exit: ExitInfo | undefined;
   error: Error | undefined;
   private truncatedHere = false;
@@ -77,6 +87,26 @@ export class BackgroundProcess {
       stdout_bytes: this.out.stdout.length,
       stderr_bytes: this.out.stderr.length,
     };
+  }
+
+  /** Up to `max` bytes of `stream` from `offset` (an offset past the end reads nothing). */
+  read(stream: StreamName, offset: number, max: number): ProcessOutput {
+    const log = this.out[stream];
+    const data = log.read(offset, max);
+    const nextOffset = Math.min(offset, log.length) + data.length;
+    return { data, nextOffset, eof: !this.running && nextOffset >= log.length, truncated: this.view().truncated };
+  }
+
+  /** Writes `data` to the process's stdin (under the guest's credit), then closes it if `eof`. */
+  async writeStdin(data: Buffer | undefined, eof: boolean): Promise<void> {
+    if (!this.running) throw new EmberdError('PROCESS_EXITED', `process ${this.id} has exited; it reads no more input`);
+    if (data?.length) await this.handle.writeStdin(data);
+    if (eof) this.handle.closeStdin();
+  }
+
+  /** Signals the process's whole group. */
+  signal(signo: number): void {
+    this.handle.signal(signo);
   }
 
   /** Waits until the process exits or `timeoutMs` passes. */
@@ -118,7 +148,7 @@ export class ProcessTable {
   async remove(id: string): Promise<void> {
     const p = this.get(id);
     if (p.running) {
-      p.handle.signal(9);
+      p.signal(9);
       await p.wait(10_000);
     }
     this.procs.delete(id);

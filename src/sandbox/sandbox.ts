@@ -1,6 +1,8 @@
 // One sandbox: its state machine and what it holds. The manager drives transitions.
 import type { AgentClient } from '../agent/client.ts';
+import type { Logger } from '../log.ts';
 import type { BackendName, VmHandle } from '../vmm/backend.ts';
+import type { SandboxFiles } from './files.ts';
 import { ProcessTable } from './processes.ts';
 import { SessionRegistry } from './sessions.ts';
 
@@ -53,12 +55,17 @@ export class Sandbox {
   readonly processes = new ProcessTable();
   /** Persistent interpreter sessions (`"session": name` on exec). */
   readonly sessions: SessionRegistry;
+  /** File operations on the agent, made once the sandbox is ready. */
+  files: SandboxFiles | undefined;
+  /** Every line about this sandbox carries its id. */
+  readonly log: Logger;
 
-  constructor(id: string, pack: string, backend: BackendName, runDir: string) {
+  constructor(id: string, pack: string, backend: BackendName, runDir: string, log: Logger) {
     this.id = id;
     this.pack = pack;
     this.backend = backend;
     this.runDir = runDir;
+    this.log = log;
     this.sessions = new SessionRegistry(pack, () => (this.state === 'ready' ? this.agent : undefined));
   }
 

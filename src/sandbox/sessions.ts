@@ -1,21 +1,22 @@
 // Persistent interpreter sessions of one sandbox (docs/api.md, "Sessions"). No HTTP here: the
-// exec route calls runInSession(), the session routes list() and delete().
+// manager's session entry points (runInSession, listSessions, deleteSession) call a sandbox's
+// SessionRegistry.
 //
 // A session is one long-running exec in the guest, `python3 -u -c BOOTSTRAP`, whose stdin first
-// carries session-server.py (the bootstrap reads exactly that many bytes and runs it), then
-// requests; responses come back on its stdout. Framing, both ways: b'ES' | type | 0 | u32 length
-// | payload (session-server.py lists the types). The server runs the user's code with fds 0-2 on
-// pipes of its own, so nothing the code prints, even bytes that look like a frame, can reach the
-// protocol. Cells of one session run one at a time, in order.
+// carries guest/session/session-server.py (the bootstrap reads exactly that many bytes and runs
+// it), then requests; responses come back on its stdout. The framing and the server's two
+// processes (a pump that outlives the interpreter, so no output is lost when it dies) are in
+// docs/protocol.md, "Sessions". Cells of one session run one at a time, in order.
 //
 // Timeout: SIGINT to the session's process group (KeyboardInterrupt in the cell; a subprocess in
-// the foreground dies of it); the answer then has timed_out: true and the session keeps its
-// state. If no answer comes within INTERRUPT_GRACE_MS the session is SIGKILLed: the answer says
-// session_reset: true, and the next use of the name starts a new interpreter.
+// the foreground dies of it; the pump ignores it); the answer then has timed_out: true and the
+// session keeps its state. If no answer comes within INTERRUPT_GRACE_MS the host asks the pump to
+// kill the interpreter (K): the answer says session_reset: true, with the output up to the kill,
+// and the next use of the name starts a new interpreter. A pump that does not answer that either
+// is SIGKILLed with its whole group.
 import { readFileSync } from 'node:fs';
 import type { AgentClient, ExecHandle, ExitInfo } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
-import type { Sandbox } from './sandbox.ts';
 
 export interface SessionRunOptions {
   /** Interrupt the cell after this long (required, > 0). */
@@ -55,10 +56,12 @@ export const MAX_SESSIONS = 16;
 export const SESSION_PACK = 'python';
 const START_TIMEOUT_MS = 60_000;
 export const INTERRUPT_GRACE_MS = 1000;
+/** After K (or a delete), how long the pump has to report the interpreter's end before SIGKILL. */
+const KILL_GRACE_MS = 2000;
 const HEADER = 8;
 const MAX_FRAME = 64 << 20;
 
-const SERVER_SOURCE = readFileSync(new URL('./session-server.py', import.meta.url));
+const SERVER_SOURCE = readFileSync(new URL('../../guest/session/session-server.py', import.meta.url));
 const BOOTSTRAP = [
   'import os',
   'b=bytearray()',
@@ -89,6 +92,8 @@ interface Cell {
 }
 
 interface DoneFrame { id: number; exit_code: number; value: string | null; interrupted: boolean; truncated: boolean; duration_us: number }
+/** The interpreter ended; every byte it wrote came before this. */
+interface EndFrame { exit_code: number; signal: number; duration_us: number }
 
 /** Thrown by a session that ended before a queued cell could run: the registry retries on a new one. */
 class SessionGone extends Error {}
@@ -109,6 +114,10 @@ class Session {
   private queue: Promise<unknown> = Promise.resolve();
   private nextId = 0;
   private failure: Error | undefined;
+  /** X came: the interpreter is gone, the pump is ending. */
+  private interpreterEnded = false;
+  /** The fallback SIGKILL once K was sent. */
+  private killing: NodeJS.Timeout | undefined;
   private resolveReady!: () => void;
   private rejectReady!: (e: Error) => void;
 
@@ -127,7 +136,7 @@ class Session {
   }
 
   get alive(): boolean {
-    return this.exit === undefined && this.failure === undefined;
+    return this.exit === undefined && this.failure === undefined && !this.interpreterEnded;
   }
 
   run(code: string, opts: SessionRunOptions): Promise<SessionResult> {
@@ -136,13 +145,23 @@ class Session {
     return p;
   }
 
-  /** Ends the interpreter and everything it started (SIGKILL to its process group). */
+  /**
+   * Ends the interpreter and everything it started: the pump kills it and reports (a running
+   * cell answers session_reset with its output), then ends its process group; SIGKILL to the
+   * group if that does not happen in time.
+   */
   async close(): Promise<void> {
-    if (!this.alive) return;
-    this.handle.signal(9);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.handle.exited.catch(() => {}), new Promise((r) => { timer = setTimeout(r, 5000); })]);
-    clearTimeout(timer);
+    if (this.exit) return;
+    this.killInterpreter();
+    if (!(await settlesWithin(this.handle.exited, KILL_GRACE_MS))) this.handle.signal(9);
+    await settlesWithin(this.handle.exited, 5000);
+  }
+
+  /** K: the pump SIGKILLs the interpreter and answers X; if it does not, the group is SIGKILLed. */
+  private killInterpreter(): void {
+    if (this.killing) return;
+    this.killing = setTimeout(() => this.handle.signal(9), KILL_GRACE_MS);
+    this.handle.writeStdin(frame('K', Buffer.alloc(0))).catch(() => {});
   }
 
   private async runNow(code: string, opts: SessionRunOptions): Promise<SessionResult> {
@@ -162,7 +181,7 @@ class Session {
       cell.timers.push(setTimeout(() => {
         cell.interrupted = true;
         this.handle.signal(2); // SIGINT: KeyboardInterrupt in the cell
-        cell.timers.push(setTimeout(() => this.handle.signal(9), INTERRUPT_GRACE_MS));
+        cell.timers.push(setTimeout(() => this.killInterpreter(), INTERRUPT_GRACE_MS));
       }, opts.timeoutMs));
     });
   }
@@ -223,9 +242,30 @@ class Session {
         });
         break;
       }
+      case 'X': { // the interpreter is gone; the pump ends its group next
+        const x = JSON.parse(payload.toString()) as EndFrame;
+        this.interpreterEnded = true;
+        this.onGone(this);
+        if (cell) this.finishCell(cell, this.resetResult(cell, x.exit_code, x.duration_us));
+        break;
+      }
       default:
         break;
     }
+  }
+
+  /** The answer of a cell whose interpreter ended: what it wrote, and the status it ended with. */
+  private resetResult(cell: Cell, exitCode: number, durationUs: number): SessionResult {
+    return {
+      stdout: Buffer.concat(cell.stdout),
+      stderr: Buffer.concat(cell.stderr),
+      exitCode,
+      durationUs,
+      timedOut: cell.interrupted,
+      truncated: cell.truncated,
+      value: null,
+      sessionReset: true,
+    };
   }
 
   private finishCell(cell: Cell, r: SessionResult | Error): void {
@@ -242,6 +282,7 @@ class Session {
 
   private ended(exit: ExitInfo | undefined, err: Error | undefined): void {
     this.exit = exit ?? { exitCode: -1, signal: 0, timedOut: false, truncated: false, durationUs: 0, fastPath: false };
+    clearTimeout(this.killing);
     this.onGone(this);
     const why = this.stderrTail.trim();
     this.rejectReady(this.failure ?? err ?? new EmberdError('SESSION_START_FAILED',
@@ -253,17 +294,17 @@ class Session {
       this.finishCell(cell, err);
       return;
     }
-    this.finishCell(cell, {
-      stdout: Buffer.concat(cell.stdout),
-      stderr: Buffer.concat(cell.stderr),
-      exitCode: exit!.exitCode,
-      durationUs: Math.round((performance.now() - cell.startedAt) * 1000),
-      timedOut: cell.interrupted,
-      truncated: cell.truncated,
-      value: null,
-      sessionReset: true,
-    });
+    // The pump itself died (it reports the interpreter's end otherwise): what was in flight is lost.
+    this.finishCell(cell, this.resetResult(cell, exit!.exitCode, Math.round((performance.now() - cell.startedAt) * 1000)));
   }
+}
+
+/** True if `p` settled within `ms`. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), ms); })]);
+  clearTimeout(timer);
+  return settled;
 }
 
 export class SessionRegistry {
@@ -299,6 +340,7 @@ export class SessionRegistry {
   }
 
   list(): SessionInfo[] {
+    this.checkSupported();
     return [...this.sessions.values()].map((s) => ({ name: s.name, createdAt: s.createdAt, lastUsedAt: s.lastUsedAt, execs: s.execs }));
   }
 
@@ -319,10 +361,14 @@ export class SessionRegistry {
     await Promise.allSettled(all.map((s) => s.close()));
   }
 
-  private check(name: string): void {
+  private checkSupported(): void {
     if (!this.supported) {
       throw new EmberdError('SESSIONS_UNSUPPORTED', `sessions need a persistent interpreter; the "${this.pack}" language pack has none (create the sandbox with language_pack "${SESSION_PACK}")`);
     }
+  }
+
+  private check(name: string): void {
+    this.checkSupported();
     if (!SESSION_NAME.test(name)) {
       throw new EmberdError('INVALID_REQUEST', `invalid session name "${name}": use 1 to 64 letters, digits, "_", "." or "-"`);
     }
@@ -338,15 +384,4 @@ export class SessionRegistry {
     this.sessions.set(name, s);
     return s;
   }
-}
-
-/**
- * The exec route's entry point for `"session": name`: runs `code` in that session of sandbox `sb`.
- * Throws SANDBOX_NOT_READY / SANDBOX_FAILED, SESSIONS_UNSUPPORTED (not the python pack),
- * INVALID_REQUEST (bad name), TOO_MANY_SESSIONS, SESSION_START_FAILED, AGENT_DISCONNECTED.
- */
-export async function runInSession(sb: Sandbox, name: string, code: string, opts: SessionRunOptions): Promise<SessionResult> {
-  if (sb.state === 'failed') throw new EmberdError('SANDBOX_FAILED', `sandbox ${sb.id} has failed (${sb.failure?.message ?? 'unknown reason'}); delete it and create a new one`);
-  if (sb.state !== 'ready') throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is ${sb.state}; wait for POST /sandboxes to answer before using it`);
-  return sb.sessions.run(name, code, opts);
 }

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Logger } from '../log.ts';
 
 export interface SnapshotInputs {
   /** The backend's SnapshotSupport.fingerprint (VMM, version, acceleration, format). */
@@ -47,9 +48,9 @@ export class SnapshotStore {
   private readonly entries = new Map<string, Entry>();
   private readonly base: string;
   private readonly build: GoldenBuilder;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
 
-  constructor(base: string, inputs: Map<string, SnapshotInputs>, build: GoldenBuilder, log: (msg: string) => void) {
+  constructor(base: string, inputs: Map<string, SnapshotInputs>, build: GoldenBuilder, log: Logger) {
     this.base = base;
     this.build = build;
     this.log = log;
@@ -83,11 +84,11 @@ export class SnapshotStore {
         rmSync(dir, { recursive: true, force: true });
         renameSync(tmp, dir);
         Object.assign(e, { status: 'ready', bytes, error: undefined });
-        this.log(`snapshot of pack ${pack} ready (${(bytes / 1048576).toFixed(1)} MiB, built in ${e.buildMs} ms)`);
+        this.log.info({ pack, bytes, build_ms: e.buildMs }, `snapshot of pack ${pack} ready (${(bytes / 1048576).toFixed(1)} MiB, built in ${e.buildMs} ms)`);
       } catch (err) {
         rmSync(tmp, { recursive: true, force: true });
         Object.assign(e, { status: 'failed', error: (err as Error).message });
-        this.log(`snapshot of pack ${pack} failed, sandboxes cold-boot meanwhile: ${(err as Error).message}`);
+        this.log.warn({ pack }, `snapshot of pack ${pack} failed, sandboxes cold-boot meanwhile: ${(err as Error).message}`);
       } finally {
         e.building = undefined;
       }
@@ -99,7 +100,7 @@ export class SnapshotStore {
   invalidate(pack: string, reason: string): void {
     const e = this.entries.get(pack);
     if (!e || e.status !== 'ready') return;
-    this.log(`snapshot of pack ${pack} failed to restore (${reason}); rebuilding it`);
+    this.log.warn({ pack }, `snapshot of pack ${pack} failed to restore (${reason}); rebuilding it`);
     rmSync(this.dirOf(e.key), { recursive: true, force: true });
     e.status = 'missing';
     void this.ensure(pack);

@@ -2,7 +2,8 @@
 // conformance suite (src/vmm/conformance.ts) runs the same cases against every implementation.
 import type { Duplex } from 'node:stream';
 
-export type BackendName = 'qemu' | 'firecracker';
+/** `host-agent` is the test backend (src/vmm/host-agent/): no VM, never selectable by flags. */
+export type BackendName = 'qemu' | 'firecracker' | 'host-agent';
 
 export interface MachineConfig {
   vcpus: number;

@@ -9,30 +9,17 @@ import { join } from 'node:path';
 import type { Backend, BootSpec, VmHandle } from './backend.ts';
 import { AgentClient } from '../agent/client.ts';
 import { isEmberdError } from '../errors.ts';
+import { testBootSpec, TEST_BOOT_DEADLINE_MS } from '../../test/helpers/boot-spec.ts';
 
-export interface ConformanceImages {
-  kernel: string;
-  initramfs: string;
-  pack: string;
-}
+export type ConformanceCase = 'boot-and-exec' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel' | 'snapshot-restore';
 
-export type ConformanceCase = 'boot-and-exec' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel';
-
-export function runBackendConformance(label: string, makeBackend: () => Backend, images: ConformanceImages, skip: Partial<Record<ConformanceCase, string>> = {}): void {
+/** Runs every case against `makeBackend()`, booting the built `pack` (default shell). */
+export function runBackendConformance(label: string, makeBackend: () => Backend, opts: { pack?: string; skip?: Partial<Record<ConformanceCase, string>> } = {}): void {
+  const skip = opts.skip ?? {};
   const base = mkdtempSync(join(tmpdir(), 'emb-conf-'));
   after(() => rmSync(base, { recursive: true, force: true }));
   let n = 0;
-  const spec = (over: Partial<BootSpec> = {}): BootSpec => ({
-    id: `conf${n++}`,
-    runDir: join(base, String(n)),
-    kernel: images.kernel,
-    initramfs: images.initramfs,
-    packImage: images.pack,
-    machine: { vcpus: 1, memoryMib: 256 },
-    kernelArgs: [],
-    deadline: Date.now() + 90_000,
-    ...over,
-  });
+  const spec = (over: Partial<BootSpec> = {}): BootSpec => testBootSpec(`conf${n}`, join(base, String(n++)), { pack: opts.pack ?? 'shell', ...over });
   const caseTest = (name: ConformanceCase, fn: () => Promise<void>) => {
     const reason = skip[name];
     if (reason) test(`${label}: ${name}`, { skip: reason }, () => {});
@@ -40,8 +27,13 @@ export function runBackendConformance(label: string, makeBackend: () => Backend,
   };
   const ready = async (vm: VmHandle) => {
     const agent = new AgentClient(vm.control);
-    await agent.helloUntil(Date.now() + 90_000);
+    await agent.helloUntil(Date.now() + TEST_BOOT_DEADLINE_MS);
     return agent;
+  };
+  const sh = async (agent: AgentClient, script: string) => {
+    const r = await agent.run({ argv: ['sh', '-c', script], timeoutMs: 30_000 });
+    assert.equal(r.exitCode, 0, `${script}: ${r.stderr.toString()}`);
+    return r.stdout.toString();
   };
   const gone = (vm: VmHandle) => {
     assert.throws(() => process.kill(vm.pid, 0), /ESRCH/, `VMM pid ${vm.pid} still exists`);
@@ -92,5 +84,36 @@ export function runBackendConformance(label: string, makeBackend: () => Backend,
     const s = spec({ kernel: join(base, 'no-such-vmlinux'), deadline: Date.now() + 20_000 });
     await assert.rejects(makeBackend().boot(s), (e) => isEmberdError(e, 'BOOT_FAILED') || isEmberdError(e, 'BOOT_TIMEOUT'));
     assert.deepEqual(existsSync(s.runDir) ? readdirSync(s.runDir) : [], [], 'no socket left in the run dir');
+  });
+
+  caseTest('snapshot-restore', async () => {
+    const backend = makeBackend();
+    const snapshots = backend.snapshots;
+    assert.ok(snapshots, `${label} has no snapshot support: list snapshot-restore in skip, with the reason`);
+    const golden = await backend.boot(spec());
+    const dir = join(base, `snapshot${n}`);
+    try {
+      await sh(await ready(golden), 'echo golden > /tmp/state');
+      const { bytes } = await snapshots.save(golden, dir);
+      assert.ok(bytes > 0, 'the saved state has a size');
+    } finally {
+      await golden.stop(0);
+    }
+    gone(golden);
+    // Two clones of one saved state run side by side, each with the state, independent afterwards.
+    const clones = [await snapshots.restore(spec(), dir), await snapshots.restore(spec(), dir)];
+    try {
+      const agents = await Promise.all(clones.map(ready));
+      for (const [i, agent] of agents.entries()) {
+        assert.equal(await sh(agent, 'cat /tmp/state'), 'golden\n', `clone ${i} has the saved files`);
+        await sh(agent, `echo ${i} > /tmp/mine`);
+      }
+      assert.deepEqual(await Promise.all(agents.map((a) => sh(a, 'cat /tmp/mine'))), ['0\n', '1\n'], 'clones do not share writes');
+      assert.notEqual(clones[0]!.pid, clones[1]!.pid);
+    } finally {
+      await Promise.all(clones.map((vm) => vm.stop(0)));
+    }
+    for (const vm of clones) gone(vm);
+    rmSync(dir, { recursive: true, force: true });
   });
 }

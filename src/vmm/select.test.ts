@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chooseAuto, resolveJailer, selectBackend } from './select.ts';
 import { FirecrackerError, isFirecrackerError } from './firecracker/errors.ts';
-import type { FirecrackerProbe } from './firecracker/firecracker-backend.ts';
+import type { FirecrackerProbe } from './firecracker/probe.ts';
 import { parseConfig, USAGE } from '../daemon/config.ts';
 import { FIRECRACKER_DOUBLE } from '../../test/firecracker-double/path.ts';
 
@@ -78,13 +78,13 @@ test('auto on this host (no usable KVM) is QEMU, and the reason says why not Fir
 test('daemon flags: --firecracker, --jailer, --jailer-base, --jailer-uid/gid (and their variables), in --help', () => {
   const c = parseConfig(['--backend', 'firecracker', '--firecracker', '/opt/fc', '--jailer', 'off', '--jailer-base', '/var/jail', '--jailer-uid', '1000', '--jailer-gid', '1001'], {});
   assert.ok(c !== 'help');
-  assert.deepEqual([c.backend, c.firecracker, c.jailer, c.jailerBase, c.jailerUid, c.jailerGid], ['firecracker', '/opt/fc', 'off', '/var/jail', 1000, 1001]);
+  assert.deepEqual([c.vmm.backend, c.vmm.firecracker, c.vmm.jailer, c.vmm.jailerBase, c.vmm.jailerUid, c.vmm.jailerGid], ['firecracker', '/opt/fc', 'off', '/var/jail', 1000, 1001]);
   const d = parseConfig([], { EMBERD_FIRECRACKER: '/x/fc', EMBERD_JAILER: '/x/jailer', EMBERD_JAILER_BASE: '/j' });
   assert.ok(d !== 'help');
-  assert.deepEqual([d.firecracker, d.jailer, d.jailerBase, d.jailerUid], ['/x/fc', '/x/jailer', '/j', 65534]);
+  assert.deepEqual([d.vmm.firecracker, d.vmm.jailer, d.vmm.jailerBase, d.vmm.jailerUid], ['/x/fc', '/x/jailer', '/j', 65534]);
   const e = parseConfig([], {});
   assert.ok(e !== 'help');
-  assert.deepEqual([e.firecracker, e.jailer, e.jailerBase], [undefined, 'auto', '/srv/jailer']);
+  assert.deepEqual([e.vmm.firecracker, e.vmm.jailer, e.vmm.jailerBase], [undefined, 'auto', '/srv/jailer']);
   assert.throws(() => parseConfig(['--jailer-base', 'relative'], {}), /absolute/);
   assert.throws(() => parseConfig(['--jailer-uid', '-1'], {}), /jailer-uid/);
   for (const f of ['--firecracker PATH', '--jailer auto|off|PATH', '--jailer-base DIR', '--jailer-uid N', '--jailer-gid N']) assert.ok(USAGE.includes(f), f);

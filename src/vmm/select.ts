@@ -6,11 +6,13 @@ import { dirname, join } from 'node:path';
 import type { Backend, BackendName } from './backend.ts';
 import { probeKvm, type KvmStatus } from './host.ts';
 import { QemuBackend } from './qemu/qemu-backend.ts';
-import { FirecrackerBackend, findExecutable, probeFirecracker, type FirecrackerProbe } from './firecracker/firecracker-backend.ts';
+import { FirecrackerBackend } from './firecracker/firecracker-backend.ts';
+import { findExecutable, probeFirecracker, type FirecrackerProbe } from './firecracker/probe.ts';
 import { FirecrackerError } from './firecracker/errors.ts';
 import type { JailerOptions } from './firecracker/jailer.ts';
 
-export interface SelectOptions {
+/** The daemon's --backend, --qemu, --firecracker and --jailer* flags. */
+export interface VmmOptions {
   backend: BackendName | 'auto';
   qemu?: string;
   /** firecracker binary (or the test double) */
@@ -20,6 +22,9 @@ export interface SelectOptions {
   jailerBase?: string;
   jailerUid?: number;
   jailerGid?: number;
+}
+
+export interface SelectOptions extends VmmOptions {
   log?: (msg: string) => void;
 }
 

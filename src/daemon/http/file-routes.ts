@@ -1,43 +1,19 @@
-// /sandboxes/{id}/files routes (docs/api.md, "Files"): parse the query, hand the raw request
-// stream or the sandbox's file stream to src/sandbox/files.ts, shape the answer. They live in an
+// /sandboxes/{id}/files routes (docs/api.md, "Files"): parse the query, make one manager call with
+// the raw request stream (uploads) or send the stream it answers (downloads). They live in an
 // encapsulated plugin scope whose only content-type parser passes the request stream through
 // unread, so an upload is never buffered, whatever its Content-Type.
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import { EmberdError } from '../../errors.ts';
 import type { SandboxManager } from '../../sandbox/manager.ts';
-import { SandboxFiles } from '../../sandbox/files.ts';
-
-export const DEFAULT_MAX_UPLOAD = 1 << 30;
+import { parseQuery } from './parse.ts';
+import { FILE_QUERY_HINT, deleteFileQuery, getFileQuery, pathQuery, putFileQuery } from './schemas.ts';
 
 type IdParams = { Params: { id: string } };
 
-const path = z.string().optional(); // checked by normalizePath: a missing or bad path is INVALID_PATH
-const bool = z.enum(['true', 'false', '1', '0']).optional();
-export const putQuery = z.strictObject({ path, mode: z.string().optional(), format: z.enum(['tar']).optional() });
-export const getQuery = z.strictObject({ path, format: z.enum(['tar']).optional() });
-export const pathQuery = z.strictObject({ path });
-export const deleteQuery = z.strictObject({ path, recursive: bool });
-
-function query<S extends z.ZodType>(schema: S, q: unknown): z.infer<S> {
-  const r = schema.safeParse(q);
-  if (r.success) return r.data;
-  const problems = r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message));
-  throw new EmberdError('INVALID_REQUEST', `invalid query string: ${problems.join('; ')}; the parameters are path, and mode and format=tar for PUT, format=tar for GET, recursive=true for DELETE`);
-}
-
 export function registerFileRoutes(app: FastifyInstance, manager: SandboxManager): void {
-  const maxUpload = manager.config.files?.maxUploadBytes ?? DEFAULT_MAX_UPLOAD;
-
-  const filesOf = (id: string): SandboxFiles => {
-    const { exec } = manager.config;
-    return new SandboxFiles(manager.readyAgent(id), {
-      timeoutMs: exec.defaultTimeoutMs,
-      transferTimeoutMs: exec.maxTimeoutMs,
-      outputCap: exec.outputCap,
-    });
-  };
+  const maxUpload = manager.config.maxUploadBytes;
+  const query = <S extends Parameters<typeof parseQuery>[0]>(schema: S, q: unknown) => parseQuery(schema, q, FILE_QUERY_HINT);
 
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
@@ -45,16 +21,15 @@ export function registerFileRoutes(app: FastifyInstance, manager: SandboxManager
 
     scope.put<IdParams>('/sandboxes/:id/files', { bodyLimit: maxUpload }, async (req, reply) => {
       try {
-        const files = filesOf(req.params.id);
-        const q = query(putQuery, req.query);
+        const q = query(putFileQuery, req.query);
         if (q.format === 'tar' && q.mode !== undefined) throw new EmberdError('INVALID_REQUEST', 'mode applies to a single file; a tar carries the modes of its entries');
         const declared = Number(req.headers['content-length']);
         if (declared > maxUpload) throw tooLarge(maxUpload);
         // No body at all (no Content-Type, no length): Fastify skips the parser; that is an empty file.
         const body = req.body instanceof Readable ? req.body : Readable.from([]);
         const r = q.format === 'tar'
-          ? await files.writeTar(q.path ?? '', body, { maxBytes: maxUpload })
-          : await files.writeFile(q.path ?? '', body, { maxBytes: maxUpload, mode: q.mode });
+          ? await manager.writeTar(req.params.id, q.path ?? '', body)
+          : await manager.writeFile(req.params.id, q.path ?? '', body, q.mode);
         return reply.status(201).send(r);
       } catch (e) {
         lingerIfUnread(req, reply);
@@ -64,31 +39,26 @@ export function registerFileRoutes(app: FastifyInstance, manager: SandboxManager
 
     // No automatic HEAD route: Fastify would run the download and drain the whole file to answer it.
     scope.get<IdParams>('/sandboxes/:id/files', { exposeHeadRoute: false }, async (req, reply) => {
-      const files = filesOf(req.params.id);
-      const q = query(getQuery, req.query);
+      const q = query(getFileQuery, req.query);
       const tar = q.format === 'tar';
       // A client that leaves before the first byte (a FIFO that never writes) still ends the read.
       const gone = new AbortController();
       reply.raw.once('close', () => { if (!reply.raw.writableFinished) gone.abort(); });
-      const o = { signal: gone.signal };
-      const stream = tar ? await files.readTar(q.path ?? '', o) : await files.readFile(q.path ?? '', o);
+      const stream = tar
+        ? await manager.readTar(req.params.id, q.path ?? '', gone.signal)
+        : await manager.readFile(req.params.id, q.path ?? '', gone.signal);
       return reply.header('content-type', tar ? 'application/x-tar' : 'application/octet-stream').send(stream);
     });
 
-    scope.get<IdParams>('/sandboxes/:id/files/stat', async (req) => {
-      const files = filesOf(req.params.id);
-      return files.stat(query(pathQuery, req.query).path ?? '');
-    });
+    scope.get<IdParams>('/sandboxes/:id/files/stat', async (req) => manager.statPath(req.params.id, query(pathQuery, req.query).path ?? ''));
 
-    scope.get<IdParams>('/sandboxes/:id/files/list', async (req) => {
-      const files = filesOf(req.params.id);
-      return { entries: await files.list(query(pathQuery, req.query).path ?? '') };
-    });
+    scope.get<IdParams>('/sandboxes/:id/files/list', async (req) => ({
+      entries: await manager.listDir(req.params.id, query(pathQuery, req.query).path ?? ''),
+    }));
 
     scope.delete<IdParams>('/sandboxes/:id/files', async (req, reply) => {
-      const files = filesOf(req.params.id);
-      const q = query(deleteQuery, req.query);
-      await files.delete(q.path ?? '', q.recursive === 'true' || q.recursive === '1');
+      const q = query(deleteFileQuery, req.query);
+      await manager.deletePath(req.params.id, q.path ?? '', q.recursive);
       return reply.status(204).send();
     });
   });

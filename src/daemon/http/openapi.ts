@@ -4,8 +4,10 @@
 import { z } from 'zod';
 import { ERROR_STATUS } from '../../errors.ts';
 import { VERSION } from '../../version.ts';
-import { createSandboxBody, execBody, processOutputQuery, processSignalBody, processStdinBody, processWaitQuery } from './schemas.ts';
-import { deleteQuery, getQuery, pathQuery, putQuery } from './file-routes.ts';
+import {
+  createSandboxBody, deleteFileQuery, execBody, getFileQuery, pathQuery, processOutputQuery, processSignalBody, processStdinBody,
+  processWaitQuery, putFileQuery,
+} from './schemas.ts';
 
 interface Operation {
   method: 'get' | 'post' | 'put' | 'delete';
@@ -32,9 +34,9 @@ export const OPERATIONS: Operation[] = [
   { method: 'post', path: '/sandboxes/{id}/processes/{pid}/signal', summary: 'Signal the process group', body: processSignalBody, ok: 204 },
   { method: 'get', path: '/sandboxes/{id}/processes/{pid}/wait', summary: 'Wait for exit, up to timeout_ms', query: processWaitQuery, ok: 200 },
   { method: 'delete', path: '/sandboxes/{id}/processes/{pid}', summary: 'Kill if running, and forget', ok: 204 },
-  { method: 'put', path: '/sandboxes/{id}/files', summary: 'Upload a file (raw body), or a tar stream into a directory', query: putQuery, rawBody: true, ok: 201 },
-  { method: 'get', path: '/sandboxes/{id}/files', summary: 'Download a file, or a directory as tar', query: getQuery, ok: 200 },
-  { method: 'delete', path: '/sandboxes/{id}/files', summary: 'Delete a file or directory', query: deleteQuery, ok: 204 },
+  { method: 'put', path: '/sandboxes/{id}/files', summary: 'Upload a file (raw body), or a tar stream into a directory', query: putFileQuery, rawBody: true, ok: 201 },
+  { method: 'get', path: '/sandboxes/{id}/files', summary: 'Download a file, or a directory as tar', query: getFileQuery, ok: 200 },
+  { method: 'delete', path: '/sandboxes/{id}/files', summary: 'Delete a file or directory', query: deleteFileQuery, ok: 204 },
   { method: 'get', path: '/sandboxes/{id}/files/stat', summary: 'Stat a path', query: pathQuery, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/files/list', summary: 'List a directory', query: pathQuery, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/sessions', summary: 'List interpreter sessions', ok: 200 },

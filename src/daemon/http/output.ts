@@ -1,5 +1,8 @@
-// How output bytes appear in JSON: UTF-8 text (invalid bytes become U+FFFD) or exact base64.
+// How output bytes appear in JSON: UTF-8 text (invalid bytes become U+FFFD) or exact base64; and
+// streamed execs as NDJSON lines.
+import { Transform } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import type { ExecEvent } from '../../sandbox/exec-stream.ts';
 
 export type OutputEncoding = 'utf8' | 'base64';
 
@@ -21,4 +24,38 @@ export class ChunkEncoder {
   end(): string {
     return this.decoder ? this.decoder.end() : '';
   }
+}
+
+/**
+ * Streamed exec events -> NDJSON lines: `{"type":"stdout"|"stderr","data"}` per chunk, then one
+ * `{"type":"exit",...}` or `{"type":"error","code","message"}`. One event buffered on each side,
+ * so the exec's pacing (PacedReadable) follows the client.
+ */
+export function execEventLines(enc: OutputEncoding): Transform {
+  const encoders = { stdout: new ChunkEncoder(enc), stderr: new ChunkEncoder(enc) };
+  const line = (event: object) => `${JSON.stringify(event)}\n`;
+  return new Transform({
+    writableObjectMode: true,
+    writableHighWaterMark: 1,
+    transform(e: ExecEvent, _enc, done) {
+      if (e.type === 'stdout' || e.type === 'stderr') {
+        const data = encoders[e.type].write(e.data);
+        done(null, data ? line({ type: e.type, data }) : undefined);
+        return;
+      }
+      let out = '';
+      for (const s of ['stdout', 'stderr'] as const) {
+        const rest = encoders[s].end();
+        if (rest) out += line({ type: s, data: rest });
+      }
+      out += line(lastEvent(e));
+      done(null, out);
+    },
+  });
+}
+
+function lastEvent(e: Extract<ExecEvent, { type: 'exit' | 'error' }>): object {
+  if (e.type === 'error') return { type: 'error', code: e.error.code, message: e.error.message };
+  const x = e.exit;
+  return { type: 'exit', exit_code: x.exitCode, duration_ms: Math.round(x.durationUs / 1000), timed_out: x.timedOut, truncated: x.truncated };
 }

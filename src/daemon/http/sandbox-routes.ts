@@ -1,4 +1,4 @@
-// /sandboxes routes: parse -> manager call -> shape the answer. Shapes are the v1 API (docs/api.md).
+// /sandboxes routes: parse -> one manager call -> shape the answer. Shapes are the v1 API (docs/api.md).
 import type { FastifyInstance } from 'fastify';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';

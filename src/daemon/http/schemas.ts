@@ -1,5 +1,6 @@
-// Request bodies of the HTTP API, as zod schemas. docs/api.md documents them; the end-to-end tests
-// exercise every rule. Unknown fields are rejected so a typo never silently does nothing.
+// Every request body and query string of the HTTP API, as zod schemas; /openapi.json is generated
+// from them. docs/api.md documents them; the end-to-end tests exercise every rule. Unknown fields
+// are rejected so a typo never silently does nothing.
 import { z } from 'zod';
 import { SESSION_NAME } from '../../sandbox/sessions.ts';
 
@@ -54,6 +55,16 @@ export const processOutputQuery = z.strictObject({
 export const processWaitQuery = z.strictObject({
   timeout_ms: z.coerce.number().int().min(0).max(3_600_000).default(30_000),
 });
+
+// ---- files: query strings (the body is the raw data) ----
+
+const path = z.string().optional(); // checked by normalizePath: a missing or bad path is INVALID_PATH
+const bool = z.enum(['true', 'false', '1', '0']).optional().transform((v) => v === 'true' || v === '1');
+export const putFileQuery = z.strictObject({ path, mode: z.string().optional(), format: z.enum(['tar']).optional() });
+export const getFileQuery = z.strictObject({ path, format: z.enum(['tar']).optional() });
+export const pathQuery = z.strictObject({ path });
+export const deleteFileQuery = z.strictObject({ path, recursive: bool });
+export const FILE_QUERY_HINT = 'the parameters are path, and mode and format=tar for PUT, format=tar for GET, recursive=true for DELETE';
 
 export type CreateSandboxBody = z.infer<typeof createSandboxBody>;
 export type ExecBody = z.infer<typeof execBody>;

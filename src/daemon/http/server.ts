@@ -1,22 +1,44 @@
 // The HTTP server: parsing, error mapping and routing only. Handlers call the sandbox manager
 // and never touch a VM directly.
-import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { EmberdError } from '../../errors.ts';
+import { silentLogger, type Logger } from '../../log.ts';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import { registerSandboxRoutes } from './sandbox-routes.ts';
 import { registerExecRoutes } from './exec-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
 import type { DaemonInfo } from './info.ts';
+import { RequestLog } from './request-log.ts';
 import { openApiDocument } from './openapi.ts';
 
-export interface HttpOptions {
-  bodyLimit: number;
-  info: () => DaemonInfo;
+/** Request size limits: --max-body (JSON bodies), --max-upload (file uploads). */
+export interface HttpLimits {
+  maxBody: number;
+  maxUpload: number;
 }
 
+export interface HttpOptions {
+  /** The largest JSON body (--max-body); uploads are bounded by the manager's maxUploadBytes. */
+  bodyLimit: number;
+  info: () => DaemonInfo;
+  log?: Logger;
+}
+
+/** Longest path parameter routed; the URL itself is bounded by Node's 16 KiB header limit. */
+const MAX_PARAM_LENGTH = 8192;
+
 export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit: opts.bodyLimit, forceCloseConnections: true, return503OnClosing: true });
+  const app = Fastify({
+    loggerInstance: (opts.log ?? silentLogger).child({ component: 'http' }) as FastifyBaseLogger,
+    logController: new RequestLog(),
+    bodyLimit: opts.bodyLimit,
+    forceCloseConnections: true,
+    return503OnClosing: true,
+    // Ids are looked up, not pattern-checked: a long one is a sandbox that does not exist (404).
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+  });
+  app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
   // Every route, as registered: the OpenAPI test compares this list with the document.
   const routes: { method: string; url: string }[] = [];
   app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) routes.push({ method: m, url: r.url }); });
@@ -34,8 +56,9 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
     }
   });
 
-  app.setErrorHandler((err: FastifyError | EmberdError, _req, reply) => {
+  app.setErrorHandler((err: FastifyError | EmberdError, req, reply) => {
     const e = toEmberdError(err);
+    if (e.status >= 500) req.log.error({ code: e.code, err }, e.message);
     void reply.status(e.status).send(e.toJSON());
   });
   app.setNotFoundHandler((req, reply) => {

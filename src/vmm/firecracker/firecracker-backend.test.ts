@@ -38,11 +38,7 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-runBackendConformance('firecracker', () => new FirecrackerBackend({ binary: DOUBLE }), {
-  kernel: images.kernel,
-  initramfs: images.initramfs,
-  pack: images.packs.get('shell')!.image,
-});
+runBackendConformance('firecracker', () => new FirecrackerBackend({ binary: DOUBLE }));
 
 const base = (n: string, over: Partial<BootSpec> = {}) => testBootSpec(`sb_${n}`, join(work, n), { pack: 'shell', ...over });
 

@@ -1,20 +1,21 @@
-// A test backend with no VM: the real emberd-init binary in host mode (`--listen-unix`), so the
-// manager and the conformance suite can be exercised in milliseconds. The guest is not mocked;
-// only the VMM is absent. VM behaviour itself is covered by the qemu tests.
+// A backend with no VM, for tests only: the real emberd-init binary runs as a host process in host
+// mode (`--listen-unix`), so the manager and the conformance suite run in milliseconds. The guest
+// agent is not mocked; only the VMM is absent, and with it all isolation: it is never selectable
+// from the daemon's flags. VM behaviour itself is covered by the qemu and firecracker backends.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend, BackendInfo, BootSpec, VmExit, VmHandle } from '../../src/vmm/backend.ts';
-import { connectUnix } from '../../src/agent/connect.ts';
-import { spawnVmm } from '../../src/vmm/vmm-process.ts';
-import { EmberdError } from '../../src/errors.ts';
+import type { Backend, BackendInfo, BootSpec, VmExit, VmHandle } from '../backend.ts';
+import { connectUnix } from '../../agent/connect.ts';
+import { spawnVmm } from '../vmm-process.ts';
+import { EmberdError } from '../../errors.ts';
 import type { Socket } from 'node:net';
 
-export const AGENT_BINARY = fileURLToPath(new URL('../../guest/build/emberd-init', import.meta.url));
+export const AGENT_BINARY = fileURLToPath(new URL('../../../guest/build/emberd-init', import.meta.url));
 
 export class HostAgentBackend implements Backend {
-  readonly name = 'qemu' as const; // reported as qemu: the manager only needs a name
-  readonly info: BackendInfo = { name: 'qemu', binary: AGENT_BINARY, version: 'host-agent', accel: 'none', reason: 'test backend', warnings: [] };
+  readonly name = 'host-agent' as const;
+  readonly info: BackendInfo = { name: 'host-agent', binary: AGENT_BINARY, version: 'host-agent', accel: 'none', reason: 'test backend: the guest agent as a host process, no VM', warnings: [] };
 
   async boot(spec: BootSpec): Promise<VmHandle> {
     if (!existsSync(spec.kernel)) throw new EmberdError('BOOT_FAILED', `kernel ${spec.kernel} does not exist`);
@@ -36,7 +37,11 @@ export class HostAgentBackend implements Backend {
       consoleTail: (n) => proc.console.tail(n),
       resources: () => ({ pid: proc.pid, paths: [sock] }),
       stop: (graceMs) => (stopping ??= (async () => {
-        if (proc.isRunning() && graceMs > 0) await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
+        if (proc.isRunning() && graceMs > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, graceMs); })]);
+          clearTimeout(timer);
+        }
         if (proc.isRunning()) proc.child.kill('SIGKILL');
         return exited;
       })()),

@@ -1,0 +1,397 @@
+# emberd session server: one persistent python interpreter of a sandbox session. It runs in the
+# guest; the host side is src/sandbox/sessions.ts, the framing is docs/protocol.md, "Sessions".
+#
+# Started as `python3 -u -c BOOTSTRAP` by an exec whose stdin first carries this source (the
+# bootstrap reads exactly that many bytes), then host->server frames; server->host frames go to
+# its stdout. Two processes, so that no output is lost when the interpreter dies (os._exit, a
+# crash, a signal) with bytes still in its pipes:
+#   pump         this process. Speaks the protocol, holds the read ends of each cell's stdout and
+#                stderr pipes, forwards what they carry, and outlives the interpreter: once it is
+#                gone, the pump drains what it wrote, then answers X. Ignores SIGINT (the host
+#                interrupts a cell with SIGINT to the session's whole process group).
+#   interpreter  a fork of the pump. Runs every cell in one namespace, with fds 1 and 2 on the
+#                cell's pipes and fd 0 on the cell's stdin or /dev/null, so nothing the user's
+#                code does with fds 0-2 (print, input(), subprocesses, threads) reaches the protocol.
+#
+# A frame is b'ES' | type (1 byte) | 0 | length (u32, big-endian) | payload.
+#   host -> server  C  JSON {"id", "code", "cap", "stdin"}: run a cell (stdin: base64 or null)
+#                   K  empty: kill the interpreter now (a cell that ignored the interrupt); X follows
+#   server -> host  R  JSON {"pid", "python"}: ready, once, first (pid: the interpreter's)
+#                   O  raw bytes the cell wrote to fd 1 (stdout)
+#                   E  raw bytes the cell wrote to fd 2 (stderr)
+#                   D  JSON {"id", "exit_code", "value", "interrupted", "truncated", "duration_us"}:
+#                      the cell is done; every O/E of the cell came before it
+#                   X  JSON {"exit_code", "signal", "duration_us"}: the interpreter ended and its
+#                      state is lost; every O/E it wrote came before it. The last frame.
+# Between the pump and the interpreter (a socketpair): the same frames; a C carries the write ends
+# of the cell's two pipes as SCM_RIGHTS on its first byte. EOF on stdin ends the server and every
+# process the session started.
+import ast
+import base64
+import builtins
+import fcntl
+import io
+import json
+import linecache
+import os
+import select
+import signal
+import socket
+import sys
+import termios
+import threading
+import time
+import traceback
+import types
+
+_SELF = '<emberd-session>'
+_HEADER = 8
+# After a cell ends or the interpreter dies, a background process of the cell may still hold its
+# pipes: what is in them then is read in full, anything later only for this long.
+_LINGER_S = 0.05
+
+_PROTO_IN = os.dup(0)   # non-inheritable copies: subprocesses of the user's code never get them
+_PROTO_OUT = os.dup(1)
+_STDERR = os.dup(2)     # the session exec's own stderr: the server's problems go there
+_NULL = os.open(os.devnull, os.O_RDWR)
+os.set_inheritable(_NULL, False)
+os.dup2(_NULL, 0)
+os.dup2(_NULL, 1)       # between cells, stray output (a user's thread) goes nowhere
+
+
+def _frame(kind, payload=b''):
+    return b'ES' + kind + b'\0' + len(payload).to_bytes(4, 'big') + payload
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Frames:
+    """Splits a byte stream into (type, payload) frames."""
+
+    def __init__(self, what):
+        self.what, self.buf = what, bytearray()
+
+    def feed(self, data):
+        self.buf += data
+        while len(self.buf) >= _HEADER:
+            if self.buf[:2] != b'ES':
+                raise SystemExit(f'emberd session: bad frame from {self.what}')
+            n = int.from_bytes(self.buf[4:8], 'big')
+            if len(self.buf) < _HEADER + n:
+                return
+            kind, payload = bytes(self.buf[2:3]), bytes(self.buf[_HEADER:_HEADER + n])
+            del self.buf[:_HEADER + n]
+            yield kind, payload
+
+
+# ---- the pump ----------------------------------------------------------------------------------
+
+def _pending(fd):
+    """Bytes waiting in a pipe."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b'\0\0\0\0'), sys.byteorder)
+
+
+class _Cell:
+    """The pump's view of the cell in progress: its pipes and what it may still send."""
+
+    def __init__(self, req, out_r, err_r):
+        self.cap = int(req.get('cap') or 0)
+        self.sent, self.truncated = 0, False
+        self.pipes = {out_r: b'O', err_r: b'E'}
+        self.owed = {}        # pipe -> bytes it held when the cell ended: read whatever happens
+        self.until = None     # then read until EOF or this monotonic time
+        self.done = None      # the interpreter's D, held until the pipes are drained
+
+    def take(self, n):
+        """How many of n more bytes fit under the cap (stdout + stderr + value together)."""
+        room = n if not self.cap else max(0, min(n, self.cap - self.sent))
+        self.sent += room
+        if room < n:
+            self.truncated = True
+        return room
+
+    def ending(self):
+        """The cell is over (D came, or the interpreter died): drain, then stop reading."""
+        if self.until is None:
+            self.owed = {fd: _pending(fd) for fd in self.pipes}
+            self.until = time.monotonic() + _LINGER_S
+
+    def read(self, fd):
+        data = os.read(fd, 65536)
+        if fd in self.owed:
+            self.owed[fd] -= len(data)
+        if not data:
+            self.close(fd)
+            return
+        n = self.take(len(data))
+        if n:
+            _write_all(_PROTO_OUT, _frame(self.pipes[fd], data[:n]))
+
+    def expire(self):
+        """Stops reading pipes whose owed bytes are read once the linger time is over."""
+        if self.until is not None and time.monotonic() >= self.until:
+            for fd in [fd for fd in self.pipes if self.owed.get(fd, 0) <= 0]:
+                self.close(fd)
+
+    def close(self, fd):
+        del self.pipes[fd]
+        os.close(fd)  # a background writer still holding the pipe gets EPIPE from now on
+
+    def timeout(self):
+        if self.until is None or any(self.owed.get(fd, 0) > 0 for fd in self.pipes):
+            return None
+        return max(0.0, self.until - time.monotonic())
+
+
+def _pump(child, sock):
+    """Runs until the host ends the session or the interpreter died; True if it was reaped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pidfd = os.pidfd_open(child)
+    from_host, from_interp = _Frames('the host'), _Frames('the interpreter')
+    cell, status, started, interp_open = None, None, time.monotonic(), True
+    while True:
+        if cell and (cell.done is not None or status is not None):
+            cell.ending()
+            cell.expire()
+            if not cell.pipes:
+                if cell.done is not None:
+                    d = json.loads(cell.done)
+                    if d.get('value') is not None:  # the value counts against the cap too
+                        raw = d['value'].encode('utf-8', 'surrogateescape')
+                        d['value'] = raw[:cell.take(len(raw))].decode('utf-8', 'ignore')
+                    d['truncated'] = d.get('truncated') or cell.truncated
+                    _write_all(_PROTO_OUT, _frame(b'D', json.dumps(d).encode()))
+                cell = None
+        if status is not None and cell is None:
+            code = os.waitstatus_to_exitcode(status)
+            _write_all(_PROTO_OUT, _frame(b'X', json.dumps({
+                'exit_code': code if code >= 0 else 128 - code, 'signal': max(0, -code),
+                'duration_us': int((time.monotonic() - started) * 1e6),
+            }).encode()))
+            return True
+        watch = [_PROTO_IN] + ([sock] if interp_open else []) + ([pidfd] if status is None else [])
+        watch += list(cell.pipes) if cell else []
+        ready, _, _ = select.select(watch, [], [], cell.timeout() if cell else None)
+        for fd in ready:
+            if fd == pidfd:
+                status = os.waitpid(child, 0)[1]
+                os.close(pidfd)
+            elif fd == sock:
+                data = sock.recv(65536)
+                if not data:
+                    interp_open = False  # it is exiting: the pidfd says when
+                    continue
+                for kind, payload in from_interp.feed(data):
+                    if kind == b'R':
+                        _write_all(_PROTO_OUT, _frame(b'R', payload))
+                    elif kind == b'D' and cell:
+                        cell.done = payload
+            elif fd == _PROTO_IN:
+                data = os.read(_PROTO_IN, 1 << 20)
+                if not data:
+                    return status is not None  # the host ended the session
+                for kind, payload in from_host.feed(data):
+                    if kind == b'C' and status is None:
+                        started = time.monotonic()
+                        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+                        cell = _Cell(json.loads(payload), out_r, err_r)
+                        hdr = _frame(b'C', payload)
+                        socket.send_fds(sock, [hdr[:_HEADER]], [out_w, err_w])
+                        sock.sendall(hdr[_HEADER:])
+                        os.close(out_w)
+                        os.close(err_w)
+                    elif kind == b'K' and status is None:
+                        os.kill(child, signal.SIGKILL)
+            elif cell and fd in cell.pipes:
+                cell.read(fd)
+
+
+# ---- the interpreter ---------------------------------------------------------------------------
+
+class _Input:
+    """The cell's fd 0: the request's stdin through a pipe, else /dev/null."""
+
+    def __init__(self, data):
+        self.thread = None
+        if data:
+            r, w = os.pipe()
+            os.dup2(r, 0)
+            os.close(r)
+            self.thread = threading.Thread(target=self._feed, args=(w, data), daemon=True)
+            self.thread.start()
+        else:
+            os.dup2(_NULL, 0)
+        # A fresh sys.stdin: nothing buffered from an earlier cell's input leaks into this one.
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, 'rb', closefd=False)),
+                                     _stdin_like.encoding, _stdin_like.errors, '\n')
+
+    @staticmethod
+    def _feed(w, data):
+        try:
+            _write_all(w, data)
+        except OSError:
+            pass  # the cell closed its stdin, or ended before reading it all
+        finally:
+            os.close(w)
+
+    def close(self):
+        os.dup2(_NULL, 0)
+        if self.thread:
+            self.thread.join()
+
+
+_stdin_like = sys.stdin  # encoding and errors for the per-cell sys.stdin
+_main = types.ModuleType('__main__')
+_main.__dict__['__builtins__'] = builtins
+_namespace = _main.__dict__
+_cells = 0
+
+
+def _idle_sigint(signo, frame):
+    """Between cells a SIGINT (a timeout that came just as the cell ended) is dropped."""
+
+
+_user_sigint = signal.default_int_handler
+
+
+def _execute(code, name):
+    """Runs a cell like a REPL or notebook: the repr of a final expression is its value."""
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)  # tracebacks show lines
+    tree = ast.parse(code, name, 'exec')
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    if tree.body:
+        exec(compile(tree, name, 'exec'), _namespace)
+    if last is not None:
+        result = eval(compile(last, name, 'eval'), _namespace)
+        if result is not None:
+            builtins._ = result
+            return repr(result)
+    return None
+
+
+def _report(e):
+    """The traceback as the REPL prints it, without the server's own frames."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _SELF:
+        tb = tb.tb_next
+    e.__traceback__ = tb
+    try:
+        if sys.excepthook is sys.__excepthook__:
+            traceback.print_exception(e)  # unlike the built-in hook, it shows the cells' lines
+        else:
+            sys.excepthook(type(e), e, tb)
+    except BaseException:
+        pass
+
+
+def _run_cell(req, out_w, err_w):
+    """Runs one cell with fds 1 and 2 on its pipes; returns the D frame's payload."""
+    global _cells, _user_sigint
+    _cells += 1
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.close(out_w)
+    os.close(err_w)
+    inp = _Input(base64.b64decode(req['stdin']) if req.get('stdin') else b'')
+    status, value, interrupted = 0, None, False
+    start = time.perf_counter_ns()
+    try:
+        try:
+            signal.signal(signal.SIGINT, _user_sigint)
+            value = _execute(req['code'], f'<cell {_cells}>')
+        finally:
+            _user_sigint = signal.signal(signal.SIGINT, _idle_sigint)
+    except SystemExit as e:  # the session survives; the status is what a process would exit with
+        if e.code is None:
+            status = 0
+        elif isinstance(e.code, int):
+            status = e.code & 0xff
+        else:
+            print(e.code, file=sys.stderr)
+            status = 1
+    except KeyboardInterrupt as e:
+        _report(e)
+        status, interrupted = 130, True
+    except BaseException as e:
+        _report(e)
+        status = 1
+    if signal.getsignal(signal.SIGINT) is not _idle_sigint:
+        _user_sigint = signal.signal(signal.SIGINT, _idle_sigint)
+    duration = (time.perf_counter_ns() - start) // 1000
+    e = None
+    inp.close()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # The cell's pipes close here (in this process): the pump sees EOF unless a background process
+    # of the cell still holds them.
+    os.dup2(_NULL, 1)
+    os.dup2(_STDERR, 2)
+    return json.dumps({'id': req.get('id'), 'exit_code': status, 'value': value,
+                       'interrupted': interrupted, 'truncated': False, 'duration_us': duration}).encode()
+
+
+def _recv_request(sock):
+    """The next C frame and the two pipe ends that came with it; None at EOF."""
+    header, fds = b'', []
+    while len(header) < _HEADER:
+        data, got, _, _ = socket.recv_fds(sock, _HEADER - len(header), 2)
+        fds += got
+        if not data:
+            return None
+        header += data
+    n = int.from_bytes(header[4:8], 'big')
+    payload = bytearray()
+    while len(payload) < n:
+        chunk = sock.recv(min(n - len(payload), 1 << 20))
+        if not chunk:
+            return None
+        payload += chunk
+    if header[:3] != b'ESC' or len(fds) != 2:
+        raise SystemExit('emberd session: bad request from the pump')
+    return json.loads(payload), fds
+
+
+def _interpret(sock):
+    sys.modules['__main__'] = _main
+    signal.signal(signal.SIGINT, _idle_sigint)
+    sock.sendall(_frame(b'R', json.dumps({'pid': os.getpid(), 'python': sys.version.split()[0]}).encode()))
+    while True:
+        got = _recv_request(sock)
+        if got is None:
+            return
+        sock.sendall(_frame(b'D', _run_cell(got[0], *got[1])))
+
+
+def _serve():
+    pump_end, interp_end = socket.socketpair()
+    child = os.fork()
+    if child == 0:
+        pump_end.close()
+        try:
+            _interpret(interp_end)
+        finally:
+            os._exit(0)
+    interp_end.close()
+    reaped = False
+    try:
+        reaped = _pump(child, pump_end)
+    finally:
+        # The session is over: its interpreter and every process it started end with it (the
+        # session exec is a process group of its own; never signal a group that is not ours).
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+        elif not reaped:
+            os.kill(child, signal.SIGKILL)
+
+
+_serve()
+os._exit(0)

@@ -1,0 +1,168 @@
+// How a sandbox's VM comes up and goes away: a restore of the pack's golden snapshot with a cold
+// boot as the fallback, the HELLO handshake under the boot deadline, failures mapped to stable
+// codes with the console tail, and a teardown that leaves no process or file behind. The manager
+// decides when; this module says how. Never sees HTTP.
+import { rmSync } from 'node:fs';
+import { AgentClient } from '../agent/client.ts';
+import { EmberdError, isEmberdError } from '../errors.ts';
+import type { Backend, BootSpec, MachineConfig } from '../vmm/backend.ts';
+import type { Sandbox } from './sandbox.ts';
+import type { SnapshotStore } from './snapshots.ts';
+
+/** What a language pack boots from. */
+export interface PackImage { name: string; image: string }
+
+export interface LauncherConfig {
+  backend: Backend;
+  kernel: string;
+  initramfs: string;
+  machine: MachineConfig;
+  bootTimeoutMs: number;
+}
+
+/** A restore that has not answered by then is abandoned for a cold boot. */
+const RESTORE_TIMEOUT_MS = 15_000;
+
+/** Codes a failed start keeps; anything else is BOOT_FAILED to the caller. */
+const START_CODES = new Set(['BOOT_TIMEOUT', 'AGENT_TIMEOUT', 'SANDBOX_NOT_FOUND', 'AGENT_VERSION_MISMATCH']);
+
+/** A sandbox's hostname: its id, made a valid DNS label. */
+export function hostnameOf(id: string): string {
+  return id.replaceAll('_', '-');
+}
+
+export class Launcher {
+  private readonly cfg: LauncherConfig;
+  private readonly snapshots: SnapshotStore | undefined;
+
+  constructor(cfg: LauncherConfig, snapshots: SnapshotStore | undefined) {
+    this.cfg = cfg;
+    this.snapshots = snapshots;
+  }
+
+  /**
+   * Brings the sandbox's VM up until its agent answered: `ready`, or `failed` with the reason in
+   * sb.failure and every resource already freed. Never rejects.
+   */
+  async start(sb: Sandbox, pack: PackImage): Promise<void> {
+    const deadline = Date.now() + this.cfg.bootTimeoutMs;
+    try {
+      const snapshot = this.snapshots?.usable(pack.name);
+      if (snapshot) {
+        try {
+          await this.launch(sb, pack, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
+        } catch (e) {
+          // Never a failed create that a cold boot would have served: fall back, rebuild the snapshot.
+          if (sb.cancelled) throw e;
+          this.snapshots!.invalidate(pack.name, (e as Error).message);
+          await this.discardVm(sb);
+        }
+      }
+      if (!sb.vm) await this.launch(sb, pack, deadline);
+      if (sb.cancelled) throw new EmberdError('SANDBOX_NOT_FOUND', 'the sandbox was deleted while it was starting');
+      if (sb.state !== 'creating') return; // the VM died meanwhile; onVmExit recorded why
+      sb.state = 'ready';
+      sb.readyAt = new Date();
+    } catch (e) {
+      sb.failure ??= sb.cancelled
+        ? { code: 'SANDBOX_NOT_FOUND', message: 'the sandbox was deleted while it was starting' }
+        : this.startFailure(sb, e);
+      await this.release(sb, 0);
+      sb.state = 'failed';
+    }
+  }
+
+  /**
+   * Boots a pack's golden VM, lets the agent settle, warms the interpreter into the page cache (so
+   * a clone's first exec is fast), and saves it into `dir`. The guest has run no user code. The VM
+   * is gone afterwards, whatever happened.
+   */
+  async saveGolden(sb: Sandbox, pack: PackImage, dir: string, stillWanted: () => boolean): Promise<{ bytes: number }> {
+    try {
+      await this.launch(sb, pack, Date.now() + this.cfg.bootTimeoutMs);
+      await sb.agent!.run({ code: '', timeoutMs: 60_000 });
+      if (!stillWanted()) throw new Error('emberd is shutting down');
+      return await this.cfg.backend.snapshots!.save(sb.vm!, dir);
+    } finally {
+      await this.discardVm(sb);
+    }
+  }
+
+  /**
+   * Stops the VM (a graceful guest shutdown first when graceMs > 0) and removes the run dir. Runs
+   * once per sandbox; later callers wait for the same teardown.
+   */
+  release(sb: Sandbox, graceMs: number): Promise<void> {
+    sb.released ??= (async () => {
+      void sb.sessions.closeAll(); // no new sessions; the VM's end takes the interpreters along
+      if (sb.vm) {
+        if (graceMs > 0 && sb.state !== 'failed') sb.agent?.shutdown();
+        await sb.vm.stop(sb.state === 'failed' ? 0 : graceMs);
+        sb.lastConsole = sb.vm.consoleTail(4096);
+      }
+      sb.agent?.close();
+      rmSync(sb.runDir, { recursive: true, force: true });
+    })();
+    return sb.released;
+  }
+
+  /** Drops a VM that failed to become ready (or a golden), so the sandbox can try another way. */
+  async discardVm(sb: Sandbox): Promise<void> {
+    const { vm, agent } = sb;
+    sb.vm = undefined;
+    sb.agent = undefined;
+    agent?.close();
+    await vm?.stop(0);
+    rmSync(sb.runDir, { recursive: true, force: true });
+  }
+
+  /** Cold-boots (or, given a snapshot, restores) the VM and completes the handshake. */
+  private async launch(sb: Sandbox, pack: PackImage, deadline: number, snapshot?: string): Promise<void> {
+    const spec = this.bootSpec(sb, pack, deadline);
+    const vm = snapshot ? await this.cfg.backend.snapshots!.restore(spec, snapshot) : await this.cfg.backend.boot(spec);
+    sb.vm = vm;
+    sb.bootMode = snapshot ? 'restore' : 'cold';
+    void vm.exited.then((exit) => { if (sb.vm === vm) this.onVmExit(sb, exit.reason); });
+    sb.agent = new AgentClient(vm.control, {
+      onProtocolError: (code, message) => sb.log.warn({ code }, `guest protocol error: ${message}`),
+    });
+    const ack = await sb.agent.helloUntil(deadline, { hostname: hostnameOf(sb.id) }, () => !sb.cancelled && sb.state === 'creating');
+    sb.agentVersion = ack.agentVersion;
+  }
+
+  /** The machine every sandbox of a pack runs: identical for cold boots, goldens and restores. */
+  private bootSpec(sb: Sandbox, pack: PackImage, deadline: number): BootSpec {
+    return {
+      id: sb.id,
+      runDir: sb.runDir,
+      kernel: this.cfg.kernel,
+      initramfs: this.cfg.initramfs,
+      packImage: pack.image,
+      machine: this.cfg.machine,
+      kernelArgs: [],
+      deadline,
+    };
+  }
+
+  /** A VM that exits on its own while ready: the sandbox fails and its resources are freed. */
+  private onVmExit(sb: Sandbox, reason: string): void {
+    // While creating, the start path sees the closed control stream and releases; once a
+    // teardown began (a delete, the pool or the daemon stopping it), the exit is expected.
+    if (sb.state !== 'ready' || sb.released) return;
+    sb.failure = { code: 'VMM_EXITED', message: `the VM stopped unexpectedly (${reason}); delete this sandbox and create a new one` };
+    sb.log.warn({ code: sb.failure.code }, sb.failure.message);
+    sb.state = 'failed';
+    void this.release(sb, 0);
+  }
+
+  /** The stable code and message of a failed start, with the last console lines. */
+  private startFailure(sb: Sandbox, e: unknown): { code: string; message: string } {
+    const err = isEmberdError(e) && START_CODES.has(e.code) ? e : new EmberdError('BOOT_FAILED', `the sandbox failed to start: ${(e as Error).message}`);
+    const tail = sb.consoleTail(1500).trim();
+    const timedOut = err.code === 'BOOT_TIMEOUT' || err.code === 'AGENT_TIMEOUT';
+    const message = timedOut
+      ? `the guest did not answer within ${this.cfg.bootTimeoutMs} ms of boot (the host may be overloaded: raise --boot-timeout)${tail ? `; last console output: ${tail}` : ''}`
+      : `${err.message}${tail && !err.message.includes(tail) ? `; last console output: ${tail}` : ''}`;
+    return { code: timedOut ? 'BOOT_TIMEOUT' : err.code, message };
+  }
+}
