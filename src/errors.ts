@@ -1,4 +1,4 @@
-// Every error emberd reports carries a stable code. Users (and the SDK, CLI and MCP server) match
+// Every error emberd reports carries a stable code. Users (and the SDK and CLI) match
 // on `code`, never on the message; messages say what to do about it.
 
 export const ERROR_STATUS = {

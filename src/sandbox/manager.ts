@@ -1,8 +1,7 @@
 // The sandbox manager: the registry of live sandboxes and every operation on them. This is the
-// public interface the HTTP layer (and anything else: the CLI, an MCP server) drives: each route
-// validates its input and makes exactly one call here. How a VM comes up and goes away is
-// launcher.ts; what runs inside is the agent client, files/, processes.ts and sessions.ts. This
-// module never sees HTTP.
+// public interface the HTTP layer drives: each route validates its input and makes exactly one
+// call here. How a VM comes up and goes away is launcher.ts; what runs inside is the agent
+// client, files/, processes.ts and sessions.ts. This module never sees HTTP.
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ExecRequest, ExecResult } from '../agent/client.ts';

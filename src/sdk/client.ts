@@ -1,4 +1,4 @@
-// TypeScript SDK for the emberd HTTP API. The CLI and the MCP server are built on it.
+// TypeScript SDK for the emberd HTTP API. emberctl is built on it.
 import { Readable } from 'node:stream';
 
 export interface SandboxSummary {

@@ -9,6 +9,7 @@ import { QemuBackend } from './qemu/qemu-backend.ts';
 import { FirecrackerBackend } from './firecracker/firecracker-backend.ts';
 import { findExecutable, probeFirecracker, type FirecrackerProbe } from './firecracker/probe.ts';
 import { FirecrackerError } from './firecracker/errors.ts';
+import { PDEATHSIG_WARNING } from './vmm-process.ts';
 import type { JailerOptions } from './firecracker/jailer.ts';
 
 /** The daemon's --backend, --qemu, --firecracker and --jailer* flags. */
@@ -70,6 +71,12 @@ export function resolveJailer(o: SelectOptions, probe: FirecrackerProbe, isRoot:
 }
 
 export function selectBackend(o: SelectOptions, kvm: KvmStatus = probeKvm()): Backend {
+  const b = chooseBackend(o, kvm);
+  if (PDEATHSIG_WARNING) b.info.warnings.push(PDEATHSIG_WARNING);
+  return b;
+}
+
+function chooseBackend(o: SelectOptions, kvm: KvmStatus): Backend {
   if (o.backend === 'qemu') return new QemuBackend({ binary: o.qemu, accel: 'auto' });
   if (o.backend === 'firecracker') {
     const probe = probeFirecracker(o.firecracker);

@@ -1,10 +1,16 @@
-// Spawning a VMM process so that it can never outlive the daemon: with setpriv available the
-// child gets PR_SET_PDEATHSIG=SIGKILL (the kernel kills it if the daemon dies, even by SIGKILL).
+// Spawning a VMM process so that it does not outlive the daemon: through setpriv (util-linux) the
+// child gets PR_SET_PDEATHSIG=SIGKILL, so the kernel kills it when the daemon dies, even by
+// SIGKILL (Node cannot set it itself). Without setpriv only a daemon that exits normally stops
+// its VMMs; PDEATHSIG_WARNING says so, once, in the backend's warnings.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { ConsoleBuffer } from './console-buffer.ts';
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
+/** Set when VMMs cannot be tied to the daemon's life: what a user should know then. */
+export const PDEATHSIG_WARNING: string | undefined = SETPRIV ? undefined
+  : 'setpriv (util-linux) is not installed: a VMM is stopped when emberd exits or is stopped, but not when emberd is killed (SIGKILL, OOM); then its VM runs on until killed by hand (the next start removes its run dir). Install util-linux.';
 
 export interface VmmProcess {
   child: ChildProcess;
