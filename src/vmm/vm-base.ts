@@ -1,10 +1,25 @@
-// What every backend's VmHandle shares: the control stream it was handed and the console tail.
+// What every backend's VmHandle shares: the control stream it was handed, the console tail, and
+// the staged stop (grace for the guest -> ask the VMM -> SIGKILL).
 import type { Socket } from 'node:net';
+import type { VmExit } from './backend.ts';
 import type { ConsoleBuffer } from './console-buffer.ts';
 
+/** How a backend's VMM is ended, for VmBase.stopInStages. */
+export interface StopStages {
+  /** Whether the VMM process still runs. */
+  running(): boolean;
+  /** Asks the VMM to end the VM (QMP quit, SendCtrlAltDel); true if it was asked. */
+  ask?(): Promise<boolean>;
+  /** How long to wait for the VMM to exit once asked. */
+  askWaitMs?: number;
+  kill(): void;
+}
+
 export abstract class VmBase {
+  abstract readonly exited: Promise<VmExit>;
   private controlSocket: Socket | undefined;
   private readonly console: ConsoleBuffer;
+  private stopping: Promise<VmExit> | undefined;
 
   constructor(console: ConsoleBuffer) {
     this.console = console;
@@ -27,5 +42,26 @@ export abstract class VmBase {
   /** Closes the control stream; for the backend's exit handling. */
   protected dropControl(): void {
     this.controlSocket?.destroy();
+  }
+
+  /**
+   * The stop every backend does, once (later callers get the same promise): wait up to graceMs
+   * for the VMM to exit by itself (the guest powers off after SHUTDOWN), then ask the VMM to end
+   * the VM and wait, then SIGKILL.
+   */
+  protected stopInStages(graceMs: number, stages: StopStages): Promise<VmExit> {
+    this.stopping ??= (async () => {
+      if (stages.running() && graceMs > 0) await this.exitWithin(graceMs);
+      if (stages.running() && stages.ask && (await stages.ask())) await this.exitWithin(stages.askWaitMs ?? 1000);
+      if (stages.running()) stages.kill();
+      return this.exited;
+    })();
+    return this.stopping;
+  }
+
+  private async exitWithin(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.exited, new Promise((r) => { timer = setTimeout(r, ms).unref(); })]);
+    clearTimeout(timer);
   }
 }

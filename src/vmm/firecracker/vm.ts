@@ -16,7 +16,6 @@ export class FirecrackerVm extends VmBase implements VmHandle {
   client: FirecrackerApiClient | undefined;
   /** InstanceStart (or the snapshot load) succeeded */
   started = false;
-  private stopping: Promise<VmExit> | undefined;
   private readonly instance: FcInstance;
   private readonly ctrlAltDelWaitMs: number;
 
@@ -47,29 +46,18 @@ export class FirecrackerVm extends VmBase implements VmHandle {
 
   /** SIGKILL at once (a paused VM whose snapshot is written has nothing to shut down). */
   kill(): Promise<VmExit> {
-    this.stopping ??= (async () => {
-      this.instance.proc.kill('SIGKILL');
-      return this.exited;
-    })();
-    return this.stopping;
+    return this.stopInStages(0, { running: () => this.instance.proc.isRunning(), kill: () => this.instance.proc.kill('SIGKILL') });
   }
 
   stop(graceMs: number): Promise<VmExit> {
     const proc = this.instance.proc;
-    this.stopping ??= (async () => {
-      if (proc.isRunning() && graceMs > 0) await Promise.race([this.exited, delay(graceMs)]);
+    return this.stopInStages(graceMs, {
+      running: () => proc.isRunning(),
       // SendCtrlAltDel only exists after InstanceStart (before it Firecracker answers 400).
-      if (proc.isRunning() && this.started && this.client) {
-        const asked = await this.client.request('PUT', SEND_CTRL_ALT_DEL.path, SEND_CTRL_ALT_DEL.body, 1000).then(() => true, () => false);
-        if (asked) await Promise.race([this.exited, delay(this.ctrlAltDelWaitMs)]);
-      }
-      if (proc.isRunning()) proc.kill('SIGKILL');
-      return this.exited;
-    })();
-    return this.stopping;
+      ask: async () => !!(this.started && this.client)
+        && this.client.request('PUT', SEND_CTRL_ALT_DEL.path, SEND_CTRL_ALT_DEL.body, 1000).then(() => true, () => false),
+      askWaitMs: this.ctrlAltDelWaitMs,
+      kill: () => proc.kill('SIGKILL'),
+    });
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
 }

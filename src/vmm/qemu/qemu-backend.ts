@@ -145,7 +145,6 @@ class QemuVm extends VmBase implements VmHandle {
   qmp: QmpClient | undefined;
   private readonly proc: VmmProcess;
   private readonly paths: { controlSocket: string; qmpSocket: string };
-  private stopping: Promise<VmExit> | undefined;
 
   constructor(proc: VmmProcess, paths: { controlSocket: string; qmpSocket: string }) {
     super(proc.console);
@@ -165,17 +164,18 @@ class QemuVm extends VmBase implements VmHandle {
     return { pid: this.pid, paths: Object.values(this.paths) };
   }
 
+  /** Grace for the guest -> QMP quit (waited for even when it failed: QEMU may be exiting) -> SIGKILL. */
   stop(graceMs: number): Promise<VmExit> {
-    this.stopping ??= (async () => {
-      if (this.proc.isRunning() && graceMs > 0) await Promise.race([this.exited, delay(graceMs)]);
-      if (this.proc.isRunning() && this.qmp) {
+    return this.stopInStages(graceMs, {
+      running: () => this.proc.isRunning(),
+      ask: async () => {
+        if (!this.qmp) return false;
         await this.qmp.execute('quit', undefined, 1000).catch(() => {});
-        await Promise.race([this.exited, delay(1000)]);
-      }
-      if (this.proc.isRunning()) this.proc.child.kill('SIGKILL');
-      return this.exited;
-    })();
-    return this.stopping;
+        return true;
+      },
+      askWaitMs: 1000,
+      kill: () => this.proc.child.kill('SIGKILL'),
+    });
   }
 }
 
