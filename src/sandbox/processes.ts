@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { AgentClient, ExecHandle, ExecRequest, ExitInfo } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
+import { settlesWithin } from '../settles-within.ts';
 
 export type StreamName = 'stdout' | 'stderr';
 
@@ -111,12 +112,7 @@ export class BackgroundProcess {
 
   /** Waits until the process exits or `timeoutMs` passes. */
   async wait(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.handle.exited.catch(() => {}),
-      new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); }),
-    ]);
-    clearTimeout(timer);
+    await settlesWithin(this.handle.exited, timeoutMs);
   }
 }
 

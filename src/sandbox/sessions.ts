@@ -17,6 +17,7 @@
 import { readFileSync } from 'node:fs';
 import type { AgentClient, ExecHandle, ExitInfo } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
+import { settlesWithin } from '../settles-within.ts';
 
 export interface SessionRunOptions {
   /** Interrupt the cell after this long (required, > 0). */
@@ -297,14 +298,6 @@ class Session {
     // The pump itself died (it reports the interpreter's end otherwise): what was in flight is lost.
     this.finishCell(cell, this.resetResult(cell, exit!.exitCode, Math.round((performance.now() - cell.startedAt) * 1000)));
   }
-}
-
-/** True if `p` settled within `ms`. */
-async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = await Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), ms); })]);
-  clearTimeout(timer);
-  return settled;
 }
 
 export class SessionRegistry {

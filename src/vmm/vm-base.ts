@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import type { VmExit } from './backend.ts';
 import type { ConsoleBuffer } from './console-buffer.ts';
+import { settlesWithin } from '../settles-within.ts';
 
 /** How a backend's VMM is ended, for VmBase.stopInStages. */
 export interface StopStages {
@@ -51,17 +52,11 @@ export abstract class VmBase {
    */
   protected stopInStages(graceMs: number, stages: StopStages): Promise<VmExit> {
     this.stopping ??= (async () => {
-      if (stages.running() && graceMs > 0) await this.exitWithin(graceMs);
-      if (stages.running() && stages.ask && (await stages.ask())) await this.exitWithin(stages.askWaitMs ?? 1000);
+      if (stages.running() && graceMs > 0) await settlesWithin(this.exited, graceMs);
+      if (stages.running() && stages.ask && (await stages.ask())) await settlesWithin(this.exited, stages.askWaitMs ?? 1000);
       if (stages.running()) stages.kill();
       return this.exited;
     })();
     return this.stopping;
-  }
-
-  private async exitWithin(ms: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.exited, new Promise((r) => { timer = setTimeout(r, ms).unref(); })]);
-    clearTimeout(timer);
   }
 }

@@ -9,6 +9,7 @@ import type { Backend, BackendInfo, BootSpec, VmExit, VmHandle } from '../backen
 import { connectUnix } from '../../agent/connect.ts';
 import { spawnVmm } from '../vmm-process.ts';
 import { EmberdError } from '../../errors.ts';
+import { settlesWithin } from '../../settles-within.ts';
 import type { Socket } from 'node:net';
 
 export const AGENT_BINARY = fileURLToPath(new URL('../../../guest/build/emberd-init', import.meta.url));
@@ -37,11 +38,7 @@ export class HostAgentBackend implements Backend {
       consoleTail: (n) => proc.console.tail(n),
       resources: () => ({ pid: proc.pid, paths: [sock] }),
       stop: (graceMs) => (stopping ??= (async () => {
-        if (proc.isRunning() && graceMs > 0) {
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, graceMs); })]);
-          clearTimeout(timer);
-        }
+        if (proc.isRunning() && graceMs > 0) await settlesWithin(exited, graceMs);
         if (proc.isRunning()) proc.child.kill('SIGKILL');
         return exited;
       })()),
