@@ -2,8 +2,9 @@
 // that neither direction buffers a whole file on the host: an upload writes the next chunk only
 // once the guest granted credit for it, and a download grants the guest credit only once the
 // consumer took the bytes. Nothing here knows about files; callers map failures onto codes.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { AgentClient, ExecHandle, ExitInfo } from '../../agent/client.ts';
+import { PacedReadable } from '../../agent/paced-readable.ts';
 
 /** Keeps the first `cap` bytes of a stream of chunks (stderr of our tools: small). */
 export class Capped {
@@ -30,9 +31,12 @@ export const STDERR_CAP = 16 * 1024;
  * Output credit granted to a download's guest process on top of the protocol's initial 256 KiB, so
  * that up to 1 MiB is in flight: the guest keeps sending while the daemon is busy or descheduled
  * (about +25% download throughput under TCG on a loaded host). Memory per download stays bounded:
- * this plus ExecOutput's high-water mark.
+ * this plus the stream's high-water mark (DOWNLOAD_BUFFER): 2 MiB.
  */
 const EXTRA_DOWNLOAD_CREDIT = 768 * 1024;
+
+/** A download's stream buffer: credit goes back to the guest only while less than this is queued. */
+const DOWNLOAD_BUFFER = 1 << 20;
 
 /** The exec's outcome without rejecting: a transport failure is carried as `error`. */
 type Outcome = { exit: ExitInfo; error?: undefined } | { exit?: undefined; error: Error };
@@ -45,49 +49,14 @@ export interface ExecSpec {
 }
 
 /**
- * Output of an exec as a Readable. Credit goes back to the guest only while this stream's buffer is
- * below its high-water mark, i.e. as fast as the consumer reads: a slow reader slows the guest
- * process instead of growing host memory (at most highWaterMark + the window in flight: 2 MiB).
- */
-class ExecOutput extends Readable {
-  handle: ExecHandle | undefined;
-  private owed = 0;
-
-  constructor() {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  deliver(chunk: Buffer): void {
-    this.owed += chunk.length;
-    if (this.push(chunk)) this.credit();
-  }
-
-  private credit(): void {
-    if (this.owed > 0 && this.handle) {
-      this.handle.grant(this.owed);
-      this.owed = 0;
-    }
-  }
-
-  override _read(): void {
-    this.credit();
-  }
-
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    // The consumer went away (client disconnected) or the exec failed: stop the guest process.
-    if (this.handle && !this.handle.settled) this.handle.signal(9);
-    cb(err);
-  }
-}
-
-/**
- * Runs `spec` and hands its stdout out as a stream, with credit granted as the consumer reads.
+ * Runs `spec` and hands its stdout out as a stream, with credit granted as the consumer reads
+ * (PacedReadable: a slow reader slows the guest process, and destroying the stream kills it).
  * Waits for the first bytes or the end before resolving, so a failure before any output rejects
  * with `failed(exit, stderr)` (or the transport's error); a failure later destroys the stream with
  * it. `signal` stops the process while no byte has come yet; afterwards, destroying the stream does.
  */
 export function streamFromExec(agent: AgentClient, spec: ExecSpec, failed: (exit: ExitInfo, stderr: string) => Error, signal?: AbortSignal): Promise<Readable> {
-  const stream = new ExecOutput();
+  const stream = new PacedReadable({ highWaterMark: DOWNLOAD_BUFFER });
   const err = new Capped(STDERR_CAP);
   return new Promise<Readable>((resolve, reject) => {
     let started = false;
@@ -96,7 +65,7 @@ export function streamFromExec(agent: AgentClient, spec: ExecSpec, failed: (exit
     try {
       h = agent.exec({ argv: spec.argv, timeoutMs: spec.timeoutMs }, {
         manualCredit: true,
-        onStdout: (b) => { stream.deliver(b); start(); },
+        onStdout: (b) => { stream.deliver(b, b.length); start(); },
         // stderr is small and kept, so its credit goes back at once
         onStderr: (b) => { err.push(b); h.grant(b.length); },
       });
