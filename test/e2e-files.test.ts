@@ -469,7 +469,7 @@ describe('errors', () => {
     expectError(await http(d, 'GET', `/sandboxes/${id}/files${q('/x', '&format=zip')}`), 400, 'INVALID_REQUEST');
     expectError(await http(d, 'GET', `/sandboxes/${id}/files/stat${q('/x', '&recursive=true')}`), 400, 'INVALID_REQUEST');
     expectError(await http(d, 'GET', `/sandboxes/sb_aaaaaaaaaaaaaaaaaaaa/files/stat${q('/x')}`), 404, 'SANDBOX_NOT_FOUND');
-    expectError(await put(d, 'sb_NOPE', q('/x'), Buffer.from('x')), 400, 'INVALID_SANDBOX_ID');
+    expectError(await put(d, 'sb_NOPE', q('/x'), Buffer.from('x')), 404, 'SANDBOX_NOT_FOUND'); // not even shaped like an id: still no sandbox (docs/api.md)
   });
 });
 
