@@ -13,9 +13,13 @@ const program = new Command('emberctl')
   .description('control an emberd daemon: create sandboxes, run code in them, delete them')
   .version(VERSION)
   .addOption(new Option('--addr <host:port>', 'daemon address').env('EMBERD_ADDR').default('127.0.0.1:7777'))
+  .addOption(new Option('--token-file <path>', 'the daemon\'s bearer token file (default: the daemon\'s default; EMBERD_TOKEN gives the token itself)').env('EMBERD_TOKEN_FILE'))
   .option('--json', 'print JSON instead of text', false);
 
-const client = () => new EmberdClient(program.opts<{ addr: string }>().addr);
+const client = () => {
+  const o = program.opts<{ addr: string; tokenFile?: string }>();
+  return new EmberdClient(o.addr, { tokenFile: o.tokenFile });
+};
 const json = () => program.opts<{ json: boolean }>().json;
 const print = (value: unknown, human: () => string) => console.log(json() ? JSON.stringify(value, null, 2) : human());
 

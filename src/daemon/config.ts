@@ -2,7 +2,10 @@
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import type { ExecLimits, SandboxOptions } from '../sandbox/manager.ts';
+import { join } from 'node:path';
 import { defaultRunBase } from '../sandbox/run-dir.ts';
+import { defaultStateDir } from '../state-dir.ts';
+import { isLoopback } from './loopback.ts';
 import type { VmmOptions } from '../vmm/select.ts';
 import type { HttpLimits } from './http/server.ts';
 
@@ -18,6 +21,10 @@ export interface DaemonConfig {
   /** Golden snapshots per pack (--snapshots). */
   snapshots: boolean;
   logLevel: LogLevel;
+  /** Where state that outlives the process lives (the token file by default). */
+  stateDir: string;
+  /** Bearer-token auth: on when asked, or by default when listening beyond loopback. */
+  auth: { enabled: boolean; tokenFile: string };
 }
 
 export const USAGE = `usage: emberd [options]            run the daemon
@@ -48,6 +55,12 @@ options (environment variable in brackets):
   --default-pack NAME      pack used when a create names none [EMBERD_DEFAULT_PACK] (default python)
   --snapshots on|off       restore sandboxes from a golden snapshot per pack [EMBERD_SNAPSHOTS] (default on)
   --pool-size N            ready sandboxes kept per pack, 0 disables [EMBERD_POOL_SIZE] (default 1)
+  --auth auto|on|off       require Authorization: Bearer <token> [EMBERD_AUTH] (default auto: off on a
+                           loopback address, on anywhere else; off is refused beyond loopback)
+  --auth-token-file PATH   the token, created (mode 0600) on first use [EMBERD_AUTH_TOKEN_FILE]
+                           (default STATE_DIR/token)
+  --state-dir DIR          state that outlives the daemon [EMBERD_STATE_DIR] (default /var/lib/emberd
+                           as root, else $XDG_STATE_HOME/emberd)
   --log-level LEVEL        fatal, error, warn, info, debug, trace or silent [EMBERD_LOG_LEVEL] (default info);
                            JSON lines on stderr, one readable line each when stderr is a terminal
   -h, --help               this text`;
@@ -83,6 +96,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       snapshots: { type: 'string' },
       'pool-size': { type: 'string' },
       'log-level': { type: 'string' },
+      auth: { type: 'string' },
+      'auth-token-file': { type: 'string' },
+      'state-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -102,6 +118,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
   const logLevel = pick('log-level', 'EMBERD_LOG_LEVEL', 'info');
+  const stateDir = pick('state-dir', 'EMBERD_STATE_DIR', '') || defaultStateDir(env);
+  const authMode = pick('auth', 'EMBERD_AUTH', 'auto');
+  if (!['auto', 'on', 'off'].includes(authMode)) throw new ConfigError(`--auth must be auto, on or off, got "${authMode}"`);
+  if (authMode === 'off' && !isLoopback(host)) {
+    throw new ConfigError(`--auth off is refused on ${host}: anyone who reaches that address could run code on this host; use --auth on (the default there), or listen on 127.0.0.1`);
+  }
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   return {
     listen: { host, port },
@@ -134,6 +156,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     },
     snapshots: onOff(pick('snapshots', 'EMBERD_SNAPSHOTS', 'on'), '--snapshots'),
     logLevel: logLevel as LogLevel,
+    stateDir,
+    auth: {
+      enabled: authMode === 'on' || (authMode === 'auto' && !isLoopback(host)),
+      tokenFile: pick('auth-token-file', 'EMBERD_AUTH_TOKEN_FILE', '') || join(stateDir, 'token'),
+    },
   };
 }
 

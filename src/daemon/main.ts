@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ConfigError, parseConfig, USAGE, type DaemonConfig } from './config.ts';
 import { buildHttpServer } from './http/server.ts';
 import { createLogger, type Logger } from '../log.ts';
+import { loadOrCreateToken } from './auth.ts';
 import { SandboxManager } from '../sandbox/manager.ts';
 import { prepareRunBase } from '../sandbox/run-dir.ts';
 import { selectBackend } from '../vmm/select.ts';
@@ -32,6 +33,9 @@ async function main(argv: string[]): Promise<number> {
   for (const w of backend.info.warnings) log.warn(w);
 
   claimRunDir(cfg.runDir, log);
+  const auth = cfg.auth.enabled ? { ...loadOrCreateToken(cfg.auth.tokenFile), tokenFile: cfg.auth.tokenFile } : undefined;
+  if (auth) log.info({ token_file: auth.tokenFile }, `auth on: requests need the bearer token in ${auth.tokenFile}${auth.created ? ' (created now)' : ''}`);
+  else log.info('auth off: any process on this host can use this daemon (it listens on loopback only); --auth on requires a token');
   const manager = new SandboxManager({
     backend,
     images,
@@ -46,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
   const http = buildHttpServer(manager, {
     bodyLimit: cfg.http.maxBody,
     log,
+    auth,
     info: () => ({
       name: 'emberd',
       version: VERSION,

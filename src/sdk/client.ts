@@ -1,5 +1,7 @@
 // TypeScript SDK for the emberd HTTP API. emberctl is built on it.
+import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
+import { defaultTokenFile } from '../state-dir.ts';
 
 export interface SandboxSummary {
   id: string;
@@ -74,11 +76,34 @@ export class EmberdApiError extends Error {
   }
 }
 
+export interface ClientOptions {
+  /** Bearer token; default EMBERD_TOKEN, else the daemon's default token file when readable; null: none. */
+  token?: string | null;
+  /** Read the token from this file instead (EMBERD_TOKEN_FILE). */
+  tokenFile?: string;
+}
+
+/** The token a client sends: given, EMBERD_TOKEN, the token file (given, EMBERD_TOKEN_FILE or the default), or none. */
+export function resolveToken(o: ClientOptions = {}, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (o.token !== undefined) return o.token ?? undefined;
+  if (env.EMBERD_TOKEN) return env.EMBERD_TOKEN;
+  const file = o.tokenFile ?? env.EMBERD_TOKEN_FILE;
+  try {
+    return readFileSync(file ?? defaultTokenFile(env), 'utf8').trim() || undefined;
+  } catch (e) {
+    if (file) throw new EmberdApiError(0, 'TOKEN_UNREADABLE', `cannot read the token file ${file}: ${(e as Error).message}`);
+    return undefined; // no default token file: a daemon without auth
+  }
+}
+
 export class EmberdClient {
   readonly baseUrl: string;
+  private readonly authHeader: Record<string, string>;
 
-  constructor(addr: string = process.env.EMBERD_ADDR ?? '127.0.0.1:7777') {
+  constructor(addr: string = process.env.EMBERD_ADDR ?? '127.0.0.1:7777', opts: ClientOptions = {}) {
     this.baseUrl = /^https?:\/\//.test(addr) ? addr.replace(/\/$/, '') : `http://${addr}`;
+    const token = resolveToken(opts);
+    this.authHeader = token ? { authorization: `Bearer ${token}` } : {};
   }
 
   info(): Promise<Record<string, unknown>> {
@@ -188,7 +213,7 @@ export class EmberdClient {
 
   private async fetchRaw(path: string, init: RequestInit & { duplex?: 'half' }): Promise<Response> {
     try {
-      return await fetch(this.baseUrl + path, init);
+      return await fetch(this.baseUrl + path, { ...init, headers: { ...this.authHeader, ...(init.headers as Record<string, string> | undefined) } });
     } catch (e) {
       const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
       throw new EmberdApiError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Set --addr or EMBERD_ADDR`);

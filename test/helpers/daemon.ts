@@ -1,6 +1,7 @@
 // Starts a real emberd process for end-to-end tests: its own port, its own short run dir.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { EmberdClient } from '../../src/sdk/client.ts';
@@ -10,7 +11,10 @@ const MAIN = fileURLToPath(new URL('../../src/daemon/main.ts', import.meta.url))
 export interface TestDaemon {
   url: string;
   addr: string;
+  /** A client of this daemon (with its token when auth is on). */
   client: EmberdClient;
+  /** The bearer token, when the daemon runs with auth on. */
+  token: string | undefined;
   proc: ChildProcess;
   runDir: string;
   /** Everything the daemon wrote to stderr so far. */
@@ -34,7 +38,9 @@ export async function startDaemon(extraArgs: string[] = []): Promise<TestDaemon>
   const port = await freePort();
   const runDir = mkdtempSync('/tmp/emb-');
   const addr = `127.0.0.1:${port}`;
-  const proc = spawn(process.execPath, [MAIN, '--addr', addr, '--run-dir', runDir, ...extraArgs], { stdio: ['ignore', 'inherit', 'pipe'] });
+  // Its own state dir (the token file), never the user's.
+  const stateDir = join(runDir, 'state');
+  const proc = spawn(process.execPath, [MAIN, '--addr', addr, '--run-dir', runDir, '--state-dir', stateDir, ...extraArgs], { stdio: ['ignore', 'inherit', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
@@ -44,10 +50,13 @@ export async function startDaemon(extraArgs: string[] = []): Promise<TestDaemon>
     proc.stderr!.on('data', check);
     void exited.then((code) => { clearTimeout(timer); reject(new Error(`emberd exited with ${code} at start:\n${stderr}`)); });
   });
+  const tokenFile = extraArgs.includes('--auth-token-file') ? extraArgs[extraArgs.indexOf('--auth-token-file') + 1]! : join(stateDir, 'token');
+  const token = existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : undefined;
   return {
     url: `http://${addr}`,
     addr,
-    client: new EmberdClient(addr),
+    token,
+    client: new EmberdClient(addr, { token: token ?? null }),
     proc,
     runDir,
     log: () => stderr,

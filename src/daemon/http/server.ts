@@ -10,6 +10,7 @@ import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
 import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
+import { requireToken } from '../auth.ts';
 import { openApiDocument } from './openapi.ts';
 
 /** Request size limits: --max-body (JSON bodies), --max-upload (file uploads). */
@@ -23,6 +24,8 @@ export interface HttpOptions {
   bodyLimit: number;
   info: () => DaemonInfo;
   log?: Logger;
+  /** When set, every request must carry this bearer token (auth.ts). */
+  auth?: { token: string; tokenFile: string };
 }
 
 /** Longest path parameter routed; the URL itself is bounded by Node's 16 KiB header limit. */
@@ -39,6 +42,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
   });
   app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
+  if (opts.auth) app.addHook('onRequest', requireToken(opts.auth.token, opts.auth.tokenFile));
   // Every route, as registered: the OpenAPI test compares this list with the document.
   const routes: { method: string; url: string }[] = [];
   app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) routes.push({ method: m, url: r.url }); });
