@@ -212,6 +212,30 @@ describe('isolation and lifecycle', () => {
   });
 });
 
+test('lifetime over HTTP: timeout_s, expires_at in GET and the list, POST /timeout, then 404 that says it expired', async () => {
+  const c = await http(d, 'POST', '/sandboxes', '{"language_pack":"shell","timeout_s":600}');
+  assert.equal(c.status, 201, c.text);
+  const id = c.json.id;
+  created.push(id);
+  assert.equal(c.json.timeout_s, 600);
+  const first = Date.parse(c.json.expires_at);
+  const listed = (await http(d, 'GET', '/sandboxes')).json.sandboxes.find((s: { id: string }) => s.id === id);
+  assert.equal(listed.expires_at, c.json.expires_at);
+  const t = await http(d, 'POST', `/sandboxes/${id}/timeout`, '{"timeout_s":1}');
+  assert.equal(t.status, 200, t.text);
+  assert.ok(Date.parse(t.json.expires_at) < first, 'the deadline moved to now + 1 s');
+  for (const [body, re] of [['{}', /timeout_s/], ['{"timeout_s":-1}', /timeout_s/], ['{"timeout_s":999999999}', /timeout_s/], ['{"timeout_s":0}', /--max-sandbox-timeout 0/]] as const) {
+    const bad = await http(d, 'POST', `/sandboxes/${id}/timeout`, body);
+    assert.equal(bad.status, 400, body);
+    assert.match(bad.json.error.message, re, body);
+  }
+  await eventually(async () => (await http(d, 'GET', `/sandboxes/${id}`)).status === 404, 30_000, 'the expiry');
+  const gone = await exec(id, { code: 'true' });
+  assert.equal(gone.status, 404);
+  assert.equal(gone.json.error.code, 'SANDBOX_NOT_FOUND');
+  assert.match(gone.json.error.message, /expired at \S+ \(its timeout_s was 1\)/);
+});
+
 test('logs are JSON lines: a request line has its id, method, route, status and duration; sandbox lines their id', async () => {
   const id = await create('shell');
   const r = await exec(id, { code: 'true' });

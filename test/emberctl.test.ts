@@ -32,6 +32,11 @@ test('create, exec (argument, stdin, stream, session, env), ls, inspect, rm', ()
   const ls = ctl(['--json', 'ls']);
   assert.ok(JSON.parse(ls.out).some((s: { id: string }) => s.id === id));
   assert.match(ctl(['inspect', id]).out, /state:\s+ready/);
+  const t = ctl(['timeout', id, '120']);
+  assert.equal(t.code, 0, t.err);
+  const left = Date.parse(t.out.trim()) - Date.now();
+  assert.ok(left > 60_000 && left <= 120_000, `expires in ${left} ms`);
+  assert.match(ctl(['inspect', id]).out, new RegExp(`expires:\\s+${t.out.trim()}`));
   assert.equal(ctl(['rm', id]).code, 0);
   const gone = ctl(['inspect', id]);
   assert.equal(gone.code, 1);

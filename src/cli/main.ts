@@ -26,9 +26,19 @@ const print = (value: unknown, human: () => string) => console.log(json() ? JSON
 program.command('create')
   .description('boot a new sandbox and print its id once it is ready')
   .option('--pack <name>', 'language pack (python, shell)')
-  .action(async (o: { pack?: string }) => {
-    const sb = await client().createSandbox(o.pack ? { language_pack: o.pack } : {});
+  .option('--timeout <seconds>', 'destroy it after this long (default: the daemon\'s --sandbox-timeout)', (v) => Number(v))
+  .action(async (o: { pack?: string; timeout?: number }) => {
+    const sb = await client().createSandbox({ ...(o.pack ? { language_pack: o.pack } : {}), ...(o.timeout !== undefined ? { timeout_s: o.timeout } : {}) });
     print(sb, () => sb.id);
+  });
+
+program.command('timeout')
+  .description('reset a sandbox\'s deadline to now + SECONDS (0: none, if the daemon allows it); prints when it expires')
+  .argument('<id>', 'sandbox id')
+  .argument('<seconds>', 'seconds from now', (v) => Number(v))
+  .action(async (id: string, seconds: number) => {
+    const sb = await client().setTimeout(id, seconds);
+    print(sb, () => sb.expires_at ?? 'no deadline');
   });
 
 program.command('exec')
@@ -93,6 +103,7 @@ program.command('inspect')
       `backend:       ${d.backend}`,
       `created:       ${d.created_at}`,
       `boot:          ${d.boot_ms ?? '-'} ms`,
+      `expires:       ${d.expires_at ?? 'never'}`,
       `vmm pid:       ${d.vmm_pid ?? '-'}`,
       `agent:         ${d.agent_version ?? '-'}`,
       ...(d.error ? [`error:         ${d.error.code}: ${d.error.message}`] : []),
@@ -106,8 +117,8 @@ program.command('ls')
   .action(async () => {
     const list = await client().listSandboxes();
     print(list, () => list.length === 0 ? 'no sandboxes' : [
-      'ID                        STATE      PACK     CREATED',
-      ...list.map((s) => `${s.id.padEnd(26)}${s.state.padEnd(11)}${s.language_pack.padEnd(9)}${s.created_at}`),
+      'ID                        STATE      PACK     CREATED                   EXPIRES',
+      ...list.map((s) => `${s.id.padEnd(26)}${s.state.padEnd(11)}${s.language_pack.padEnd(9)}${s.created_at.padEnd(26)}${s.expires_at ?? 'never'}`),
     ].join('\n'));
   });
 

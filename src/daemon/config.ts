@@ -1,7 +1,7 @@
 // Daemon configuration: flags override environment variables override defaults.
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
-import type { ExecLimits, SandboxOptions } from '../sandbox/manager.ts';
+import { LONGEST_TIMEOUT_S, type ExecLimits, type SandboxOptions } from '../sandbox/manager.ts';
 import { join } from 'node:path';
 import { defaultRunBase } from '../sandbox/run-dir.ts';
 import { defaultStateDir } from '../state-dir.ts';
@@ -45,6 +45,10 @@ options (environment variable in brackets):
   --jailer-gid N           gid Firecracker runs as under the jailer [EMBERD_JAILER_GID] (default 65534)
   --vcpus N                vCPUs per sandbox [EMBERD_VCPUS] (default 1)
   --memory MIB             memory per sandbox in MiB [EMBERD_MEMORY_MIB] (default 256)
+  --sandbox-timeout S      a sandbox's life when its create names none [EMBERD_SANDBOX_TIMEOUT_S]
+                           (default 3600; 0: no deadline, only with --max-sandbox-timeout 0)
+  --max-sandbox-timeout S  the longest timeout_s a create may ask [EMBERD_MAX_SANDBOX_TIMEOUT_S]
+                           (default 86400; 0: no limit, and timeout_s 0 allowed)
   --boot-timeout MS        deadline for a guest to answer [EMBERD_BOOT_TIMEOUT_MS] (default 60000)
   --max-sandboxes N        live sandboxes at once [EMBERD_MAX_SANDBOXES] (default 32)
   --max-body BYTES         largest request body [EMBERD_MAX_BODY] (default 2097152)
@@ -66,6 +70,7 @@ options (environment variable in brackets):
   -h, --help               this text`;
 
 export class ConfigError extends Error {}
+
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonConfig | 'help' {
   const { values, positionals } = parseArgs({
@@ -96,6 +101,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       snapshots: { type: 'string' },
       'pool-size': { type: 'string' },
       'log-level': { type: 'string' },
+      'sandbox-timeout': { type: 'string' },
+      'max-sandbox-timeout': { type: 'string' },
       auth: { type: 'string' },
       'auth-token-file': { type: 'string' },
       'state-dir': { type: 'string' },
@@ -118,6 +125,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
   const logLevel = pick('log-level', 'EMBERD_LOG_LEVEL', 'info');
+  const maxSandboxTimeout = int('max-sandbox-timeout', 'EMBERD_MAX_SANDBOX_TIMEOUT_S', 86_400, 0, LONGEST_TIMEOUT_S);
+  const sandboxTimeout = int('sandbox-timeout', 'EMBERD_SANDBOX_TIMEOUT_S', 3600, 0, LONGEST_TIMEOUT_S);
+  if (maxSandboxTimeout && (sandboxTimeout > maxSandboxTimeout || sandboxTimeout === 0)) {
+    throw new ConfigError(`--sandbox-timeout ${sandboxTimeout} must be from 1 to --max-sandbox-timeout (${maxSandboxTimeout}); 0 (no deadline) needs --max-sandbox-timeout 0`);
+  }
   const stateDir = pick('state-dir', 'EMBERD_STATE_DIR', '') || defaultStateDir(env);
   const authMode = pick('auth', 'EMBERD_AUTH', 'auto');
   if (!['auto', 'on', 'off'].includes(authMode)) throw new ConfigError(`--auth must be auto, on or off, got "${authMode}"`);
@@ -144,6 +156,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
       max: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
       poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
+      timeoutS: sandboxTimeout,
+      maxTimeoutS: maxSandboxTimeout,
     },
     exec: {
       defaultTimeoutMs: int('exec-timeout', 'EMBERD_EXEC_TIMEOUT_MS', 60_000, 1, execMax),

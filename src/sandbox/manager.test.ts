@@ -38,7 +38,7 @@ test('create -> ready -> exec -> destroy leaves no process and no file', async (
 
 test('unknown packs, ids of any shape that name no sandbox, and the sandbox limit are refused with their codes', async () => {
   const m = manager({ sandboxes: { max: 1 } });
-  await assert.rejects(m.create('cobol'), (e) => isEmberdError(e, 'UNKNOWN_LANGUAGE_PACK') && /python, shell|shell, python/.test(e.message));
+  await assert.rejects(m.create({ pack: 'cobol' }), (e) => isEmberdError(e, 'UNKNOWN_LANGUAGE_PACK') && /python, shell|shell, python/.test(e.message));
   for (const id of ['nope', 'sb_00000000000000000000', 'SB_X', '']) {
     assert.throws(() => m.get(id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND') && e.status === 404, id);
   }
@@ -134,9 +134,42 @@ test('shutdown_warned_vm_stopped_unexpectedly_for_pooled_vms: the daemon stoppin
   m.start();
   const pooled = () => (m.status().pool?.shell?.ready ?? 0) + (m.status().pool?.python?.ready ?? 0);
   await eventually(() => pooled() === 4, 30_000, 'both packs\' pools full');
-  const sb = await m.create('shell'); // one handed out, its refill on the way
+  const sb = await m.create({ pack: 'shell' }); // one handed out, its refill on the way
   await m.shutdown();
   assert.equal(sb.state, 'gone');
   const warnings = lines().filter((l) => l.level === 'warn' || l.level === 'error');
   assert.deepEqual(warnings, [], 'no warning for VMs the daemon stopped itself');
+});
+
+test('lifetime: a sandbox is destroyed at its deadline like a DELETE; its id then says it expired', async () => {
+  const m = manager();
+  const sb = await m.create({ timeoutS: 1 });
+  assert.equal(sb.view().timeout_s, 1);
+  const expires = Date.parse(sb.view().expires_at!);
+  assert.ok(expires > Date.parse(sb.view().created_at), 'expires_at after the create');
+  const pid = sb.vm!.pid;
+  await eventually(() => sb.state === 'gone', 30_000, 'the expiry');
+  assert.equal(isLive(pid), false);
+  assert.equal(existsSync(sb.runDir), false);
+  assert.throws(() => m.get(sb.id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND') && /expired at .*timeout_s was 1/.test(e.message));
+  await m.create({ pack: 'shell' }).then((s) => m.destroy(s.id));
+  assert.throws(() => m.get(sb.id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND') && /expired/.test(e.message), 'still remembered');
+});
+
+test('lifetime: POST timeout resets the deadline; bounds come from the daemon', async () => {
+  const m = manager({ sandboxes: { max: 8, timeoutS: 30, maxTimeoutS: 600 } });
+  assert.equal((await m.create()).view().timeout_s, 30, 'the daemon default');
+  const kept = await m.create({ timeoutS: 1 });
+  await m.setTimeout(kept.id, 600);
+  assert.equal(kept.view().timeout_s, 600);
+  // A sandbox made after it with the same 1 s expires; by then kept's first deadline has passed too.
+  const probe = await m.create({ timeoutS: 1 });
+  await eventually(() => probe.state === 'gone', 30_000, 'the later sandbox\'s expiry');
+  assert.equal(kept.state, 'ready', 'the extended sandbox is still there');
+  assert.throws(() => m.get(probe.id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND'));
+  await assert.rejects(m.create({ timeoutS: 601 }), (e) => isEmberdError(e, 'INVALID_REQUEST') && /maximum of 600/.test(e.message));
+  await assert.rejects(m.create({ timeoutS: 0 }), (e) => isEmberdError(e, 'INVALID_REQUEST') && /--max-sandbox-timeout 0/.test(e.message));
+  await assert.rejects(m.setTimeout(kept.id, 601), (e) => isEmberdError(e, 'INVALID_REQUEST'));
+  const forever = await manager({ sandboxes: { maxTimeoutS: 0 } }).create({ timeoutS: 0 });
+  assert.deepEqual([forever.view().expires_at, forever.view().timeout_s], [null, 0], 'no deadline when the daemon allows it');
 });

@@ -11,6 +11,7 @@ import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { ExecEventStream } from './exec-stream.ts';
 import { SandboxFiles, type FileStat } from './files.ts';
 import { newSandboxId } from './ids.ts';
+import { EndedSandboxes } from './ended.ts';
 import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
 import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
@@ -29,6 +30,17 @@ export interface SandboxOptions {
   max: number;
   /** Ready sandboxes kept per pack; 0 disables the warm pool. */
   poolSize: number;
+  /** A sandbox's life when its create names none, in seconds (--sandbox-timeout); 0: no deadline. */
+  timeoutS: number;
+  /** The longest timeout_s a create or POST .../timeout may ask (--max-sandbox-timeout); 0: no limit, and 0 (none) allowed. */
+  maxTimeoutS: number;
+}
+
+/** What POST /sandboxes may ask for. */
+export interface CreateOptions {
+  pack?: string;
+  /** Seconds until the sandbox is destroyed; 0: never (only when the daemon allows it). */
+  timeoutS?: number;
 }
 
 /** Exec limits: --exec-timeout, --exec-max-timeout, --exec-output-cap. */
@@ -68,6 +80,9 @@ export interface SessionParams {
   timeoutMs?: number;
 }
 
+/** The longest lifetime a timer can hold (setTimeout's 2^31 ms is ~24.8 days), in seconds. */
+export const LONGEST_TIMEOUT_S = 2_000_000;
+
 /** How long a guest gets to power off by itself after SHUTDOWN before the VMM is told to quit. */
 const SHUTDOWN_GRACE_MS = 2000;
 
@@ -81,6 +96,8 @@ export class SandboxManager {
   private readonly launcher: Launcher;
   /** VMs booted to become golden snapshots, so shutdown can stop them too. */
   private readonly goldens = new Set<Sandbox>();
+  /** Ids that ended recently, for a 404 that says how. */
+  private readonly ended = new EndedSandboxes();
 
   constructor(cfg: ManagerConfig) {
     this.cfg = cfg;
@@ -128,14 +145,18 @@ export class SandboxManager {
   /** The sandbox `id` in any state; SANDBOX_NOT_FOUND for anything that names none. */
   get(id: string): Sandbox {
     const sb = this.sandboxes.get(id);
-    if (!sb) throw new EmberdError('SANDBOX_NOT_FOUND', `sandbox ${id} does not exist (it was deleted, or never created on this daemon; ids look like sb_ and 20 lowercase letters and digits); list sandboxes with GET /sandboxes`);
+    if (!sb) {
+      throw new EmberdError('SANDBOX_NOT_FOUND', this.ended.explain(id)
+        ?? `sandbox ${id} does not exist (it was deleted, or never created on this daemon; ids look like sb_ and 20 lowercase letters and digits); list sandboxes with GET /sandboxes`);
+    }
     return sb;
   }
 
   /** Boots a VM and resolves once its agent has answered the handshake. */
-  async create(packName?: string): Promise<Sandbox> {
+  async create(o: CreateOptions = {}): Promise<Sandbox> {
     if (this.shuttingDown) throw new EmberdError('SHUTTING_DOWN', 'emberd is shutting down; retry against a running daemon');
-    const name = packName ?? this.cfg.sandboxes.defaultPack;
+    const timeoutS = this.checkLifetime(o.timeoutS ?? this.cfg.sandboxes.timeoutS);
+    const name = o.pack ?? this.cfg.sandboxes.defaultPack;
     const pack = this.cfg.images.packs.get(name);
     if (!pack) {
       throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.cfg.images.packs.keys()].join(', ')}`);
@@ -145,20 +166,33 @@ export class SandboxManager {
       throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`);
     }
     const pooled = await this.takeFromPool(name);
-    if (pooled) return pooled;
+    if (pooled) {
+      this.setLifetime(pooled, timeoutS);
+      return pooled;
+    }
     const sb = this.newSandbox(name);
     this.sandboxes.set(sb.id, sb);
     sb.created = this.launcher.start(sb, pack);
     await sb.created;
     if (sb.cancelled) this.sandboxes.delete(sb.id);
     if (sb.state !== 'ready') throw new EmberdError((sb.failure?.code as 'BOOT_FAILED') ?? 'BOOT_FAILED', sb.failure?.message ?? 'the sandbox failed to start');
-    sb.log.info({ boot_mode: sb.bootMode, boot_ms: sb.view().boot_ms }, 'sandbox ready');
+    this.setLifetime(sb, timeoutS);
+    sb.log.info({ boot_mode: sb.bootMode, boot_ms: sb.view().boot_ms, expires_at: sb.view().expires_at }, 'sandbox ready');
+    return sb;
+  }
+
+  /** A new deadline: now + timeoutS (0: none, if the daemon allows it). */
+  async setTimeout(id: string, timeoutS: number): Promise<Sandbox> {
+    const sb = this.get(id);
+    if (sb.state === 'destroying' || sb.state === 'gone') throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is being destroyed`);
+    this.setLifetime(sb, this.checkLifetime(timeoutS));
     return sb;
   }
 
   /** Ends the VM and removes every trace of the sandbox. Idempotent. */
-  async destroy(id: string): Promise<void> {
+  async destroy(id: string, reason: 'deleted' | 'expired' = 'deleted'): Promise<void> {
     const sb = this.get(id);
+    clearTimeout(sb.expiryTimer);
     sb.destroying ??= (async () => {
       if (sb.state === 'creating') {
         sb.cancelled = true;
@@ -169,7 +203,8 @@ export class SandboxManager {
       await this.launcher.release(sb, SHUTDOWN_GRACE_MS);
       sb.state = 'gone';
       this.sandboxes.delete(sb.id);
-      sb.log.info('sandbox destroyed');
+      this.ended.record(sb.id, { reason, at: new Date(), timeoutS: sb.timeoutS });
+      sb.log.info({ reason }, reason === 'expired' ? 'sandbox expired and was destroyed' : 'sandbox destroyed');
     })();
     return sb.destroying;
   }
@@ -300,6 +335,28 @@ export class SandboxManager {
   }
 
   // ---- internals ------------------------------------------------------------------------------
+
+  /** timeout_s within the daemon's bounds, or INVALID_REQUEST saying them. */
+  private checkLifetime(timeoutS: number): number {
+    const max = this.cfg.sandboxes.maxTimeoutS;
+    if (timeoutS === 0 && max !== 0) {
+      throw new EmberdError('INVALID_REQUEST', `timeout_s 0 (no deadline) is not allowed by this daemon; ask for at most ${max} s, or start emberd with --max-sandbox-timeout 0`);
+    }
+    if (max !== 0 && timeoutS > max) {
+      throw new EmberdError('INVALID_REQUEST', `timeout_s ${timeoutS} is above this daemon's maximum of ${max} s; ask for less (and extend it later with POST /sandboxes/{id}/timeout) or start emberd with a higher --max-sandbox-timeout`);
+    }
+    return timeoutS;
+  }
+
+  /** Arms the sandbox's deadline; at it the sandbox is destroyed as by a DELETE. */
+  private setLifetime(sb: Sandbox, timeoutS: number): void {
+    clearTimeout(sb.expiryTimer);
+    sb.timeoutS = timeoutS;
+    sb.expiresAt = timeoutS ? new Date(Date.now() + timeoutS * 1000) : undefined;
+    if (!timeoutS) return;
+    sb.expiryTimer = setTimeout(() => { this.destroy(sb.id, 'expired').catch(() => {}); }, timeoutS * 1000);
+    sb.expiryTimer.unref();
+  }
 
   private newSandbox(pack: string): Sandbox {
     const id = newSandboxId();

@@ -22,6 +22,9 @@ export interface SandboxView {
   ready_at: string | null;
   boot_ms: number | null;
   boot_mode: 'cold' | 'restore' | 'pool' | null;
+  /** When the sandbox will be destroyed (null: no deadline). */
+  expires_at: string | null;
+  timeout_s: number | null;
   vmm_pid: number | null;
   agent_version: string | null;
   error: { code: string; message: string } | null;
@@ -59,6 +62,10 @@ export class Sandbox {
   files: SandboxFiles | undefined;
   /** Every line about this sandbox carries its id. */
   readonly log: Logger;
+  /** Its lifetime: the last timeout_s asked, the deadline it gave, and the timer. */
+  timeoutS: number | undefined;
+  expiresAt: Date | undefined;
+  expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(id: string, pack: string, backend: BackendName, runDir: string, log: Logger) {
     this.id = id;
@@ -84,6 +91,8 @@ export class Sandbox {
       ready_at: this.readyAt?.toISOString() ?? null,
       boot_ms: this.readyAt ? this.readyAt.getTime() - this.createdAt.getTime() : null,
       boot_mode: this.bootMode ?? null,
+      expires_at: this.expiresAt?.toISOString() ?? null,
+      timeout_s: this.timeoutS ?? null,
       vmm_pid: this.vm && (this.state === 'ready' || this.state === 'creating') ? this.vm.pid : null,
       agent_version: this.agentVersion ?? null,
       error: this.failure ?? null,

@@ -21,7 +21,7 @@ const run = (id: string, name: string, code: string, o: { timeoutMs?: number } =
 const sessionProcesses = () => liveProcessesWith('<emberd-session>').length;
 
 test('runInSession keeps state; the routes list and delete; destroy ends the interpreters', async () => {
-  const sb = await manager.create('python');
+  const sb = await manager.create({ pack: 'python' });
   const a = await run(sb.id, 'main', 'x = 6*7\nx');
   assert.deepEqual({ value: a.value, exitCode: a.exitCode, sessionReset: a.sessionReset }, { value: '42', exitCode: 0, sessionReset: false });
   assert.equal((await run(sb.id, 'main', 'x + 1')).value, '43');
@@ -49,7 +49,7 @@ test('runInSession keeps state; the routes list and delete; destroy ends the int
 });
 
 test('a sandbox of a pack without sessions answers SESSIONS_UNSUPPORTED (400)', async () => {
-  const sb = await manager.create('shell');
+  const sb = await manager.create({ pack: 'shell' });
   try {
     await assert.rejects(run(sb.id, 'main', '1'), (e) => isEmberdError(e, 'SESSIONS_UNSUPPORTED') && e.status === 400);
     const r = await app.inject({ method: 'GET', url: `/sandboxes/${sb.id}/sessions` });
@@ -61,7 +61,7 @@ test('a sandbox of a pack without sessions answers SESSIONS_UNSUPPORTED (400)', 
 });
 
 test('the session limit, and a timeout that needs the kill, through runInSession', async () => {
-  const sb = await manager.create('python');
+  const sb = await manager.create({ pack: 'python' });
   try {
     const r = await run(sb.id, 's', 'import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint("ignoring", flush=True)\nwhile True: pass', { timeoutMs: 200 });
     assert.deepEqual({ timedOut: r.timedOut, sessionReset: r.sessionReset, exitCode: r.exitCode }, { timedOut: true, sessionReset: true, exitCode: 137 });
@@ -74,7 +74,7 @@ test('the session limit, and a timeout that needs the kill, through runInSession
 });
 
 test('session_output_lost_when_interpreter_exits: 200,000 bytes then os._exit(3) arrive whole with status 3, 50 times', async () => {
-  const sb = await manager.create('python');
+  const sb = await manager.create({ pack: 'python' });
   try {
     for (let i = 0; i < 50; i++) {
       const r = await run(sb.id, `exit${i}`, 'import os, sys\nsys.stdout.write("x" * 200000)\nprint("bye")\nos._exit(3)');

@@ -11,6 +11,9 @@ export interface SandboxSummary {
   created_at: string;
   boot_ms: number | null;
   boot_mode: 'cold' | 'restore' | 'pool' | null;
+  /** When the sandbox will be destroyed; null: no deadline. */
+  expires_at: string | null;
+  timeout_s: number | null;
 }
 
 export interface SandboxDetails extends SandboxSummary {
@@ -110,8 +113,14 @@ export class EmberdClient {
     return this.request('GET', '/');
   }
 
-  createSandbox(opts: { language_pack?: string } = {}): Promise<SandboxSummary> {
+  /** `timeout_s`: seconds until the daemon destroys it (default: the daemon's --sandbox-timeout). */
+  createSandbox(opts: { language_pack?: string; timeout_s?: number } = {}): Promise<SandboxSummary> {
     return this.request('POST', '/sandboxes', opts);
+  }
+
+  /** Resets the sandbox's deadline to now + timeoutS seconds (0: none, if the daemon allows it). */
+  setTimeout(id: string, timeoutS: number): Promise<SandboxSummary> {
+    return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/timeout`, { timeout_s: timeoutS });
   }
 
   async listSandboxes(): Promise<SandboxSummary[]> {

@@ -6,7 +6,7 @@ import { ERROR_STATUS } from '../../errors.ts';
 import { VERSION } from '../../version.ts';
 import {
   createSandboxBody, deleteFileQuery, execBody, getFileQuery, pathQuery, processOutputQuery, processSignalBody, processStdinBody,
-  processWaitQuery, putFileQuery,
+  processWaitQuery, putFileQuery, sandboxTimeoutBody,
 } from './schemas.ts';
 
 interface Operation {
@@ -26,6 +26,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/sandboxes', summary: 'List sandboxes', ok: 200 },
   { method: 'get', path: '/sandboxes/{id}', summary: 'One sandbox: state, backend, VMM pid, boot log tail', ok: 200 },
   { method: 'delete', path: '/sandboxes/{id}', summary: 'Destroy a sandbox', ok: 204 },
+  { method: 'post', path: '/sandboxes/{id}/timeout', summary: 'Reset the sandbox\'s deadline to now + timeout_s', body: sandboxTimeoutBody, ok: 200 },
   { method: 'post', path: '/sandboxes/{id}/exec', summary: 'Run code or a program (buffered, NDJSON-streamed, in a session, or in the background)', body: execBody, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/processes', summary: 'List background processes', ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/processes/{pid}', summary: 'One background process', ok: 200 },

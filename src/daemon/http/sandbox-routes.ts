@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { createSandboxBody } from './schemas.ts';
+import { createSandboxBody, sandboxTimeoutBody } from './schemas.ts';
 import { parseBody } from './parse.ts';
 
 type IdParams = { Params: { id: string } };
@@ -10,8 +10,13 @@ type IdParams = { Params: { id: string } };
 export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxManager): void {
   app.post('/sandboxes', async (req, reply) => {
     const body = parseBody(createSandboxBody, req.body);
-    const sb = await manager.create(body?.language_pack);
+    const sb = await manager.create({ pack: body?.language_pack, timeoutS: body?.timeout_s });
     return reply.status(201).send(summary(sb));
+  });
+
+  app.post<IdParams>('/sandboxes/:id/timeout', async (req) => {
+    const body = parseBody(sandboxTimeoutBody, req.body);
+    return summary(await manager.setTimeout(req.params.id, body.timeout_s));
   });
 
   app.get('/sandboxes', async () => ({ sandboxes: manager.list().map(summary) }));
@@ -29,5 +34,8 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
 
 function summary(sb: Sandbox) {
   const v = sb.view();
-  return { id: v.id, state: v.state, language_pack: v.language_pack, backend: v.backend, created_at: v.created_at, boot_ms: v.boot_ms, boot_mode: v.boot_mode };
+  return {
+    id: v.id, state: v.state, language_pack: v.language_pack, backend: v.backend, created_at: v.created_at, boot_ms: v.boot_ms, boot_mode: v.boot_mode,
+    expires_at: v.expires_at, timeout_s: v.timeout_s,
+  };
 }

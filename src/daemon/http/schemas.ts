@@ -2,11 +2,18 @@
 // from them. docs/api.md documents them; the end-to-end tests exercise every rule. Unknown fields
 // are rejected so a typo never silently does nothing.
 import { z } from 'zod';
+import { LONGEST_TIMEOUT_S } from '../../sandbox/manager.ts';
 import { SESSION_NAME } from '../../sandbox/sessions.ts';
+
+const timeoutS = z.number().int().min(0).max(LONGEST_TIMEOUT_S);
 
 export const createSandboxBody = z.strictObject({
   language_pack: z.string().min(1).max(64).optional(),
+  /** Seconds until the sandbox is destroyed (default --sandbox-timeout); 0: never, if allowed. */
+  timeout_s: timeoutS.optional(),
 }).optional();
+
+export const sandboxTimeoutBody = z.strictObject({ timeout_s: timeoutS });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const env = z.record(z.string(), z.string().max(1 << 16)).refine((e) => Object.keys(e).every((k) => ENV_NAME.test(k)), {
