@@ -42,6 +42,8 @@ export const ERROR_STATUS = {
   AGENT_PROTOCOL: 502,
   AGENT_VERSION_MISMATCH: 502,
   SHUTTING_DOWN: 503,
+  HOST_MEMORY_LOW: 503,
+  TOO_BUSY: 503,
   BOOT_TIMEOUT: 504,
   AGENT_TIMEOUT: 504,
 } as const;
@@ -51,11 +53,14 @@ export type ErrorCode = keyof typeof ERROR_STATUS;
 export class EmberdError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** For a refusal that will pass (429, 503): when to retry, sent as Retry-After. */
+  readonly retryAfterS: number | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterS?: number }) {
     super(message, options);
     this.name = 'EmberdError';
     this.code = code;
     this.status = ERROR_STATUS[code];
+    this.retryAfterS = options?.retryAfterS;
   }
 
   toJSON(): { error: { code: ErrorCode; message: string } } {

@@ -1,7 +1,8 @@
 // Daemon configuration: flags override environment variables override defaults.
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
-import { LONGEST_TIMEOUT_S, type ExecLimits, type SandboxOptions } from '../sandbox/manager.ts';
+import { availableParallelism } from 'node:os';
+import { LONGEST_TIMEOUT_S, type AdmissionOptions, type ExecLimits, type SandboxOptions } from '../sandbox/manager.ts';
 import { join } from 'node:path';
 import { defaultRunBase } from '../sandbox/run-dir.ts';
 import { defaultStateDir } from '../state-dir.ts';
@@ -16,6 +17,7 @@ export interface DaemonConfig {
   runDir: string;
   vmm: VmmOptions;
   sandboxes: SandboxOptions;
+  admission: AdmissionOptions;
   exec: ExecLimits;
   http: HttpLimits;
   /** Golden snapshots per pack (--snapshots). */
@@ -49,6 +51,12 @@ options (environment variable in brackets):
                            (default 3600; 0: no deadline, only with --max-sandbox-timeout 0)
   --max-sandbox-timeout S  the longest timeout_s a create may ask [EMBERD_MAX_SANDBOX_TIMEOUT_S]
                            (default 86400; 0: no limit, and timeout_s 0 allowed)
+  --max-concurrent-boots N VMs that boot at once; more creates wait in line [EMBERD_MAX_CONCURRENT_BOOTS]
+                           (default: the host's CPU count)
+  --boot-queue-timeout MS  how long a create waits in that line before 503 TOO_BUSY
+                           [EMBERD_BOOT_QUEUE_TIMEOUT_MS] (default 60000)
+  --memory-reserve MIB     host memory (MemAvailable) a create must leave free, else 503 HOST_MEMORY_LOW
+                           [EMBERD_MEMORY_RESERVE_MIB] (default 256)
   --boot-timeout MS        deadline for a guest to answer [EMBERD_BOOT_TIMEOUT_MS] (default 60000)
   --max-sandboxes N        live sandboxes at once [EMBERD_MAX_SANDBOXES] (default 32)
   --max-body BYTES         largest request body [EMBERD_MAX_BODY] (default 2097152)
@@ -102,6 +110,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'pool-size': { type: 'string' },
       'log-level': { type: 'string' },
       'sandbox-timeout': { type: 'string' },
+      'max-concurrent-boots': { type: 'string' },
+      'boot-queue-timeout': { type: 'string' },
+      'memory-reserve': { type: 'string' },
       'max-sandbox-timeout': { type: 'string' },
       auth: { type: 'string' },
       'auth-token-file': { type: 'string' },
@@ -158,6 +169,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
       timeoutS: sandboxTimeout,
       maxTimeoutS: maxSandboxTimeout,
+    },
+    admission: {
+      maxConcurrentBoots: int('max-concurrent-boots', 'EMBERD_MAX_CONCURRENT_BOOTS', availableParallelism(), 1, 256),
+      queueTimeoutMs: int('boot-queue-timeout', 'EMBERD_BOOT_QUEUE_TIMEOUT_MS', 60_000, 0, 3_600_000),
+      memoryReserveMib: int('memory-reserve', 'EMBERD_MEMORY_RESERVE_MIB', 256, 0, 1 << 24),
     },
     exec: {
       defaultTimeoutMs: int('exec-timeout', 'EMBERD_EXEC_TIMEOUT_MS', 60_000, 1, execMax),

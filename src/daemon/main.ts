@@ -41,6 +41,7 @@ async function main(argv: string[]): Promise<number> {
     images,
     runBase: cfg.runDir,
     sandboxes: cfg.sandboxes,
+    admission: cfg.admission,
     exec: cfg.exec,
     maxUploadBytes: cfg.http.maxUpload,
     snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), inputs: snapshotInputs(images, backend, cfg) } : undefined,

@@ -62,6 +62,12 @@ test('a VMM that dies marks the sandbox failed and frees it; DELETE then forgets
   assert.equal(m.list().length, 0);
 });
 
+test('failed_create_stayed_registered: a create that fails leaves no sandbox in the registry (its id was never answered)', async () => {
+  const m = manager({ images: { kernel: join(base, 'missing'), initramfs: kernel, packs: new Map([['shell', { name: 'shell', image: kernel }]]) } });
+  for (let i = 0; i < 3; i++) await assert.rejects(m.create(), (e) => isEmberdError(e, 'BOOT_FAILED'));
+  assert.deepEqual(m.list(), []);
+});
+
 test('a boot failure answers BOOT_FAILED and leaves nothing behind', async () => {
   const m = manager({ images: { kernel: join(base, 'missing'), initramfs: kernel, packs: new Map([['shell', { name: 'shell', image: kernel }]]) } });
   await assert.rejects(m.create(), (e) => isEmberdError(e, 'BOOT_FAILED'));
@@ -172,4 +178,43 @@ test('lifetime: POST timeout resets the deadline; bounds come from the daemon', 
   await assert.rejects(m.setTimeout(kept.id, 601), (e) => isEmberdError(e, 'INVALID_REQUEST'));
   const forever = await manager({ sandboxes: { maxTimeoutS: 0 } }).create({ timeoutS: 0 });
   assert.deepEqual([forever.view().expires_at, forever.view().timeout_s], [null, 0], 'no deadline when the daemon allows it');
+});
+
+test('admission: 429 carries Retry-After; a create that would eat the memory reserve is 503 before any VMM starts', async () => {
+  const m = manager({ sandboxes: { max: 1 } });
+  await m.create({ timeoutS: 30 });
+  await assert.rejects(m.create(), (e) => isEmberdError(e, 'TOO_MANY_SANDBOXES') && e.status === 429 && e.retryAfterS! >= 1 && e.retryAfterS! <= 30);
+  let boots = 0;
+  const backend = new HostAgentBackend();
+  const counting: Backend = { name: backend.name, info: backend.info, boot: (spec) => { boots++; return backend.boot(spec); } };
+  const low = manager({ backend: counting, hostMemoryMib: () => 300, admission: { maxConcurrentBoots: 2, queueTimeoutMs: 1000, memoryReserveMib: 256 } });
+  await assert.rejects(low.create(), (e) => isEmberdError(e, 'HOST_MEMORY_LOW') && e.status === 503 && e.retryAfterS === 5 && /300 MiB available/.test(e.message));
+  assert.equal(boots, 0, 'no VMM was started');
+  assert.deepEqual([low.list().length, existsSync(low.config.runBase) ? readdirSync(low.config.runBase) : []], [0, []]);
+  const roomy = manager({ backend: counting, hostMemoryMib: () => 64 + 256, admission: { maxConcurrentBoots: 2, queueTimeoutMs: 1000, memoryReserveMib: 256 } });
+  await roomy.create();
+  assert.equal(boots, 1, 'exactly the reserve left is enough');
+});
+
+test('admission: creates beyond --max-concurrent-boots wait in line; past the queue timeout TOO_BUSY; a queued create can be deleted', async () => {
+  const backend = new SilentBackend(); // boots hang until their boot timeout
+  const m = manager({ backend, sandboxes: { max: 8, bootTimeoutMs: 30_000 }, admission: { maxConcurrentBoots: 1, queueTimeoutMs: 300, memoryReserveMib: 0 } });
+  const first = m.create();
+  first.catch(() => {});
+  await backend.booted;
+  await assert.rejects(m.create(), (e) => isEmberdError(e, 'TOO_BUSY') && e.status === 503 && e.retryAfterS === 2);
+  assert.equal(m.list().length, 1, 'the refused create left nothing registered');
+  const patient = manager({ backend, sandboxes: { max: 8 }, admission: { maxConcurrentBoots: 1, queueTimeoutMs: 60_000, memoryReserveMib: 0 } });
+  const a = patient.create();
+  a.catch(() => {});
+  const b = patient.create();
+  b.catch(() => {});
+  await eventually(() => patient.status().admission.boots.queued === 1, 10_000, 'the second create queued');
+  assert.equal(patient.status().admission.boots.running, 1);
+  const queued = patient.list().find((s) => s.state === 'creating' && !s.vm)!;
+  await patient.destroy(queued.id);
+  await assert.rejects(b, (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND'));
+  assert.equal(patient.status().admission.boots.queued, 0);
+  await Promise.all([m.shutdown(), patient.shutdown()]); // cancels the hung boots
+  await Promise.allSettled([first, a]);
 });

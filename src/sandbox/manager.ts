@@ -11,7 +11,9 @@ import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { ExecEventStream } from './exec-stream.ts';
 import { SandboxFiles, type FileStat } from './files.ts';
 import { newSandboxId } from './ids.ts';
+import { BootSlots, type BootPriority, type BootSlot, type BootSlotsView } from './boot-slots.ts';
 import { EndedSandboxes } from './ended.ts';
+import { memAvailableMib } from './host-memory.ts';
 import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
 import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
@@ -34,6 +36,16 @@ export interface SandboxOptions {
   timeoutS: number;
   /** The longest timeout_s a create or POST .../timeout may ask (--max-sandbox-timeout); 0: no limit, and 0 (none) allowed. */
   maxTimeoutS: number;
+}
+
+/** What a host accepts before it refuses or queues creates (--max-concurrent-boots, ...). */
+export interface AdmissionOptions {
+  /** VMs that boot (cold, restore, pool fill, golden) at once. */
+  maxConcurrentBoots: number;
+  /** How long a create waits for a boot slot before 503 TOO_BUSY. */
+  queueTimeoutMs: number;
+  /** MiB of host memory a create must leave available (MemAvailable minus the new guest's memory). */
+  memoryReserveMib: number;
 }
 
 /** What POST /sandboxes may ask for. */
@@ -62,6 +74,9 @@ export interface ManagerConfig {
   maxUploadBytes: number;
   /** Golden snapshots per pack (when the backend supports them); absent = always cold boot. */
   snapshots?: { dir: string; inputs: Map<string, SnapshotInputs> };
+  admission: AdmissionOptions;
+  /** The host's available memory in MiB (tests give their own). */
+  hostMemoryMib?: () => number;
   log: Logger;
 }
 
@@ -78,6 +93,18 @@ export interface SessionParams {
   code: string;
   stdin?: Buffer;
   timeoutMs?: number;
+}
+
+export interface AdmissionView {
+  boots: BootSlotsView;
+  memory_reserve_mib: number;
+  host_available_mib: number;
+}
+
+/** Seconds until the first of these sandboxes expires (a slot frees then), within 1..60; else 5. */
+function retryAfterExpiry(live: Sandbox[]): number {
+  const next = Math.min(...live.map((s) => s.expiresAt?.getTime() ?? Infinity));
+  return Number.isFinite(next) ? Math.min(60, Math.max(1, Math.ceil((next - Date.now()) / 1000))) : 5;
 }
 
 /** The longest lifetime a timer can hold (setTimeout's 2^31 ms is ~24.8 days), in seconds. */
@@ -98,10 +125,14 @@ export class SandboxManager {
   private readonly goldens = new Set<Sandbox>();
   /** Ids that ended recently, for a 404 that says how. */
   private readonly ended = new EndedSandboxes();
+  private readonly slots: BootSlots;
+  private readonly hostMemoryMib: () => number;
 
   constructor(cfg: ManagerConfig) {
     this.cfg = cfg;
     this.log = cfg.log;
+    this.slots = new BootSlots(cfg.admission.maxConcurrentBoots);
+    this.hostMemoryMib = cfg.hostMemoryMib ?? memAvailableMib;
     if (cfg.snapshots && cfg.backend.snapshots) {
       this.snapshots = new SnapshotStore(cfg.snapshots.dir, cfg.snapshots.inputs, (pack, dir) => this.buildGolden(pack, dir), this.log.child({ component: 'snapshots' }));
     }
@@ -131,9 +162,13 @@ export class SandboxManager {
     }
   }
 
-  /** Snapshot and pool state, for GET /. */
-  status(): { snapshots: Record<string, SnapshotView> | null; pool: Record<string, PoolView> | null } {
-    return { snapshots: this.snapshots?.view() ?? null, pool: this.pool?.view() ?? null };
+  /** Snapshot, pool and admission state, for GET /. */
+  status(): { snapshots: Record<string, SnapshotView> | null; pool: Record<string, PoolView> | null; admission: AdmissionView } {
+    return {
+      snapshots: this.snapshots?.view() ?? null,
+      pool: this.pool?.view() ?? null,
+      admission: { boots: this.slots.view(), memory_reserve_mib: this.cfg.admission.memoryReserveMib, host_available_mib: this.hostMemoryMib() },
+    };
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------
@@ -161,21 +196,26 @@ export class SandboxManager {
     if (!pack) {
       throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.cfg.images.packs.keys()].join(', ')}`);
     }
-    const live = this.list().filter((s) => s.state === 'creating' || s.state === 'ready').length;
-    if (live >= this.cfg.sandboxes.max) {
-      throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`);
+    const live = this.list().filter((s) => s.state === 'creating' || s.state === 'ready');
+    if (live.length >= this.cfg.sandboxes.max) {
+      throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
     const pooled = await this.takeFromPool(name);
     if (pooled) {
       this.setLifetime(pooled, timeoutS);
       return pooled;
     }
+    this.checkHostMemory();
     const sb = this.newSandbox(name);
     this.sandboxes.set(sb.id, sb);
-    sb.created = this.launcher.start(sb, pack);
+    sb.created = this.boot(sb, pack, 'create');
     await sb.created;
-    if (sb.cancelled) this.sandboxes.delete(sb.id);
-    if (sb.state !== 'ready') throw new EmberdError((sb.failure?.code as 'BOOT_FAILED') ?? 'BOOT_FAILED', sb.failure?.message ?? 'the sandbox failed to start');
+    if (sb.state !== 'ready') {
+      // The client never learns a failed create's id: nothing of it may stay behind.
+      this.sandboxes.delete(sb.id);
+      if (sb.refusal) throw sb.refusal;
+      throw new EmberdError((sb.failure?.code as 'BOOT_FAILED') ?? 'BOOT_FAILED', sb.failure?.message ?? 'the sandbox failed to start');
+    }
     this.setLifetime(sb, timeoutS);
     sb.log.info({ boot_mode: sb.bootMode, boot_ms: sb.view().boot_ms, expires_at: sb.view().expires_at }, 'sandbox ready');
     return sb;
@@ -196,6 +236,7 @@ export class SandboxManager {
     sb.destroying ??= (async () => {
       if (sb.state === 'creating') {
         sb.cancelled = true;
+        sb.abort.abort(); // a create waiting for a boot slot stops waiting
         sb.agent?.close(); // a pending handshake fails at once
         await sb.created;
       }
@@ -385,11 +426,44 @@ export class SandboxManager {
     return sb;
   }
 
+  /**
+   * Boots `sb` in a boot slot: a create waits for one at most --boot-queue-timeout (then it fails
+   * with sb.refusal, TOO_BUSY), background work as long as it takes. Leaves the sandbox ready, or
+   * failed with everything freed.
+   */
+  private async boot(sb: Sandbox, pack: PackImage, priority: BootPriority): Promise<void> {
+    let slot: BootSlot;
+    try {
+      slot = await this.slots.acquire(priority, priority === 'create' ? this.cfg.admission.queueTimeoutMs : Infinity, sb.abort.signal);
+    } catch (e) {
+      sb.refusal = e as EmberdError;
+      sb.failure = { code: sb.refusal.code, message: sb.refusal.message };
+      sb.state = 'failed';
+      return;
+    }
+    try {
+      await this.launcher.start(sb, pack);
+    } finally {
+      slot.release();
+    }
+  }
+
+  /** HOST_MEMORY_LOW unless the host keeps its reserve after giving a new guest its memory. */
+  private checkHostMemory(): void {
+    const available = this.hostMemoryMib();
+    const guest = this.cfg.sandboxes.machine.memoryMib;
+    const reserve = this.cfg.admission.memoryReserveMib;
+    if (available - guest < reserve) {
+      throw new EmberdError('HOST_MEMORY_LOW', `the host has ${available} MiB available; a new ${guest} MiB sandbox would leave less than the ${reserve} MiB reserve (--memory-reserve): delete sandboxes or retry later`, { retryAfterS: 5 });
+    }
+  }
+
   /** A ready sandbox for the warm pool (not registered until handed over). */
   private async prepare(packName: string): Promise<Sandbox> {
     await this.snapshots?.ensure(packName);
+    this.checkHostMemory();
     const sb = this.newSandbox(packName);
-    sb.created = this.launcher.start(sb, this.cfg.images.packs.get(packName)!);
+    sb.created = this.boot(sb, this.cfg.images.packs.get(packName)!, 'background');
     await sb.created;
     if (sb.state !== 'ready') throw new Error(sb.failure?.message ?? 'the sandbox failed to start');
     return sb;
@@ -399,9 +473,11 @@ export class SandboxManager {
   private async buildGolden(packName: string, dir: string): Promise<{ bytes: number }> {
     const sb = this.newSandbox(packName);
     this.goldens.add(sb);
+    const slot = await this.slots.acquire('background');
     try {
       return await this.launcher.saveGolden(sb, this.cfg.images.packs.get(packName)!, dir, () => !this.shuttingDown);
     } finally {
+      slot.release();
       this.goldens.delete(sb);
     }
   }

@@ -1,5 +1,6 @@
 // One sandbox: its state machine and what it holds. The manager drives transitions.
 import type { AgentClient } from '../agent/client.ts';
+import type { EmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { BackendName, VmHandle } from '../vmm/backend.ts';
 import type { SandboxFiles } from './files.ts';
@@ -50,6 +51,10 @@ export class Sandbox {
   created: Promise<void> = Promise.resolve();
   /** Set by destroy() while creating: the boot stops at its next step. */
   cancelled = false;
+  /** Aborted by destroy() while creating: a create waiting for a boot slot stops waiting. */
+  readonly abort = new AbortController();
+  /** Why a create was refused before it booted (TOO_BUSY), with its Retry-After. */
+  refusal: EmberdError | undefined;
   /** The VM teardown, once started (by destroy, a failed boot, or the VM dying). */
   released: Promise<void> | undefined;
   /** The whole destroy, once started: concurrent DELETEs share it. */

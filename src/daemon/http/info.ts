@@ -1,6 +1,7 @@
 import type { BackendInfo } from '../../vmm/backend.ts';
 import type { SnapshotView } from '../../sandbox/snapshots.ts';
 import type { PoolView } from '../../sandbox/pool.ts';
+import type { AdmissionView } from '../../sandbox/manager.ts';
 
 /** GET / : what this daemon is and which backend runs VMs, and why. */
 export interface DaemonInfo {
@@ -16,4 +17,6 @@ export interface DaemonInfo {
   snapshots: Record<string, SnapshotView> | null;
   /** Warm pool per pack (null when the pool is off). */
   pool: Record<string, PoolView> | null;
+  /** Boots running and waiting, the memory reserve and what the host has available. */
+  admission: AdmissionView;
 }

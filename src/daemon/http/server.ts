@@ -62,7 +62,8 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
 
   app.setErrorHandler((err: FastifyError | EmberdError, req, reply) => {
     const e = toEmberdError(err);
-    if (e.status >= 500) req.log.error({ code: e.code, err }, e.message);
+    if (e.status >= 500 && e.status !== 503) req.log.error({ code: e.code, err }, e.message);
+    if (e.retryAfterS !== undefined) void reply.header('retry-after', String(Math.max(1, Math.ceil(e.retryAfterS))));
     void reply.status(e.status).send(e.toJSON());
   });
   app.setNotFoundHandler((req, reply) => {
