@@ -22,7 +22,7 @@ const sh = (d: TestDaemon, id: string, code: string) =>
 describe('restore from a golden snapshot (pool off)', () => {
   let d: TestDaemon;
   before(async () => {
-    d = await startDaemon(['--images-dir', images.dir, '--pool-size', '0']);
+    d = await startDaemon(['--images-dir', images.dir, '--pool-size', '0', '--snapshot-shapes', '1x384']);
     await eventually(() => snapshotsReady(d), 120_000, 'golden snapshots built');
   });
   after(async () => { assert.equal(await d.stop(), 0, d.log()); });
@@ -35,6 +35,18 @@ describe('restore from a golden snapshot (pool off)', () => {
       assert.match(info.snapshots[pack].key, /^[0-9a-f]{32}$/);
     }
     assert.equal(info.pool, null);
+  });
+
+  test('a shape listed in --snapshot-shapes has goldens of its own and restores; its guest has that memory', async () => {
+    const info = (await http(d, 'GET', '/')).json;
+    assert.equal(info.snapshots['shell@1x384'].status, 'ready');
+    assert.notEqual(info.snapshots['shell@1x384'].key, info.snapshots.shell.key);
+    const c = await http(d, 'POST', '/sandboxes', '{"language_pack":"shell","memory_mib":384}');
+    assert.equal(c.status, 201, c.text);
+    assert.deepEqual([c.json.boot_mode, c.json.memory_mib], ['restore', 384]);
+    const mem = Number(/MemTotal:\s+(\d+)/.exec((await sh(d, c.json.id, 'cat /proc/meminfo')).json.stdout)![1]) / 1024;
+    assert.ok(mem > 384 * 0.85 && mem <= 384, `MemTotal ${mem} MiB`);
+    await http(d, 'DELETE', `/sandboxes/${c.json.id}`);
   });
 
   test('restored clones are unique and clean: entropy, clock, hostname, overlay', async () => {

@@ -21,14 +21,25 @@ const client = () => {
   return new EmberdClient(o.addr, { tokenFile: o.tokenFile });
 };
 const json = () => program.opts<{ json: boolean }>().json;
+/** KEY=VALUE words -> an env object (the value may hold more "="). */
+const envOf = (words: string[]) => Object.fromEntries(words.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const print = (value: unknown, human: () => string) => console.log(json() ? JSON.stringify(value, null, 2) : human());
 
 program.command('create')
   .description('boot a new sandbox and print its id once it is ready')
   .option('--pack <name>', 'language pack (python, shell)')
   .option('--timeout <seconds>', 'destroy it after this long (default: the daemon\'s --sandbox-timeout)', (v) => Number(v))
-  .action(async (o: { pack?: string; timeout?: number }) => {
-    const sb = await client().createSandbox({ ...(o.pack ? { language_pack: o.pack } : {}), ...(o.timeout !== undefined ? { timeout_s: o.timeout } : {}) });
+  .option('--vcpus <n>', 'vCPUs (default: the daemon\'s --vcpus)', (v) => Number(v))
+  .option('--memory <mib>', 'memory in MiB (default: the daemon\'s --memory)', (v) => Number(v))
+  .option('--env <KEY=VALUE>', 'a variable every exec inherits (repeatable)', (v, all: string[] = []) => [...all, v])
+  .action(async (o: { pack?: string; timeout?: number; vcpus?: number; memory?: number; env?: string[] }) => {
+    const sb = await client().createSandbox({
+      language_pack: o.pack,
+      timeout_s: o.timeout,
+      vcpus: o.vcpus,
+      memory_mib: o.memory,
+      env: o.env ? envOf(o.env) : undefined,
+    });
     print(sb, () => sb.id);
   });
 
@@ -53,7 +64,7 @@ program.command('exec')
   .option('--background', 'start it in the background and print its process id')
   .action(async (id: string, code: string, o: { timeout?: number; env?: string[]; cwd?: string; session?: string; stream?: boolean; background?: boolean }) => {
     const src = code === '-' ? readFileSync(0, 'utf8') : code;
-    const env = o.env ? Object.fromEntries(o.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : undefined;
+    const env = o.env ? envOf(o.env) : undefined;
     const opts = { code: src, timeout_ms: o.timeout, env, cwd: o.cwd, session: o.session };
     if (o.background) {
       const pid = await client().startProcess(id, opts);

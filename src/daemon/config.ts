@@ -8,6 +8,7 @@ import { defaultRunBase } from '../sandbox/run-dir.ts';
 import { defaultStateDir } from '../state-dir.ts';
 import { isLoopback } from './loopback.ts';
 import type { VmmOptions } from '../vmm/select.ts';
+import type { MachineConfig } from '../vmm/backend.ts';
 import type { HttpLimits } from './http/server.ts';
 
 /** Everything the daemon is told, grouped by the component that takes it (each passed whole). */
@@ -20,8 +21,9 @@ export interface DaemonConfig {
   admission: AdmissionOptions;
   exec: ExecLimits;
   http: HttpLimits;
-  /** Golden snapshots per pack (--snapshots). */
+  /** Golden snapshots per pack (--snapshots), and the shapes besides the default that get one. */
   snapshots: boolean;
+  snapshotShapes: MachineConfig[];
   logLevel: LogLevel;
   /** Where state that outlives the process lives (the token file by default). */
   stateDir: string;
@@ -45,8 +47,12 @@ options (environment variable in brackets):
   --jailer-base DIR        jailer chroot base [EMBERD_JAILER_BASE] (default /srv/jailer)
   --jailer-uid N           uid Firecracker runs as under the jailer [EMBERD_JAILER_UID] (default 65534)
   --jailer-gid N           gid Firecracker runs as under the jailer [EMBERD_JAILER_GID] (default 65534)
-  --vcpus N                vCPUs per sandbox [EMBERD_VCPUS] (default 1)
-  --memory MIB             memory per sandbox in MiB [EMBERD_MEMORY_MIB] (default 256)
+  --vcpus N                vCPUs of a sandbox whose create names none [EMBERD_VCPUS] (default 1)
+  --memory MIB             its memory in MiB [EMBERD_MEMORY_MIB] (default 256)
+  --max-vcpus N            the most vcpus a create may ask [EMBERD_MAX_VCPUS] (default: CPU count)
+  --max-memory MIB         the most memory_mib a create may ask [EMBERD_MAX_MEMORY_MIB] (default 8192)
+  --snapshot-shapes LIST   shapes besides the default that get golden snapshots too, e.g. 2x512,4x2048
+                           (VCPUSxMIB) [EMBERD_SNAPSHOT_SHAPES]; other shapes cold-boot
   --sandbox-timeout S      a sandbox's life when its create names none [EMBERD_SANDBOX_TIMEOUT_S]
                            (default 3600; 0: no deadline, only with --max-sandbox-timeout 0)
   --max-sandbox-timeout S  the longest timeout_s a create may ask [EMBERD_MAX_SANDBOX_TIMEOUT_S]
@@ -110,6 +116,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'pool-size': { type: 'string' },
       'log-level': { type: 'string' },
       'sandbox-timeout': { type: 'string' },
+      'max-vcpus': { type: 'string' },
+      'max-memory': { type: 'string' },
+      'snapshot-shapes': { type: 'string' },
       'max-concurrent-boots': { type: 'string' },
       'boot-queue-timeout': { type: 'string' },
       'memory-reserve': { type: 'string' },
@@ -136,6 +145,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
   const logLevel = pick('log-level', 'EMBERD_LOG_LEVEL', 'info');
+  const maxVcpus = int('max-vcpus', 'EMBERD_MAX_VCPUS', Math.min(availableParallelism(), 32), 1, 64);
+  const maxMemoryMib = int('max-memory', 'EMBERD_MAX_MEMORY_MIB', 8192, 64, 1 << 20);
+  const machine = { vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, maxVcpus), memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, maxMemoryMib) };
+  const snapshotShapes = parseShapes(pick('snapshot-shapes', 'EMBERD_SNAPSHOT_SHAPES', ''), maxVcpus, maxMemoryMib);
   const maxSandboxTimeout = int('max-sandbox-timeout', 'EMBERD_MAX_SANDBOX_TIMEOUT_S', 86_400, 0, LONGEST_TIMEOUT_S);
   const sandboxTimeout = int('sandbox-timeout', 'EMBERD_SANDBOX_TIMEOUT_S', 3600, 0, LONGEST_TIMEOUT_S);
   if (maxSandboxTimeout && (sandboxTimeout > maxSandboxTimeout || sandboxTimeout === 0)) {
@@ -163,7 +176,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     },
     sandboxes: {
       defaultPack: pick('default-pack', 'EMBERD_DEFAULT_PACK', 'python'),
-      machine: { vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, 32), memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, 65536) },
+      machine,
+      maxVcpus,
+      maxMemoryMib,
       bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
       max: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
       poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
@@ -185,6 +200,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       maxUpload: int('max-upload', 'EMBERD_MAX_UPLOAD', 1 << 30, 1, 2 ** 40),
     },
     snapshots: onOff(pick('snapshots', 'EMBERD_SNAPSHOTS', 'on'), '--snapshots'),
+    snapshotShapes,
     logLevel: logLevel as LogLevel,
     stateDir,
     auth: {
@@ -192,6 +208,18 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       tokenFile: pick('auth-token-file', 'EMBERD_AUTH_TOKEN_FILE', '') || join(stateDir, 'token'),
     },
   };
+}
+
+/** "2x512,4x2048" -> machine shapes, each within the bounds. */
+function parseShapes(list: string, maxVcpus: number, maxMemoryMib: number): MachineConfig[] {
+  return list.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
+    const m = /^(\d+)x(\d+)$/.exec(s);
+    const shape = m ? { vcpus: Number(m[1]), memoryMib: Number(m[2]) } : undefined;
+    if (!shape || shape.vcpus < 1 || shape.vcpus > maxVcpus || shape.memoryMib < 64 || shape.memoryMib > maxMemoryMib) {
+      throw new ConfigError(`--snapshot-shapes: "${s}" is not VCPUSxMIB within --max-vcpus ${maxVcpus} and 64..--max-memory ${maxMemoryMib}, e.g. 2x512`);
+    }
+    return shape;
+  });
 }
 
 function onOff(v: string, flag: string): boolean {

@@ -11,8 +11,8 @@ import { SandboxManager } from '../sandbox/manager.ts';
 import { prepareRunBase } from '../sandbox/run-dir.ts';
 import { selectBackend } from '../vmm/select.ts';
 import { INITRAMFS_REL, VMLINUX_REL, loadImageSet, type ImageSet } from '../images/manifest.ts';
-import type { SnapshotInputs } from '../sandbox/snapshots.ts';
-import type { Backend } from '../vmm/backend.ts';
+import { goldenName, type SnapshotInputs } from '../sandbox/snapshots.ts';
+import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { runImagesCommand } from '../images/cli.ts';
 import { VERSION } from '../version.ts';
 
@@ -44,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
     admission: cfg.admission,
     exec: cfg.exec,
     maxUploadBytes: cfg.http.maxUpload,
-    snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), inputs: snapshotInputs(images, backend, cfg) } : undefined,
+    snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), goldens: goldens(images, backend, cfg) } : undefined,
     log,
   });
 
@@ -75,16 +75,23 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** What each pack's golden snapshot depends on: any change gives it a new key (and a rebuild). */
-function snapshotInputs(images: ImageSet, backend: Backend, cfg: DaemonConfig): Map<string, SnapshotInputs> {
+/**
+ * The golden snapshots: every pack in the default shape and in each --snapshot-shapes shape, with
+ * what each depends on (any change gives it a new key, and a rebuild).
+ */
+function goldens(images: ImageSet, backend: Backend, cfg: DaemonConfig): Map<string, { pack: string; machine: MachineConfig; inputs: SnapshotInputs }> {
   const sha = (rel: string) => images.manifest.files[rel]?.sha256 ?? 'unknown';
-  return new Map([...images.packs.values()].map((p) => [p.name, {
-    vmm: backend.snapshots?.fingerprint ?? backend.name,
-    kernelSha256: sha(VMLINUX_REL),
-    initramfsSha256: sha(INITRAMFS_REL),
-    packSha256: p.sha256,
-    machine: cfg.sandboxes.machine,
-  }]));
+  const out = new Map<string, { pack: string; machine: MachineConfig; inputs: SnapshotInputs }>();
+  for (const machine of [cfg.sandboxes.machine, ...cfg.snapshotShapes]) {
+    for (const p of images.packs.values()) {
+      out.set(goldenName(p.name, machine, cfg.sandboxes.machine), {
+        pack: p.name,
+        machine,
+        inputs: { vmm: backend.snapshots?.fingerprint ?? backend.name, kernelSha256: sha(VMLINUX_REL), initramfsSha256: sha(INITRAMFS_REL), packSha256: p.sha256, machine },
+      });
+    }
+  }
+  return out;
 }
 
 function stopSignal(): Promise<NodeJS.Signals> {

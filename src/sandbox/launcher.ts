@@ -7,7 +7,7 @@ import { AgentClient } from '../agent/client.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import type { Backend, BootSpec, MachineConfig } from '../vmm/backend.ts';
 import type { Sandbox } from './sandbox.ts';
-import type { SnapshotStore } from './snapshots.ts';
+import { goldenName, type SnapshotStore } from './snapshots.ts';
 
 /** What a language pack boots from. */
 export interface PackImage { name: string; image: string }
@@ -16,6 +16,7 @@ export interface LauncherConfig {
   backend: Backend;
   kernel: string;
   initramfs: string;
+  /** The daemon's default machine shape (whose goldens are named after the pack alone). */
   machine: MachineConfig;
   bootTimeoutMs: number;
 }
@@ -47,14 +48,15 @@ export class Launcher {
   async start(sb: Sandbox, pack: PackImage): Promise<void> {
     const deadline = Date.now() + this.cfg.bootTimeoutMs;
     try {
-      const snapshot = this.snapshots?.usable(pack.name);
+      const golden = goldenName(pack.name, sb.machine, this.cfg.machine);
+      const snapshot = this.snapshots?.usable(golden);
       if (snapshot) {
         try {
           await this.launch(sb, pack, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
         } catch (e) {
           // Never a failed create that a cold boot would have served: fall back, rebuild the snapshot.
           if (sb.cancelled) throw e;
-          this.snapshots!.invalidate(pack.name, (e as Error).message);
+          this.snapshots!.invalidate(golden, (e as Error).message);
           await this.discardVm(sb);
         }
       }
@@ -130,7 +132,7 @@ export class Launcher {
     sb.agentVersion = ack.agentVersion;
   }
 
-  /** The machine every sandbox of a pack runs: identical for cold boots, goldens and restores. */
+  /** The machine the sandbox asked for: identical for its golden, its restores and cold boots. */
   private bootSpec(sb: Sandbox, pack: PackImage, deadline: number): BootSpec {
     return {
       id: sb.id,
@@ -138,7 +140,7 @@ export class Launcher {
       kernel: this.cfg.kernel,
       initramfs: this.cfg.initramfs,
       packImage: pack.image,
-      machine: this.cfg.machine,
+      machine: sb.machine,
       kernelArgs: [],
       deadline,
     };

@@ -26,7 +26,11 @@ export type { PackImage } from './launcher.ts';
 /** How sandboxes are made: the daemon's --default-pack, --vcpus, --memory, ... */
 export interface SandboxOptions {
   defaultPack: string;
+  /** The default machine shape (--vcpus, --memory). */
   machine: MachineConfig;
+  /** The largest shape a create may ask (--max-vcpus, --max-memory). */
+  maxVcpus: number;
+  maxMemoryMib: number;
   bootTimeoutMs: number;
   /** Live sandboxes at once (--max-sandboxes). */
   max: number;
@@ -51,6 +55,10 @@ export interface AdmissionOptions {
 /** What POST /sandboxes may ask for. */
 export interface CreateOptions {
   pack?: string;
+  vcpus?: number;
+  memoryMib?: number;
+  /** Variables every exec of the sandbox inherits (an exec's own env wins). */
+  env?: Record<string, string>;
   /** Seconds until the sandbox is destroyed; 0: never (only when the daemon allows it). */
   timeoutS?: number;
 }
@@ -72,8 +80,11 @@ export interface ManagerConfig {
   exec: ExecLimits;
   /** The largest upload accepted, in bytes (--max-upload). */
   maxUploadBytes: number;
-  /** Golden snapshots per pack (when the backend supports them); absent = always cold boot. */
-  snapshots?: { dir: string; inputs: Map<string, SnapshotInputs> };
+  /**
+   * Golden snapshots (when the backend supports them), by golden name (snapshots.ts goldenName):
+   * each pack in the default shape and in every --snapshot-shapes shape. Absent: always cold boot.
+   */
+  snapshots?: { dir: string; goldens: Map<string, { pack: string; machine: MachineConfig; inputs: SnapshotInputs }> };
   admission: AdmissionOptions;
   /** The host's available memory in MiB (tests give their own). */
   hostMemoryMib?: () => number;
@@ -99,6 +110,10 @@ export interface AdmissionView {
   boots: BootSlotsView;
   memory_reserve_mib: number;
   host_available_mib: number;
+}
+
+function isDefault(m: MachineConfig, d: MachineConfig): boolean {
+  return m.vcpus === d.vcpus && m.memoryMib === d.memoryMib;
 }
 
 /** Seconds until the first of these sandboxes expires (a slot frees then), within 1..60; else 5. */
@@ -134,7 +149,8 @@ export class SandboxManager {
     this.slots = new BootSlots(cfg.admission.maxConcurrentBoots);
     this.hostMemoryMib = cfg.hostMemoryMib ?? memAvailableMib;
     if (cfg.snapshots && cfg.backend.snapshots) {
-      this.snapshots = new SnapshotStore(cfg.snapshots.dir, cfg.snapshots.inputs, (pack, dir) => this.buildGolden(pack, dir), this.log.child({ component: 'snapshots' }));
+      const inputs = new Map([...cfg.snapshots.goldens].map(([name, g]) => [name, g.inputs]));
+      this.snapshots = new SnapshotStore(cfg.snapshots.dir, inputs, (name, dir) => this.buildGolden(name, dir), this.log.child({ component: 'snapshots' }));
     }
     this.launcher = new Launcher({
       backend: cfg.backend,
@@ -156,10 +172,8 @@ export class SandboxManager {
   start(): void {
     const pruned = this.snapshots?.prune() ?? 0;
     if (pruned) this.log.info({ pruned }, `removed ${pruned} outdated snapshots`);
-    for (const pack of this.cfg.images.packs.keys()) {
-      if (this.pool) this.pool.refill(pack);
-      else void this.snapshots?.ensure(pack);
-    }
+    if (this.pool) for (const pack of this.cfg.images.packs.keys()) this.pool.refill(pack);
+    for (const name of this.cfg.snapshots?.goldens.keys() ?? []) void this.snapshots?.ensure(name);
   }
 
   /** Snapshot, pool and admission state, for GET /. */
@@ -191,6 +205,8 @@ export class SandboxManager {
   async create(o: CreateOptions = {}): Promise<Sandbox> {
     if (this.shuttingDown) throw new EmberdError('SHUTTING_DOWN', 'emberd is shutting down; retry against a running daemon');
     const timeoutS = this.checkLifetime(o.timeoutS ?? this.cfg.sandboxes.timeoutS);
+    const machine = this.checkMachine(o);
+    const env = o.env ?? {};
     const name = o.pack ?? this.cfg.sandboxes.defaultPack;
     const pack = this.cfg.images.packs.get(name);
     if (!pack) {
@@ -200,13 +216,13 @@ export class SandboxManager {
     if (live.length >= this.cfg.sandboxes.max) {
       throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
-    const pooled = await this.takeFromPool(name);
+    const pooled = isDefault(machine, this.cfg.sandboxes.machine) ? await this.takeFromPool(name, env) : undefined;
     if (pooled) {
       this.setLifetime(pooled, timeoutS);
       return pooled;
     }
-    this.checkHostMemory();
-    const sb = this.newSandbox(name);
+    this.checkHostMemory(machine.memoryMib);
+    const sb = this.newSandbox(name, machine, env);
     this.sandboxes.set(sb.id, sb);
     sb.created = this.boot(sb, pack, 'create');
     await sb.created;
@@ -264,7 +280,8 @@ export class SandboxManager {
 
   /** Runs to completion and buffers the output (capped by the daemon's output cap). */
   async exec(id: string, p: ExecParams): Promise<ExecResult> {
-    return this.agentOf(id).run(this.request(p));
+    const sb = this.ready(id);
+    return sb.agent!.run(this.request(sb, p));
   }
 
   /**
@@ -272,7 +289,8 @@ export class SandboxManager {
    * the guest process (credit goes back only as events are read); destroying it kills the process.
    */
   execStream(id: string, p: ExecParams): ExecEventStream {
-    return new ExecEventStream(this.agentOf(id), this.request(p));
+    const sb = this.ready(id);
+    return new ExecEventStream(sb.agent!, this.request(sb, p));
   }
 
   // ---- background processes -------------------------------------------------------------------
@@ -280,7 +298,7 @@ export class SandboxManager {
   /** Starts a background process; its output is buffered up to the output cap for polling. */
   startProcess(id: string, p: ExecParams): BackgroundProcess {
     const sb = this.ready(id);
-    return sb.processes.start(sb.agent!, { ...this.request(p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
+    return sb.processes.start(sb.agent!, { ...this.request(sb, p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
   }
 
   listProcesses(id: string): BackgroundProcess[] {
@@ -399,18 +417,28 @@ export class SandboxManager {
     sb.expiryTimer.unref();
   }
 
-  private newSandbox(pack: string): Sandbox {
+  private newSandbox(pack: string, machine: MachineConfig, env: Record<string, string>): Sandbox {
     const id = newSandboxId();
-    return new Sandbox(id, pack, this.cfg.backend.name, join(this.cfg.runBase, id), this.log.child({ sandbox: id }));
+    return new Sandbox(id, pack, this.cfg.backend.name, join(this.cfg.runBase, id), this.log.child({ sandbox: id }), { machine, env });
+  }
+
+  /** The machine a create asks for, within the daemon's bounds, or INVALID_REQUEST saying them. */
+  private checkMachine(o: CreateOptions): MachineConfig {
+    const { machine, maxVcpus, maxMemoryMib } = this.cfg.sandboxes;
+    const m = { vcpus: o.vcpus ?? machine.vcpus, memoryMib: o.memoryMib ?? machine.memoryMib };
+    if (m.vcpus > maxVcpus) throw new EmberdError('INVALID_REQUEST', `vcpus ${m.vcpus} is above this daemon's maximum of ${maxVcpus}; ask for fewer or start emberd with a higher --max-vcpus`);
+    if (m.memoryMib > maxMemoryMib) throw new EmberdError('INVALID_REQUEST', `memory_mib ${m.memoryMib} is above this daemon's maximum of ${maxMemoryMib}; ask for less or start emberd with a higher --max-memory`);
+    return m;
   }
 
   /**
    * A pooled sandbox, re-handshaken so that it gets this moment's clock, fresh entropy and its
    * hostname; one that does not answer is discarded and the create boots normally.
    */
-  private async takeFromPool(pack: string): Promise<Sandbox | undefined> {
+  private async takeFromPool(pack: string, env: Record<string, string>): Promise<Sandbox | undefined> {
     const sb = this.pool?.take(pack);
     if (!sb) return undefined;
+    Object.assign(sb.env, env);
     sb.createdAt = new Date();
     try {
       await sb.agent!.hello(2000, { hostname: hostnameOf(sb.id) });
@@ -449,9 +477,8 @@ export class SandboxManager {
   }
 
   /** HOST_MEMORY_LOW unless the host keeps its reserve after giving a new guest its memory. */
-  private checkHostMemory(): void {
+  private checkHostMemory(guest: number): void {
     const available = this.hostMemoryMib();
-    const guest = this.cfg.sandboxes.machine.memoryMib;
     const reserve = this.cfg.admission.memoryReserveMib;
     if (available - guest < reserve) {
       throw new EmberdError('HOST_MEMORY_LOW', `the host has ${available} MiB available; a new ${guest} MiB sandbox would leave less than the ${reserve} MiB reserve (--memory-reserve): delete sandboxes or retry later`, { retryAfterS: 5 });
@@ -461,21 +488,22 @@ export class SandboxManager {
   /** A ready sandbox for the warm pool (not registered until handed over). */
   private async prepare(packName: string): Promise<Sandbox> {
     await this.snapshots?.ensure(packName);
-    this.checkHostMemory();
-    const sb = this.newSandbox(packName);
+    this.checkHostMemory(this.cfg.sandboxes.machine.memoryMib);
+    const sb = this.newSandbox(packName, this.cfg.sandboxes.machine, {});
     sb.created = this.boot(sb, this.cfg.images.packs.get(packName)!, 'background');
     await sb.created;
     if (sb.state !== 'ready') throw new Error(sb.failure?.message ?? 'the sandbox failed to start');
     return sb;
   }
 
-  /** The golden VM of a pack, saved into `dir` (SnapshotStore's builder). */
-  private async buildGolden(packName: string, dir: string): Promise<{ bytes: number }> {
-    const sb = this.newSandbox(packName);
+  /** Golden VM `name` (a pack in one machine shape), saved into `dir` (SnapshotStore's builder). */
+  private async buildGolden(name: string, dir: string): Promise<{ bytes: number }> {
+    const golden = this.cfg.snapshots!.goldens.get(name)!;
+    const sb = this.newSandbox(golden.pack, golden.machine, {});
     this.goldens.add(sb);
     const slot = await this.slots.acquire('background');
     try {
-      return await this.launcher.saveGolden(sb, this.cfg.images.packs.get(packName)!, dir, () => !this.shuttingDown);
+      return await this.launcher.saveGolden(sb, this.cfg.images.packs.get(golden.pack)!, dir, () => !this.shuttingDown);
     } finally {
       slot.release();
       this.goldens.delete(sb);
@@ -490,10 +518,6 @@ export class SandboxManager {
     throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is ${sb.state}; wait for POST /sandboxes to answer before using it`);
   }
 
-  private agentOf(id: string) {
-    return this.ready(id).agent!;
-  }
-
   /** One SandboxFiles per sandbox, on its agent. */
   private files(id: string): SandboxFiles {
     const sb = this.ready(id);
@@ -502,12 +526,13 @@ export class SandboxManager {
     return sb.files;
   }
 
-  private request(p: ExecParams): ExecRequest {
+  /** The agent request of an exec in `sb`: the sandbox's env under the exec's own. */
+  private request(sb: Sandbox, p: ExecParams): ExecRequest {
     this.checkTimeout(p.timeoutMs);
     return {
       code: p.code,
       argv: p.argv,
-      env: p.env,
+      env: { ...sb.env, ...p.env },
       cwd: p.cwd,
       stdin: p.stdin,
       timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs,

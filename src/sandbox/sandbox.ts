@@ -2,7 +2,7 @@
 import type { AgentClient } from '../agent/client.ts';
 import type { EmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { BackendName, VmHandle } from '../vmm/backend.ts';
+import type { BackendName, MachineConfig, VmHandle } from '../vmm/backend.ts';
 import type { SandboxFiles } from './files.ts';
 import { ProcessTable } from './processes.ts';
 import { SessionRegistry } from './sessions.ts';
@@ -23,6 +23,10 @@ export interface SandboxView {
   ready_at: string | null;
   boot_ms: number | null;
   boot_mode: 'cold' | 'restore' | 'pool' | null;
+  vcpus: number;
+  memory_mib: number;
+  /** Variables every exec inherits (an exec's own env wins). */
+  env: Record<string, string>;
   /** When the sandbox will be destroyed (null: no deadline). */
   expires_at: string | null;
   timeout_s: number | null;
@@ -72,13 +76,20 @@ export class Sandbox {
   expiresAt: Date | undefined;
   expiryTimer: NodeJS.Timeout | undefined;
 
-  constructor(id: string, pack: string, backend: BackendName, runDir: string, log: Logger) {
+  /** The VM it runs on. */
+  readonly machine: MachineConfig;
+  /** Variables every exec of the sandbox inherits. */
+  readonly env: Record<string, string>;
+
+  constructor(id: string, pack: string, backend: BackendName, runDir: string, log: Logger, shape: { machine: MachineConfig; env: Record<string, string> }) {
     this.id = id;
     this.pack = pack;
     this.backend = backend;
     this.runDir = runDir;
     this.log = log;
-    this.sessions = new SessionRegistry(pack, () => (this.state === 'ready' ? this.agent : undefined));
+    this.machine = shape.machine;
+    this.env = shape.env;
+    this.sessions = new SessionRegistry(pack, () => (this.state === 'ready' ? this.agent : undefined), this.env);
   }
 
   consoleTail(maxBytes = 4096): string {
@@ -96,6 +107,9 @@ export class Sandbox {
       ready_at: this.readyAt?.toISOString() ?? null,
       boot_ms: this.readyAt ? this.readyAt.getTime() - this.createdAt.getTime() : null,
       boot_mode: this.bootMode ?? null,
+      vcpus: this.machine.vcpus,
+      memory_mib: this.machine.memoryMib,
+      env: this.env,
       expires_at: this.expiresAt?.toISOString() ?? null,
       timeout_s: this.timeoutS ?? null,
       vmm_pid: this.vm && (this.state === 'ready' || this.state === 'creating') ? this.vm.pid : null,

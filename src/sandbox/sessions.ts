@@ -122,13 +122,13 @@ class Session {
   private resolveReady!: () => void;
   private rejectReady!: (e: Error) => void;
 
-  constructor(name: string, agent: AgentClient, onGone: (s: Session) => void) {
+  constructor(name: string, agent: AgentClient, env: Record<string, string>, onGone: (s: Session) => void) {
     this.name = name;
     this.onGone = onGone;
     this.ready = new Promise((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
     this.ready.catch(() => {});
     this.handle = agent.exec(
-      { argv: ['python3', '-u', '-c', BOOTSTRAP], stdin: SERVER_SOURCE, stdinOpen: true, cwd: '/root' },
+      { argv: ['python3', '-u', '-c', BOOTSTRAP], stdin: SERVER_SOURCE, stdinOpen: true, cwd: '/root', env },
       { onStdout: (b) => this.onData(b), onStderr: (b) => { this.stderrTail = (this.stderrTail + b.toString()).slice(-4096); } },
     );
     const timer = setTimeout(() => this.kill(new EmberdError('SESSION_START_FAILED', `session "${name}": the interpreter did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
@@ -304,12 +304,14 @@ export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
   private readonly pack: string;
   private readonly agentOf: () => AgentClient | undefined;
+  private readonly env: Record<string, string>;
   private closed = false;
 
-  /** `agentOf` gives the sandbox's agent client once it is ready. */
-  constructor(pack: string, agentOf: () => AgentClient | undefined) {
+  /** `agentOf` gives the sandbox's agent client once it is ready; `env` is the sandbox's. */
+  constructor(pack: string, agentOf: () => AgentClient | undefined, env: Record<string, string> = {}) {
     this.pack = pack;
     this.agentOf = agentOf;
+    this.env = env;
   }
 
   get supported(): boolean {
@@ -373,7 +375,7 @@ export class SessionRegistry {
     if (this.sessions.size >= MAX_SESSIONS) {
       throw new EmberdError('TOO_MANY_SESSIONS', `this sandbox already has ${this.sessions.size} sessions (the limit is ${MAX_SESSIONS}); delete some with DELETE /sandboxes/{id}/sessions/{name}`);
     }
-    const s = new Session(name, agent, (gone) => { if (this.sessions.get(name) === gone) this.sessions.delete(name); });
+    const s = new Session(name, agent, this.env, (gone) => { if (this.sessions.get(name) === gone) this.sessions.delete(name); });
     this.sessions.set(name, s);
     return s;
   }

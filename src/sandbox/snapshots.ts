@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
+import type { MachineConfig } from '../vmm/backend.ts';
 
 export interface SnapshotInputs {
   /** The backend's SnapshotSupport.fingerprint (VMM, version, acceleration, format). */
@@ -35,8 +36,17 @@ interface Entry {
   error?: string;
 }
 
-/** Builds the golden VM of a pack into `dir` (which it creates); returns the state's size. */
-export type GoldenBuilder = (pack: string, dir: string) => Promise<{ bytes: number }>;
+/** Builds golden VM `name` into `dir` (which it creates); returns the state's size. */
+export type GoldenBuilder = (name: string, dir: string) => Promise<{ bytes: number }>;
+
+/**
+ * The name of a pack's golden snapshot for one machine shape: the pack's name for the daemon's
+ * default shape, `pack@VCPUSxMIB` for another (--snapshot-shapes). A VM restores only from the
+ * snapshot of exactly its shape.
+ */
+export function goldenName(pack: string, machine: MachineConfig, defaults: MachineConfig): string {
+  return machine.vcpus === defaults.vcpus && machine.memoryMib === defaults.memoryMib ? pack : `${pack}@${machine.vcpus}x${machine.memoryMib}`;
+}
 
 const META = 'meta.json';
 

@@ -11,9 +11,23 @@ export interface SandboxSummary {
   created_at: string;
   boot_ms: number | null;
   boot_mode: 'cold' | 'restore' | 'pool' | null;
+  vcpus: number;
+  memory_mib: number;
+  /** Variables every exec of the sandbox inherits. */
+  env: Record<string, string>;
   /** When the sandbox will be destroyed; null: no deadline. */
   expires_at: string | null;
   timeout_s: number | null;
+}
+
+/** What a create may ask for; everything defaults to the daemon's flags. */
+export interface CreateOptions {
+  language_pack?: string;
+  /** Seconds until the daemon destroys it. */
+  timeout_s?: number;
+  vcpus?: number;
+  memory_mib?: number;
+  env?: Record<string, string>;
 }
 
 export interface SandboxDetails extends SandboxSummary {
@@ -114,7 +128,7 @@ export class EmberdClient {
   }
 
   /** `timeout_s`: seconds until the daemon destroys it (default: the daemon's --sandbox-timeout). */
-  createSandbox(opts: { language_pack?: string; timeout_s?: number } = {}): Promise<SandboxSummary> {
+  createSandbox(opts: CreateOptions = {}): Promise<SandboxSummary> {
     return this.request('POST', '/sandboxes', opts);
   }
 

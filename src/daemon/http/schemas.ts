@@ -5,20 +5,26 @@ import { z } from 'zod';
 import { LONGEST_TIMEOUT_S } from '../../sandbox/manager.ts';
 import { SESSION_NAME } from '../../sandbox/sessions.ts';
 
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const env = z.record(z.string(), z.string().max(1 << 16)).refine((e) => Object.keys(e).every((k) => ENV_NAME.test(k)), {
+  message: 'environment variable names are letters, digits and _, not starting with a digit',
+});
+
 const timeoutS = z.number().int().min(0).max(LONGEST_TIMEOUT_S);
 
 export const createSandboxBody = z.strictObject({
   language_pack: z.string().min(1).max(64).optional(),
+  /** The machine (default --vcpus, --memory; at most --max-vcpus, --max-memory). */
+  vcpus: z.number().int().min(1).max(64).optional(),
+  memory_mib: z.number().int().min(64).max(1 << 20).optional(),
+  /** Variables every exec of the sandbox inherits; an exec's own env wins. */
+  env: env.optional(),
   /** Seconds until the sandbox is destroyed (default --sandbox-timeout); 0: never, if allowed. */
   timeout_s: timeoutS.optional(),
 }).optional();
 
 export const sandboxTimeoutBody = z.strictObject({ timeout_s: timeoutS });
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const env = z.record(z.string(), z.string().max(1 << 16)).refine((e) => Object.keys(e).every((k) => ENV_NAME.test(k)), {
-  message: 'environment variable names are letters, digits and _, not starting with a digit',
-});
 
 const base64 = z.string().max(4 << 20).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
 export const outputEncoding = z.enum(['utf8', 'base64']);
