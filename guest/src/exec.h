@@ -1,4 +1,6 @@
-/* Exec channels: spawning, pipes, flow control, timeouts, reaping. */
+/* Exec channels: the table of running execs and their lifecycle, from EXEC to EXIT. Each exec is a
+ * process group with three pipes (pipes.h); its process is a fresh one (spawn.h) or a forkserver
+ * worker (fastpath.h). */
 #ifndef EMBERD_EXEC_H
 #define EMBERD_EXEC_H
 
@@ -7,21 +9,15 @@
 #include <sys/types.h>
 
 #include "codec.h"
+#include "pipes.h"
 
 #define MAX_EXECS 64
-#define EXEC_POLLFDS (MAX_EXECS * 3 + 1) /* + the forkserver socket */
-/* Output queue to the host: above OUTQ_HIGH no child output is read, above OUTQ_MAX no host
- * input is read either. Together with the credit windows this bounds the agent's memory. */
-#define OUTQ_HIGH (256u * 1024)
-#define OUTQ_MAX (1024u * 1024)
+#define EXEC_POLLFDS (MAX_EXECS * PIPES_POLLFDS + 1) /* + the forkserver socket */
 
 struct exec;
 
-/* The environment every exec starts from (NULL-terminated), before EXEC's env entries. */
-char **exec_base_env(void);
-
-/* EXEC frame -> running process (python `code` through the forkserver when it can, see
- * forkserver.h). NULL on success, else an ERROR code (msg filled in). */
+/* EXEC frame -> running process (python `code` through the forkserver when it can). NULL on
+ * success, else an ERROR code (msg filled in). */
 const char *exec_start(const struct frame *f, char *msg, size_t msglen);
 struct exec *exec_find(uint32_t channel);
 /* True for a channel whose EXIT was sent a moment ago: frames still in flight from the host

@@ -1,9 +1,10 @@
-/* The python forkserver (see forkserver.h and forkserver.py). States:
+/* The python forkserver process (see forkserver.h and forkserver.py). States:
  *   IDLE      no server; the next eligible exec starts one
  *   RUNNING   requests go to the server
  *   DRAINING  the server is gone or misbehaved (and was killed): no new requests; reports still
  *             arrive until every holder of the socket (intermediates, workers before their
- *             report) is gone; then EOF and every request left unanswered falls back.
+ *             report) is gone; then EOF, and the exec side, once it has taken every report,
+ *             takes a LOST event: every request left unanswered falls back.
  * A request never answered by a report never ran (the worker reports before it runs any code),
  * which is what makes the fallback safe. */
 #include "forkserver.h"
@@ -19,25 +20,25 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "exec.h"
+#include "spawn.h"
 #include "util.h"
 
 /* The server's source, embedded at build time. */
 __asm__(".pushsection .rodata.emberd_forkserver,\"a\"\n"
-        ".global emberd_fs_source\n"
-        "emberd_fs_source:\n"
+        ".global emberd_forkserver_source\n"
+        "emberd_forkserver_source:\n"
         ".incbin \"src/forkserver.py\"\n"
-        ".global emberd_fs_source_end\n"
-        "emberd_fs_source_end:\n"
+        ".global emberd_forkserver_source_end\n"
+        "emberd_forkserver_source_end:\n"
         ".popsection\n");
-extern const char emberd_fs_source[], emberd_fs_source_end[];
+extern const char emberd_forkserver_source[], emberd_forkserver_source_end[];
 
 #define BOOTSTRAP "exec(compile(open(0,\"rb\",closefd=False).read(),\"<emberd-forkserver>\",\"exec\"))"
 #define STALL_NS (10ull * 1000000000u) /* requests unanswered this long: the server is stuck */
 #define MAX_FAILED_STARTS 3            /* servers that died before serving anything, in a row */
 #define MAX_INTERP_ARGS 62
 
-enum { FS_IDLE, FS_RUNNING, FS_DRAINING };
+enum { FORKSERVER_IDLE, FORKSERVER_RUNNING, FORKSERVER_DRAINING };
 
 static struct {
     int state;
@@ -46,35 +47,34 @@ static struct {
     char *argv[MAX_INTERP_ARGS + 2];
     pid_t pid;            /* the current server, 0 once gone */
     int sock;
-    uint8_t rbuf[512];
-    size_t rlen;
+    uint8_t rbuf[512];    /* reports read and not yet taken: rbuf[roff, rlen) */
+    size_t roff, rlen;
+    bool lost;            /* the server is gone: a LOST event waits to be taken */
     uint32_t next_seq;
     unsigned pending;     /* requests sent and not yet answered */
     uint64_t progress_ns; /* last report, or the send that made `pending` non-zero */
     unsigned served, failed_starts;
-} fs = { .mode = -1, .sock = -1 };
-
-pid_t fs_pid(void) { return fs.pid; }
+} server = { .mode = -1, .sock = -1 };
 
 /* The pack's interpreter, once: python with `-c` as its last argument, or no fast path. */
 static void load_interpreter(void)
 {
-    fs.mode = 0;
-    fs.interp = read_file(opt.interp_file, 4096, NULL);
-    if (!fs.interp)
+    server.mode = 0;
+    server.interp = read_file(opt.interp_file, 4096, NULL);
+    if (!server.interp)
         return;
     int argc = 0;
-    for (char *line = strtok(fs.interp, "\n"); line && argc < MAX_INTERP_ARGS; line = strtok(NULL, "\n"))
-        fs.argv[argc++] = line;
-    if (argc < 2 || strcmp(fs.argv[argc - 1], "-c") != 0)
+    for (char *line = strtok(server.interp, "\n"); line && argc < MAX_INTERP_ARGS; line = strtok(NULL, "\n"))
+        server.argv[argc++] = line;
+    if (argc < 2 || strcmp(server.argv[argc - 1], "-c") != 0)
         return;
-    const char *base = strrchr(fs.argv[0], '/');
-    base = base ? base + 1 : fs.argv[0];
+    const char *base = strrchr(server.argv[0], '/');
+    base = base ? base + 1 : server.argv[0];
     if (strncmp(base, "python", 6) != 0)
         return;
-    fs.argv[argc++] = BOOTSTRAP;
-    fs.argv[argc] = NULL;
-    fs.mode = 1;
+    server.argv[argc++] = BOOTSTRAP;
+    server.argv[argc] = NULL;
+    server.mode = 1;
 }
 
 /* Environment entries that change how python starts (and so what a fresh process would be). */
@@ -89,9 +89,9 @@ static bool startup_env(const uint8_t *kv, size_t n)
     return false;
 }
 
-bool fs_eligible(const struct frame *f)
+bool forkserver_eligible(const struct frame *f)
 {
-    if (fs.mode == 0)
+    if (server.mode == 0)
         return false;
     bool code = false;
     struct tlv t;
@@ -105,56 +105,51 @@ bool fs_eligible(const struct frame *f)
     }
     if (!code)
         return false;
-    if (fs.mode < 0)
+    if (server.mode < 0)
         load_interpreter();
-    return fs.mode == 1;
+    return server.mode == 1;
 }
 
-static void close_sock(void)
-{
-    if (fs.sock >= 0)
-        close(fs.sock);
-    fs.sock = -1;
-    fs.rlen = 0;
-}
-
-/* The connection is over: every request still unanswered never ran and falls back. */
+/* The connection is over: every request still unanswered never ran, which the exec side learns
+ * from the LOST event once it has taken the reports read before. */
 static void lost(const char *why)
 {
     say("forkserver: %s; python execs take the normal path until it is restarted", why);
-    close_sock();
-    if (fs.pid > 0)
-        kill(fs.pid, SIGKILL); /* reaped by the serve loop like any orphan */
-    fs.pid = 0;
-    fs.state = FS_IDLE;
-    fs.pending = 0;
-    if (fs.served == 0 && ++fs.failed_starts >= MAX_FAILED_STARTS) {
+    if (server.sock >= 0)
+        close(server.sock);
+    server.sock = -1;
+    server.lost = true;
+    if (server.pid > 0)
+        kill(server.pid, SIGKILL); /* reaped by the serve loop like any orphan */
+    server.pid = 0;
+    server.state = FORKSERVER_IDLE;
+    server.pending = 0;
+    if (server.served == 0 && ++server.failed_starts >= MAX_FAILED_STARTS) {
         say("forkserver: failed %d times in a row before serving; fast path disabled", MAX_FAILED_STARTS);
-        fs.mode = 0;
+        server.mode = 0;
     }
-    execs_fs_lost();
 }
 
 /* Stop sending; wait for EOF so that no report sent meanwhile is missed. */
 static void broken(const char *why)
 {
-    if (fs.state != FS_RUNNING)
+    if (server.state != FORKSERVER_RUNNING)
         return;
     say("forkserver: %s; killing it", why);
-    if (fs.pid > 0)
-        kill(fs.pid, SIGKILL);
-    fs.state = FS_DRAINING;
-    fs.progress_ns = mono_ns();
+    if (server.pid > 0)
+        kill(server.pid, SIGKILL);
+    server.state = FORKSERVER_DRAINING;
+    server.progress_ns = mono_ns();
 }
 
 static int start(void)
 {
-    size_t srclen = (size_t)(emberd_fs_source_end - emberd_fs_source);
+    size_t srclen = (size_t)(emberd_forkserver_source_end - emberd_forkserver_source);
     int sv[2] = { -1, -1 }, src[2] = { -1, -1 };
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(src, O_CLOEXEC) < 0)
         goto fail;
     /* The source fits in the pipe (64 KiB), so this write completes before the server reads. */
-    if (srclen > 65536 || write(src[1], emberd_fs_source, srclen) != (ssize_t)srclen)
+    if (srclen > 65536 || write(src[1], emberd_forkserver_source, srclen) != (ssize_t)srclen)
         goto fail;
     close(src[1]);
     src[1] = -1;
@@ -179,20 +174,20 @@ static int start(void)
         signal(SIGPIPE, SIG_DFL);
         if (chdir("/") < 0)
             _exit(126);
-        environ = exec_base_env();
-        execvp(fs.argv[0], fs.argv);
-        say("forkserver: %s: %s", fs.argv[0], strerror(errno));
+        environ = spawn_base_env();
+        execvp(server.argv[0], server.argv);
+        say("forkserver: %s: %s", server.argv[0], strerror(errno));
         _exit(127);
     }
     close(src[0]);
     close(sv[1]);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    fs.sock = sv[0];
-    fs.pid = pid;
-    fs.state = FS_RUNNING;
-    fs.pending = 0;
-    fs.served = 0;
-    fs.rlen = 0;
+    server.sock = sv[0];
+    server.pid = pid;
+    server.state = FORKSERVER_RUNNING;
+    server.pending = 0;
+    server.served = 0;
+    server.roff = server.rlen = 0;
     return 0;
 
 fail:
@@ -206,9 +201,11 @@ fail:
     return -1;
 }
 
-int fs_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int *memfd)
+int forkserver_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int *memfd)
 {
-    if (fs.state == FS_DRAINING || (fs.state == FS_IDLE && start() < 0))
+    /* No new server before the exec side has taken the end of the last one: its LOST then
+     * speaks only of requests that server had. */
+    if (server.lost || server.state == FORKSERVER_DRAINING || (server.state == FORKSERVER_IDLE && start() < 0))
         return -1;
     int m = memfd_create("emberd-exec", MFD_CLOEXEC);
     if (m < 0)
@@ -223,9 +220,9 @@ int fs_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int 
         }
         off += (size_t)n;
     }
-    uint32_t s = ++fs.next_seq;
+    uint32_t s = ++server.next_seq;
     if (s == 0)
-        s = ++fs.next_seq;
+        s = ++server.next_seq;
     uint8_t hdr[4] = { s >> 24, s >> 16, s >> 8, s };
     int fds[4] = { child_fds[0], child_fds[1], child_fds[2], m };
     union {
@@ -242,7 +239,7 @@ int fs_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int 
     memcpy(CMSG_DATA(c), fds, sizeof fds);
     ssize_t n;
     do
-        n = sendmsg(fs.sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        n = sendmsg(server.sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     if (n != (ssize_t)sizeof hdr) {
         close(m);
@@ -250,84 +247,93 @@ int fs_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int 
             broken(n < 0 ? strerror(errno) : "short send");
         return -1;
     }
-    if (fs.pending++ == 0)
-        fs.progress_ns = mono_ns();
+    if (server.pending++ == 0)
+        server.progress_ns = mono_ns();
     *seq = s;
     *memfd = m;
     return 0;
 }
 
-static void read_reports(void)
+/* One report from rbuf, if a whole one is there. A report of 0 is garbage: the server is broken
+ * (its later reports still count, as it may have forked workers that will report). */
+static bool next_report(struct forkserver_event *ev)
 {
-    while (fs.sock >= 0) {
-        ssize_t n = read(fs.sock, fs.rbuf + fs.rlen, sizeof fs.rbuf - fs.rlen);
+    while (server.rlen - server.roff >= 8) {
+        uint32_t s = get_be32(server.rbuf + server.roff);
+        int32_t v = (int32_t)get_be32(server.rbuf + server.roff + 4);
+        server.roff += 8;
+        if (v == 0) {
+            broken("bad report");
+            continue;
+        }
+        if (server.pending > 0)
+            server.pending--;
+        server.progress_ns = mono_ns();
+        if (v > 0) {
+            server.served++;
+            server.failed_starts = 0;
+        }
+        *ev = (struct forkserver_event){ .kind = FORKSERVER_REPORT, .seq = s, .value = v };
+        return true;
+    }
+    return false;
+}
+
+bool forkserver_take(struct forkserver_event *ev)
+{
+    while (!next_report(ev)) {
+        if (server.sock < 0) {
+            if (!server.lost)
+                return false;
+            server.lost = false;
+            server.roff = server.rlen = 0; /* a partial report of a dead server is nothing */
+            *ev = (struct forkserver_event){ .kind = FORKSERVER_LOST };
+            return true;
+        }
+        memmove(server.rbuf, server.rbuf + server.roff, server.rlen - server.roff);
+        server.rlen -= server.roff;
+        server.roff = 0;
+        ssize_t n = read(server.sock, server.rbuf + server.rlen, sizeof server.rbuf - server.rlen);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
-            return;
-        if (n <= 0) {
+            return false;
+        if (n <= 0)
             lost(n == 0 ? "connection closed" : strerror(errno));
-            return;
-        }
-        fs.rlen += (size_t)n;
-        size_t off = 0;
-        for (; fs.rlen - off >= 8; off += 8) {
-            uint32_t s = get_be32(fs.rbuf + off);
-            int32_t v = (int32_t)get_be32(fs.rbuf + off + 4);
-            if (v == 0) {
-                broken("bad report");
-                continue;
-            }
-            if (fs.pending > 0)
-                fs.pending--;
-            fs.progress_ns = mono_ns();
-            if (v > 0) {
-                fs.served++;
-                fs.failed_starts = 0;
-            }
-            execs_fs_report(s, v);
-        }
-        memmove(fs.rbuf, fs.rbuf + off, fs.rlen - off);
-        fs.rlen -= off;
+        else
+            server.rlen += (size_t)n;
     }
+    return true;
 }
 
-int fs_poll_prepare(struct pollfd *p)
+int forkserver_poll_prepare(struct pollfd *p)
 {
-    if (fs.sock < 0)
+    if (server.sock < 0)
         return 0;
-    p[0] = (struct pollfd){ .fd = fs.sock, .events = POLLIN };
+    p[0] = (struct pollfd){ .fd = server.sock, .events = POLLIN };
     return 1;
 }
 
-void fs_poll_handle(const struct pollfd *p)
+bool forkserver_reaped(pid_t pid)
 {
-    if (p->fd == fs.sock && p->revents)
-        read_reports();
-}
-
-void fs_drain(void) { read_reports(); }
-
-bool fs_reaped(pid_t pid)
-{
-    if (pid <= 0 || pid != fs.pid)
+    if (pid <= 0 || pid != server.pid)
         return false;
-    fs.pid = 0;
+    server.pid = 0;
     broken("the server exited");
     return true;
 }
 
-int fs_timeouts(void)
+int forkserver_timeouts(void)
 {
-    if (fs.state == FS_IDLE || (fs.pending == 0 && fs.state == FS_RUNNING))
+    if (server.state == FORKSERVER_IDLE || (server.pending == 0 && server.state == FORKSERVER_RUNNING))
         return -1;
     uint64_t now = mono_ns();
-    if (now - fs.progress_ns >= STALL_NS) {
-        if (fs.state == FS_RUNNING)
+    if (now - server.progress_ns >= STALL_NS) {
+        if (server.state == FORKSERVER_RUNNING)
             broken("requests unanswered for 10 s");
         else
             lost("no end of the connection 10 s after the server was killed");
-        return fs.state == FS_IDLE ? -1 : (int)(STALL_NS / 1000000u);
+        return server.state == FORKSERVER_IDLE ? -1 : (int)(STALL_NS / 1000000u);
     }
-    return (int)((STALL_NS - (now - fs.progress_ns) + 999999u) / 1000000u);
+    return (int)((STALL_NS - (now - server.progress_ns) + 999999u) / 1000000u);
 }

@@ -1,7 +1,15 @@
 /* The fast path for python `code` execs: one pre-started interpreter that forks a clean worker per
- * exec (docs/protocol.md, "Fast path"; the server's source is forkserver.py). Everything here is
+ * exec (docs/protocol.md, "Fast path"; the server's source is forkserver.py). This file is the
+ * server process and its socket; the exec side of the hand-off is fastpath.h. Everything here is
  * best effort: whenever the forkserver cannot serve an exec, the exec takes the normal
- * fork+execve path instead, so it never fails an exec that path would have served. */
+ * fork+execve path instead, so it never fails an exec that path would have served.
+ *
+ * The forkserver never calls into exec code. What it learns (a report, the loss of the server)
+ * waits here until the exec side takes it with forkserver_take(), from its own loop. Call-backs
+ * would re-enter the exec side while it is in the middle of a change: cancelling an exec reads
+ * the reports at once, and a report handled then can start a fallback process for another exec,
+ * or end the very exec being cancelled. Pulling keeps every change to an exec in one place, in
+ * an order the exec side chooses. */
 #ifndef EMBERD_FORKSERVER_H
 #define EMBERD_FORKSERVER_H
 
@@ -12,29 +20,33 @@
 
 #include "codec.h"
 
-/* Would the forkserver serve this (validated) EXEC? `code`, no fresh_process, no env entry that
+/* Would the forkserver serve this (checked) EXEC? `code`, no fresh_process, no env entry that
  * changes how the interpreter starts, and a pack interpreter that is python with `-c`. */
-bool fs_eligible(const struct frame *f);
+bool forkserver_eligible(const struct frame *f);
 
 /* Hands the exec to the forkserver (started on first use): the child's stdin/stdout/stderr and a
- * memfd with the EXEC payload go over with SCM_RIGHTS. 0 and the request's sequence number and
- * memfd (kept for a fallback) on success; -1: take the normal path. */
-int fs_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int *memfd);
+ * memfd with the EXEC payload go over with SCM_RIGHTS. 0 and the request's sequence number
+ * (never 0) and memfd (kept by the caller, for a fallback) on success; -1: take the normal path. */
+int forkserver_submit(const struct frame *f, const int child_fds[3], uint32_t *seq, int *memfd);
 
-/* The serve loop: the forkserver socket (0 or 1 pollfd) and its reports. */
-int fs_poll_prepare(struct pollfd *p);
-void fs_poll_handle(const struct pollfd *p);
-/* Reads every report already sent, now (a worker can be reaped only after its report was sent). */
-void fs_drain(void);
+/* REPORT answers one request. LOST: the server is gone, and every request still unanswered
+ * never ran (and never will). No request goes to a new server while a LOST waits to be taken, so
+ * every unanswered request then is one the lost server had. */
+struct forkserver_event {
+    enum { FORKSERVER_REPORT, FORKSERVER_LOST } kind;
+    uint32_t seq;  /* REPORT: the request it answers */
+    int32_t value; /* REPORT: the worker's pid (> 0), or -errno: the server will not run it */
+};
+
+/* The next event, reading the server's socket (never blocking) when none is waiting. Every
+ * report already sent is taken before the LOST that ends its server. False: nothing now. */
+bool forkserver_take(struct forkserver_event *ev);
+
+/* The serve loop: the forkserver socket (0 or 1 pollfd); readable means forkserver_take(). */
+int forkserver_poll_prepare(struct pollfd *p);
 /* A child that no exec owns was reaped: true if it was the forkserver. */
-bool fs_reaped(pid_t pid);
-/* Stall watchdog: ms until it next needs to look, -1 for never. */
-int fs_timeouts(void);
-pid_t fs_pid(void);
-
-/* Implemented by exec.c: a report for request `seq` (a worker pid > 0, or -errno), and the loss
- * of the forkserver connection (every request still unanswered never ran). */
-void execs_fs_report(uint32_t seq, int32_t value);
-void execs_fs_lost(void);
+bool forkserver_reaped(pid_t pid);
+/* Stall watchdog: ms until it next needs to look, -1 for never. May lose the server (an event). */
+int forkserver_timeouts(void);
 
 #endif
