@@ -28,7 +28,7 @@ void control_open_guest(struct control *c);
 int control_open_unix(struct control *c, const char *path);
 
 int ctl_prepare(struct control *c, struct pollfd *p, bool want_in, bool want_out, int *timeout_ms);
-/* Accepts a waiting host; true if it replaced a previous one (whose session must end). */
+/* Accepts a waiting host; true if it replaced a previous one (whose connection must end). */
 bool ctl_accept(struct control *c, const struct pollfd *p);
 bool ctl_readable(const struct control *c, const struct pollfd *p);
 bool ctl_hangup(const struct control *c, const struct pollfd *p); /* the host hung up */

@@ -36,7 +36,7 @@ static void send_error(uint32_t channel, const char *code, const char *msg)
 }
 
 /* The host is gone (or replaced): nobody will read what its execs produce. */
-static void end_session(const char *why)
+static void end_host_connection(const char *why)
 {
     say("host connection ended (%s); killing its execs", why);
     execs_kill_all();
@@ -219,7 +219,7 @@ static void read_input(bool hangup)
     if (room == 0) { /* a full frame is waiting for the output queue to drain */
         if (hangup) {
             ctl_drop(ctl);
-            end_session("hang-up");
+            end_host_connection("hang-up");
         }
         return;
     }
@@ -227,7 +227,7 @@ static void read_input(bool hangup)
     if (n > 0)
         dec_commit(&dec, (size_t)n);
     else if (n < 0)
-        end_session("end of stream");
+        end_host_connection("end of stream");
 }
 
 static void flush_output(void)
@@ -235,7 +235,7 @@ static void flush_output(void)
     while (buf_pending(&outq) > 0 && ctl_writable(ctl)) {
         ssize_t n = ctl_write(ctl, outq.data + outq.off, buf_pending(&outq));
         if (n < 0) {
-            end_session("write failed");
+            end_host_connection("write failed");
             return;
         }
         if (n == 0)
@@ -301,7 +301,7 @@ void serve(struct control *c)
         if (p[0].revents)
             handle_signals();
         if (ctl_accept(c, pc))
-            end_session("a new host connected");
+            end_host_connection("a new host connected");
         if (ctl_readable(c, pc))
             read_input(ctl_hangup(c, pc));
         process_input();
