@@ -215,39 +215,54 @@ export function dumpFrame(frame: Frame): string {
 /**
  * Incremental frame decoder: push() stream bytes, get whole frames back. Malformed input never
  * throws out of push(); it is reported through onError and the decoder resynchronises on the next
- * magic, exactly as the guest does.
+ * magic, exactly as the guest does. Chunks that cannot complete what is pending are only queued and
+ * joined once enough have arrived, so a frame trickled in tiny chunks is copied once, not once per
+ * chunk, and the decoder never holds more than one maximum frame.
  */
 export class FrameDecoder {
   private buf: Buffer = Buffer.alloc(0);
+  private queued: Buffer[] = [];
+  private queuedBytes = 0;
+  /** How many bytes the decoder must hold before it can make progress. */
+  private need = 0;
   private inGarbage = false;
   private readonly onError: (code: string, message: string) => void;
   constructor(onError: (code: string, message: string) => void = () => {}) {
     this.onError = onError;
   }
 
+  /** Bytes held for a frame still arriving: less than HEADER_SIZE + MAX_PAYLOAD. */
+  get buffered(): number {
+    return this.buf.length + this.queuedBytes;
+  }
+
   push(chunk: Buffer): Frame[] {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (this.buffered + chunk.length < this.need) {
+      this.queued.push(chunk);
+      this.queuedBytes += chunk.length;
+      return [];
+    }
+    this.buf = this.buf.length === 0 && this.queued.length === 0 ? chunk : Buffer.concat([this.buf, ...this.queued, chunk]);
+    this.queued = [];
+    this.queuedBytes = 0;
     const frames: Frame[] = [];
     for (;;) {
-      if (this.buf.length < 2) break;
+      if (this.buf.length < 2) { this.need = 2; break; }
       if (this.buf[0] !== MAGIC0 || this.buf[1] !== MAGIC1) {
         if (!this.inGarbage) this.onError('BAD_MAGIC', 'bytes without the frame magic; skipping to the next frame');
         this.inGarbage = true;
-        const next = this.findMagic(1);
-        this.buf = next < 0 ? this.buf.subarray(this.buf.length - (this.buf[this.buf.length - 1] === MAGIC0 ? 1 : 0)) : this.buf.subarray(next);
-        if (next < 0) break;
+        this.skipToMagic(1);
         continue;
       }
-      if (this.buf.length < HEADER_SIZE) break;
+      if (this.buf.length < HEADER_SIZE) { this.need = HEADER_SIZE; break; }
       const len = this.buf.readUInt32BE(8);
       if (len > MAX_PAYLOAD) {
         this.onError('FRAME_TOO_LARGE', `frame length ${len} exceeds ${MAX_PAYLOAD}`);
         this.inGarbage = true;
-        const next = this.findMagic(2);
-        this.buf = next < 0 ? Buffer.alloc(0) : this.buf.subarray(next);
+        this.skipToMagic(2);
         continue;
       }
-      if (this.buf.length < HEADER_SIZE + len) break;
+      if (this.buf.length < HEADER_SIZE + len) { this.need = HEADER_SIZE + len; break; }
       this.inGarbage = false;
       frames.push({
         type: this.buf[2]!,
@@ -260,8 +275,12 @@ export class FrameDecoder {
     return frames;
   }
 
-  private findMagic(from: number): number {
-    for (let i = from; i + 1 < this.buf.length; i++) if (this.buf[i] === MAGIC0 && this.buf[i + 1] === MAGIC1) return i;
-    return -1;
+  /** Drops bytes up to the next magic at or after `from`; a trailing 'E' may start one, so it stays. */
+  private skipToMagic(from: number): void {
+    for (let i = from; i + 1 < this.buf.length; i++) {
+      if (this.buf[i] === MAGIC0 && this.buf[i + 1] === MAGIC1) { this.buf = this.buf.subarray(i); return; }
+    }
+    const last = this.buf.length - 1;
+    this.buf = last >= from && this.buf[last] === MAGIC0 ? this.buf.subarray(last) : Buffer.alloc(0);
   }
 }
