@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import type { AgentClient, HelloAck } from '../src/agent/client.ts';
 import type { VmHandle } from '../src/vmm/backend.ts';
 import { bootTestVm } from './helpers/vm.ts';
+import { testImages } from './helpers/images.ts';
 
 let vm: VmHandle;
 let agent: AgentClient;
@@ -29,6 +30,16 @@ test('handshake reports protocol 1, the agent version, capabilities and transpor
   assert.match(ack.agentVersion, /^\d+\.\d+\.\d+/);
   assert.ok(ack.capabilities.includes('exec'));
   assert.equal(ack.transport, 'virtio-serial');
+});
+
+test('the modules /lib/modules/load-order names are loaded, with no complaint on the console', async () => {
+  const listed = testImages().initramfsModules;
+  assert.ok(listed.length > 0, 'the image set lists its initramfs modules');
+  const r = await agent.run({ argv: ['cat', '/proc/modules'], timeoutMs: 30_000 });
+  const loaded = new Set(r.stdout.toString().split('\n').map((line) => line.split(' ')[0]));
+  assert.deepEqual(listed.filter((m) => !loaded.has(m)), [], 'listed but not loaded');
+  assert.match(vm.consoleTail(), /emberd-init: boot: kernel \d+ ms, modules \d+ ms/);
+  assert.doesNotMatch(vm.consoleTail(), /emberd-init: (module |\/lib\/modules)/);
 });
 
 test('ping round trip', async () => {
