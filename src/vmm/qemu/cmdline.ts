@@ -4,12 +4,24 @@ import type { BootSpec } from '../backend.ts';
 export interface QemuPaths {
   controlSocket: string;
   qmpSocket: string;
+  /**
+   * Where QEMU opens the boot files; default the spec's paths. A confined QEMU cannot reach
+   * those paths (src/vmm/qemu/jail.ts): it gets them as inherited fds, /proc/self/fd/N.
+   */
+  kernel?: string;
+  initramfs?: string;
+  pack?: string;
 }
 
 export interface QemuOptions {
   accel: 'kvm' | 'tcg';
   /** Host TSC kHz; passed to TCG guests as tsc_early_khz to avoid a boot hang. */
   tscKhz?: number;
+  /**
+   * Seccomp also denies fork and exec (`spawn=deny`): QEMU then cannot start helpers, so
+   * snapshots cannot use `exec:` migration URIs (the backend uses a socket and an fd instead).
+   */
+  denySpawn?: boolean;
 }
 
 /** Kernel words every emberd guest gets; the backend adds the timer ones under TCG. */
@@ -39,12 +51,13 @@ export function qemuArgs(spec: BootSpec, paths: QemuPaths, opts: QemuOptions): s
     '-serial', 'stdio',
     // reboot(2) in the guest (SHUTDOWN, panic=-1) ends the QEMU process instead of restarting the VM.
     '-no-reboot',
-    // Seccomp: no privilege changes, no obsolete syscalls, no resource-control calls.
-    '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny',
-    '-kernel', spec.kernel,
-    '-initrd', spec.initramfs,
+    // Seccomp: no privilege changes, no obsolete syscalls, no resource-control calls (and, when
+    // asked, no fork or exec).
+    '-sandbox', `on,obsolete=deny,elevateprivileges=deny,${opts.denySpawn ? 'spawn=deny,' : ''}resourcecontrol=deny`,
+    '-kernel', paths.kernel ?? spec.kernel,
+    '-initrd', paths.initramfs ?? spec.initramfs,
     '-append', kernelCommandLine(spec, opts),
-    '-drive', `id=pack,file=${spec.packImage},format=raw,if=none,readonly=on`,
+    '-drive', `id=pack,file=${paths.pack ?? spec.packImage},format=raw,if=none,readonly=on`,
     '-device', 'virtio-blk-device,drive=pack',
     '-device', 'virtio-serial-device,max_ports=2',
     '-chardev', `socket,id=control,path=${paths.controlSocket},server=on,wait=off`,

@@ -1,19 +1,31 @@
-// The QEMU backend: `qemu-system-x86_64 -M microvm`, KVM when usable, else software emulation (TCG).
+// The QEMU backend: `qemu-system-x86_64 -M microvm`, KVM when usable, else software emulation
+// (TCG), each QEMU confined as far as the host allows (confinement.ts decides, jail.ts lays it
+// out, migration.ts moves snapshots in and out without QEMU starting anything).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import type { Backend, BackendInfo, BootSpec, SnapshotSupport, VmExit, VmHandle, VmResources } from '../backend.ts';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { Socket } from 'node:net';
+import type { Backend, BackendInfo, BootSpec, SnapshotSupport, VmHandle } from '../backend.ts';
 import { connectUnix } from '../../agent/connect.ts';
 import { EmberdError, isEmberdError } from '../../errors.ts';
 import { hostTscKhz, probeKvm } from '../host.ts';
-import { spawnVmm, type VmmProcess } from '../vmm-process.ts';
+import { onlyChildOf, SETPRIV, spawnVmm } from '../vmm-process.ts';
+import { createVmCgroup, probeCgroups, reapEmptyCgroups, removeVmCgroup, type VmCgroup } from '../confine/cgroup-v2.ts';
+import { vmLimits } from '../confine/vm-limits.ts';
 import { QmpClient } from './qmp.ts';
-import { VmBase } from '../vm-base.ts';
 import { qemuArgs, type QemuOptions } from './cmdline.ts';
+import { planConfinement, type QemuConfineOptions, type QemuConfinement } from './confinement.ts';
+import { BOOT_FILE_FDS, checkReadableBy, INCOMING_FD, jailLayout, jailQemuArgs, prepareJail, removeJail, wrapperArgv, type WrapperTools } from './jail.ts';
+import { decompressInto, migrateToFile, type StreamSource } from './migration.ts';
+import { describeExit, QemuVm } from './qemu-vm.ts';
 
 export interface QemuBackendOptions {
   binary?: string;
   accel?: 'kvm' | 'tcg' | 'auto';
+  /** --qemu-confine, --qemu-uid, --qemu-gid */
+  confine?: QemuConfineOptions;
 }
 
 export function findQemu(binary?: string): string {
@@ -25,17 +37,46 @@ export function findQemu(binary?: string): string {
   return found;
 }
 
+const UNSHARE = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
+
+/** Whether a non-root emberd can give QEMU its own user, pid, net and ipc namespaces. */
+function usernsWorks(): boolean {
+  try {
+    execFileSync(UNSHARE!, ['--user', '--map-current-user', '--pid', '--net', '--ipc', '--fork', '--kill-child', '--', 'true'], { stdio: 'ignore', timeout: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Per run base (one daemon's): the predecessor's empty cgroups are removed before the first VM. */
+const reaped = new Map<string, true>();
+
 export class QemuBackend implements Backend {
   readonly name = 'qemu' as const;
   readonly info: BackendInfo;
+  /** What confines each QEMU here; for GET / (in info) and the tests. */
+  readonly confinement: QemuConfinement;
   private readonly binary: string;
   private readonly opts: QemuOptions;
+  private readonly tools: WrapperTools;
 
   constructor(o: QemuBackendOptions = {}) {
     this.binary = findQemu(o.binary);
     const kvm = probeKvm();
     const accel = o.accel && o.accel !== 'auto' ? o.accel : kvm.usable ? 'kvm' : 'tcg';
-    this.opts = { accel, tscKhz: accel === 'tcg' ? hostTscKhz() : undefined };
+    // spawn=deny: QEMU never forks or execs; snapshots go over a socket and an fd (migration.ts).
+    this.opts = { accel, tscKhz: accel === 'tcg' ? hostTscKhz() : undefined, denySpawn: true };
+    const isRoot = process.getuid?.() === 0;
+    this.confinement = planConfinement(o.confine ?? {}, {
+      isRoot,
+      uid: process.getuid?.() ?? -1,
+      setpriv: SETPRIV,
+      unshare: UNSHARE,
+      usernsWorks,
+      cgroups: probeCgroups(isRoot),
+    });
+    this.tools = { setpriv: SETPRIV ?? 'setpriv', unshare: UNSHARE ?? 'unshare', sh: '/bin/sh' };
     const version = (/version ([\d.]+)/.exec(execFileSync(this.binary, ['--version'], { encoding: 'utf8' }))?.[1]) ?? 'unknown';
     this.snapshots = {
       fingerprint: `qemu ${version} ${accel} ${SNAPSHOT_FORMAT}`,
@@ -47,45 +88,40 @@ export class QemuBackend implements Backend {
       binary: this.binary,
       version,
       accel,
-      reason: o.accel && o.accel !== 'auto' ? `acceleration forced to ${accel}` : kvm.reason,
-      warnings: accel === 'tcg'
-        ? ['KVM is not usable here, so VMs run under software emulation (TCG): boots take seconds and code runs several times slower than on KVM.']
-        : [],
+      reason: `${o.accel && o.accel !== 'auto' ? `acceleration forced to ${accel}` : kvm.reason}; QEMU confinement: ${this.confinement.summary}`,
+      warnings: [
+        ...(accel === 'tcg' ? ['KVM is not usable here, so VMs run under software emulation (TCG): boots take seconds and code runs several times slower than on KVM.'] : []),
+        ...this.confinement.warnings,
+      ],
     };
   }
 
   readonly snapshots: SnapshotSupport;
 
   boot(spec: BootSpec): Promise<VmHandle> {
-    return this.launch(spec, []);
+    return this.launch(spec);
   }
 
   /**
-   * Snapshot: QMP stop, then `migrate` the whole state through zstd into a file (QEMU 7.2 has no
-   * file: URI, exec: works). The control connection stays open: the guest agent is idle, and a
-   * clone simply sees a host connect again. The VM is ended afterwards.
+   * Snapshot: QMP stop, then `migrate` the whole state to a socket emberd listens on in QEMU's
+   * jail, through zstd into a file. The control connection stays open: the guest agent is idle,
+   * and a clone simply sees a host connect again. The VM is ended afterwards.
    */
   private async save(vm: QemuVm, dir: string): Promise<{ bytes: number }> {
     if (!vm.qmp) throw new EmberdError('INTERNAL', 'cannot snapshot a VM without its QMP connection');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, STATE_FILE);
     await vm.qmp.execute('stop');
-    await vm.qmp.execute('migrate', { uri: `exec:zstd -q -1 -f -o ${shellQuote(file)}` });
-    for (;;) {
-      const s = (await vm.qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
-      if (s.status === 'completed') break;
-      if (s.status === 'failed' || s.status === 'cancelled') throw new EmberdError('INTERNAL', `QEMU could not save the VM: ${s['error-desc'] ?? s.status}`);
-      await delay(20);
-    }
+    await migrateToFile(vm.qmp, vm.layout.migrate, this.confinement.drop, file);
     await vm.stop(0);
     return { bytes: statSync(file).size };
   }
 
-  /** Restore: the same machine with `-incoming` reading the state back, then QMP `cont`. */
+  /** Restore: the same machine with `-incoming fd:6` fed by zstd, then QMP `cont`. */
   private async restore(spec: BootSpec, dir: string): Promise<VmHandle> {
     const file = join(dir, STATE_FILE);
     if (!existsSync(file)) throw new EmberdError('BOOT_FAILED', `snapshot ${file} does not exist`);
-    const vm = await this.launch(spec, ['-incoming', `exec:zstd -dcq ${shellQuote(file)}`]);
+    const vm = await this.launch(spec, file);
     try {
       for (;;) {
         const s = (await vm.qmp!.execute('query-status')) as { status: string };
@@ -102,27 +138,68 @@ export class QemuBackend implements Backend {
     }
   }
 
-  private async launch(spec: BootSpec, extraArgs: string[]): Promise<QemuVm> {
+  private async launch(spec: BootSpec, incomingFile?: string): Promise<QemuVm> {
+    const c = this.confinement;
+    const bootFiles = [spec.kernel, spec.initramfs, spec.packImage];
+    if (c.drop) checkReadableBy(bootFiles, c.drop);
     mkdirSync(spec.runDir, { recursive: true, mode: 0o700 });
-    const paths = { controlSocket: join(spec.runDir, 'control.sock'), qmpSocket: join(spec.runDir, 'qmp.sock') };
-    for (const p of Object.values(paths)) rmSync(p, { force: true });
-    const proc = spawnVmm(this.binary, [...qemuArgs(spec, paths, this.opts), ...extraArgs], { cwd: spec.runDir });
-    const vm = new QemuVm(proc, paths);
-    const died = proc.exited.then((e) => {
-      throw new EmberdError('BOOT_FAILED', `QEMU exited during start (${describeExit(e.code, e.signal)}): ${proc.console.tail(2000).trim()}`);
-    });
-    died.catch(() => {});
+    const fds = openBootFiles(bootFiles);
+    const layout = jailLayout(spec.runDir, c.chroot);
+    let cgroup: VmCgroup | undefined;
+    let spawned = false;
     try {
-      // QEMU greets on QMP only once the machine is built (kernel and disks loaded), so a
-      // greeting means a bad kernel or image can no longer make this boot fail silently.
-      vm.qmp = await Promise.race([connectUnix(paths.qmpSocket, spec.deadline).then((s) => QmpClient.attach(s, Math.max(1000, spec.deadline - Date.now()))), died]);
-      vm.attach(await Promise.race([connectUnix(paths.controlSocket, spec.deadline), died]));
-      return vm;
+      prepareJail(layout, c);
+      if (c.cgroups) {
+        const runBase = dirname(spec.runDir);
+        const prefix = `qemu-${tagOf(runBase)}-`;
+        if (!reaped.has(runBase)) { reaped.set(runBase, true); reapEmptyCgroups(c.cgroups, prefix); }
+        const limits = vmLimits({ machine: spec.machine, accel: this.opts.accel, hostMemBytes: totalmem() });
+        cgroup = await createVmCgroup(c.cgroups, `${prefix}${spec.id.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64)}`, limits);
+      }
+      const args = [
+        ...qemuArgs(spec, {
+          controlSocket: layout.control.qemu,
+          qmpSocket: layout.qmp.qemu,
+          kernel: `/proc/self/fd/${BOOT_FILE_FDS.kernel}`,
+          initramfs: `/proc/self/fd/${BOOT_FILE_FDS.initramfs}`,
+          pack: `/proc/self/fd/${BOOT_FILE_FDS.pack}`,
+        }, this.opts),
+        ...jailQemuArgs(c),
+        ...(incomingFile ? ['-incoming', `fd:${INCOMING_FD}`] : []),
+      ];
+      const proc = spawnVmm(this.binary, args, {
+        cwd: layout.dir,
+        wrap: wrapperArgv(c, this.tools, cgroup?.procs),
+        extraFds: [...fds, ...(incomingFile ? ['pipe' as const] : [])],
+      });
+      spawned = true;
+      const source: StreamSource | undefined = incomingFile ? decompressInto((proc.child.stdio as unknown as Socket[])[INCOMING_FD]!, incomingFile) : undefined;
+      const vm = new QemuVm(proc, layout, cgroup, source);
+      const died = proc.exited.then((e) => {
+        throw new EmberdError('BOOT_FAILED', `QEMU exited during start (${describeExit(e.code, e.signal)}): ${proc.console.tail(2000).trim()}`);
+      });
+      died.catch(() => {});
+      try {
+        if (c.namespaces) vm.setQemuPid(await Promise.race([forkedPid(proc.pid, spec.deadline, () => proc.isRunning()), died]));
+        // QEMU greets on QMP only once the machine is built (kernel and disks loaded), so a
+        // greeting means a bad kernel or image can no longer make this boot fail silently.
+        vm.qmp = await Promise.race([connectUnix(layout.qmp.host, spec.deadline).then((s) => QmpClient.attach(s, Math.max(1000, spec.deadline - Date.now()))), died]);
+        vm.attach(await Promise.race([connectUnix(layout.control.host, spec.deadline), died]));
+        return vm;
+      } catch (e) {
+        await vm.stop(0);
+        if (isEmberdError(e, 'BOOT_FAILED') || isEmberdError(e, 'BOOT_TIMEOUT')) throw e;
+        // e.g. the QMP connection closing first when QEMU dies at start: the cause is in the console.
+        throw new EmberdError('BOOT_FAILED', `QEMU did not start (${(e as Error).message}): ${proc.console.tail(2000).trim()}`);
+      }
     } catch (e) {
-      await vm.stop(0);
-      if (isEmberdError(e, 'BOOT_FAILED') || isEmberdError(e, 'BOOT_TIMEOUT')) throw e;
-      // e.g. the QMP connection closing first when QEMU dies at start: the cause is in the console.
-      throw new EmberdError('BOOT_FAILED', `QEMU did not start (${(e as Error).message}): ${proc.console.tail(2000).trim()}`);
+      if (!spawned) {
+        removeJail(layout);
+        if (cgroup) await removeVmCgroup(cgroup.dir).catch(() => {});
+      }
+      throw e;
+    } finally {
+      for (const fd of fds) closeSync(fd);
     }
   }
 }
@@ -131,51 +208,31 @@ export class QemuBackend implements Backend {
 const SNAPSHOT_FORMAT = 'migrate-zstd-1';
 const STATE_FILE = 'state.zst';
 
-function shellQuote(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
+/** Opens kernel, initramfs and pack for QEMU to inherit; a missing one is a BOOT_FAILED that names it. */
+function openBootFiles(files: string[]): number[] {
+  const fds: number[] = [];
+  try {
+    for (const f of files) fds.push(openSync(f, 'r'));
+    return fds;
+  } catch (e) {
+    for (const fd of fds) closeSync(fd);
+    throw new EmberdError('BOOT_FAILED', `cannot open ${(e as NodeJS.ErrnoException).path ?? 'a boot file'}: ${(e as Error).message}`);
+  }
 }
 
-function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `killed by ${signal}` : `exit code ${code}`;
+/** 8 hex of the run base: names a daemon's cgroups, so a restart removes only its predecessor's. */
+function tagOf(runBase: string): string {
+  return createHash('sha256').update(runBase).digest('hex').slice(0, 8);
 }
 
-class QemuVm extends VmBase implements VmHandle {
-  readonly pid: number;
-  readonly exited: Promise<VmExit>;
-  qmp: QmpClient | undefined;
-  private readonly proc: VmmProcess;
-  private readonly paths: { controlSocket: string; qmpSocket: string };
-
-  constructor(proc: VmmProcess, paths: { controlSocket: string; qmpSocket: string }) {
-    super(proc.console);
-    this.proc = proc;
-    this.pid = proc.pid;
-    this.paths = paths;
-    this.exited = proc.exited.then(({ code, signal }) => {
-      this.dropControl();
-      this.qmp?.close();
-      // QEMU removes its listening sockets on a clean exit, not when killed: do it for it.
-      for (const p of Object.values(this.paths)) rmSync(p, { force: true });
-      return { code, signal, reason: describeExit(code, signal) };
-    });
-  }
-
-  resources(): VmResources {
-    return { pid: this.pid, paths: Object.values(this.paths) };
-  }
-
-  /** Grace for the guest -> QMP quit (waited for even when it failed: QEMU may be exiting) -> SIGKILL. */
-  stop(graceMs: number): Promise<VmExit> {
-    return this.stopInStages(graceMs, {
-      running: () => this.proc.isRunning(),
-      ask: async () => {
-        if (!this.qmp) return false;
-        await this.qmp.execute('quit', undefined, 1000).catch(() => {});
-        return true;
-      },
-      askWaitMs: 1000,
-      kill: () => this.proc.child.kill('SIGKILL'),
-    });
+/** QEMU's pid under `unshare --fork`: the wrapper's only child, which appears right after the fork. */
+async function forkedPid(wrapper: number, deadline: number, running: () => boolean): Promise<number> {
+  for (;;) {
+    const pid = onlyChildOf(wrapper);
+    if (pid) return pid;
+    if (!running()) throw new EmberdError('BOOT_FAILED', 'the QEMU wrapper exited before starting QEMU');
+    if (Date.now() > deadline) throw new EmberdError('BOOT_TIMEOUT', 'QEMU was not started before the deadline');
+    await delay(2);
   }
 }
 
