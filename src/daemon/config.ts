@@ -41,6 +41,11 @@ options (environment variable in brackets):
   --run-dir DIR            per-sandbox sockets [EMBERD_RUN_DIR] (default /run/emberd as root)
   --backend NAME           auto | qemu | firecracker [EMBERD_BACKEND] (default auto)
   --qemu PATH              qemu-system-x86_64 binary [EMBERD_QEMU]
+  --qemu-confine auto|off  confine each QEMU [EMBERD_QEMU_CONFINE] (default auto: as root an unprivileged
+                           uid, chroot, pid/net/ipc namespaces and a cgroup; as a user, namespaces where
+                           possible; seccomp always; off: QEMU as emberd's own user, seccomp only)
+  --qemu-uid N             uid QEMU runs as when emberd is root [EMBERD_QEMU_UID] (default 65534)
+  --qemu-gid N             gid QEMU runs as when emberd is root [EMBERD_QEMU_GID] (default 65534)
   --firecracker PATH       firecracker binary [EMBERD_FIRECRACKER] (default: PATH, /usr/local/bin, /usr/bin)
   --jailer auto|off|PATH   run Firecracker under its jailer [EMBERD_JAILER] (default auto: on as root
                            when a jailer binary is next to firecracker or on PATH)
@@ -97,6 +102,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'run-dir': { type: 'string' },
       backend: { type: 'string' },
       qemu: { type: 'string' },
+      'qemu-confine': { type: 'string' },
+      'qemu-uid': { type: 'string' },
+      'qemu-gid': { type: 'string' },
       firecracker: { type: 'string' },
       jailer: { type: 'string' },
       'jailer-base': { type: 'string' },
@@ -141,6 +149,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const { host, port } = parseAddr(pick('addr', 'EMBERD_ADDR', '127.0.0.1:7777'));
   const backend = pick('backend', 'EMBERD_BACKEND', 'auto');
   if (!['auto', 'qemu', 'firecracker'].includes(backend)) throw new ConfigError(`--backend must be auto, qemu or firecracker, got "${backend}"`);
+  const qemuConfine = pick('qemu-confine', 'EMBERD_QEMU_CONFINE', 'auto');
+  if (qemuConfine !== 'auto' && qemuConfine !== 'off') throw new ConfigError(`--qemu-confine must be auto or off, got "${qemuConfine}"`);
   if (pick('jailer', 'EMBERD_JAILER', 'auto') === '') throw new ConfigError('--jailer must be auto, off or the path of a jailer binary');
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
@@ -168,6 +178,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     vmm: {
       backend: backend as VmmOptions['backend'],
       qemu: pick('qemu', 'EMBERD_QEMU', '') || undefined,
+      qemuConfine,
+      // Not 0: QEMU as root is what confinement is there to prevent.
+      qemuUid: int('qemu-uid', 'EMBERD_QEMU_UID', 65534, 1, 4294967294),
+      qemuGid: int('qemu-gid', 'EMBERD_QEMU_GID', 65534, 1, 4294967294),
       firecracker: pick('firecracker', 'EMBERD_FIRECRACKER', '') || undefined,
       jailer: pick('jailer', 'EMBERD_JAILER', 'auto'),
       jailerBase: pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer'),

@@ -12,10 +12,15 @@ import { FirecrackerError } from './firecracker/errors.ts';
 import { PDEATHSIG_WARNING } from './vmm-process.ts';
 import type { JailerOptions } from './firecracker/jailer.ts';
 
-/** The daemon's --backend, --qemu, --firecracker and --jailer* flags. */
+/** The daemon's --backend, --qemu*, --firecracker and --jailer* flags. */
 export interface VmmOptions {
   backend: BackendName | 'auto';
   qemu?: string;
+  /** `auto` (default: confined as far as the host allows, src/vmm/qemu/confinement.ts) or `off` */
+  qemuConfine?: 'auto' | 'off';
+  /** the uid/gid a confined QEMU runs as when emberd is root (default 65534:65534) */
+  qemuUid?: number;
+  qemuGid?: number;
   /** firecracker binary (or the test double) */
   firecracker?: string;
   /** `auto` (default: on when root and a jailer binary is found), `off`, or the jailer's path */
@@ -77,7 +82,7 @@ export function selectBackend(o: SelectOptions, kvm: KvmStatus = probeKvm()): Ba
 }
 
 function chooseBackend(o: SelectOptions, kvm: KvmStatus): Backend {
-  if (o.backend === 'qemu') return new QemuBackend({ binary: o.qemu, accel: 'auto' });
+  if (o.backend === 'qemu') return qemu(o);
   if (o.backend === 'firecracker') {
     const probe = probeFirecracker(o.firecracker);
     if (!kvm.usable && !probe.isDouble) {
@@ -87,7 +92,11 @@ function chooseBackend(o: SelectOptions, kvm: KvmStatus): Backend {
   }
   const choice = chooseAuto(kvm, () => probeFirecracker(o.firecracker));
   if (choice.backend === 'firecracker') return firecracker(o, choice.probe, choice.reason);
-  return withReason(new QemuBackend({ binary: o.qemu, accel: 'auto' }), choice.reason);
+  return withReason(qemu(o), choice.reason);
+}
+
+function qemu(o: SelectOptions): QemuBackend {
+  return new QemuBackend({ binary: o.qemu, accel: 'auto', confine: { mode: o.qemuConfine, uid: o.qemuUid, gid: o.qemuGid } });
 }
 
 function firecracker(o: SelectOptions, probe: FirecrackerProbe, reason: string): Backend {
