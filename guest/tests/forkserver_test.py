@@ -280,6 +280,73 @@ def t_host_leaving_kills_fast_execs(c):
     return c.agent.connect()  # the next host is served
 
 
+# ---- no output is lost when the writer dies (issue 9) ----
+# Each case: the writer writes everything, then dies at once with os._exit(3) (no interpreter
+# teardown); whatever is still in the pipes must arrive, in order, before EXIT with status 3.
+# 50 runs of each path, because a loss shows as a race.
+
+RUNS = 50
+LINES = 25000  # 200,000 bytes: "%07d\n" each
+WRITER = ('import os, sys\n'
+          'sys.stdout.write("".join("%07d\\n" % i for i in range({lines})))\n'
+          'sys.stdout.flush()\n'
+          'sys.stderr.write("e" * 3000)\n'
+          'sys.stderr.flush()\n'
+          'os._exit(3)')
+EXPECTED = ''.join('%07d\n' % i for i in range(LINES)).encode()
+
+
+def assert_whole(ex, out, err, fast_path, run):
+    assert (ex[1], ex[2], fast(ex)) == (3, 0, fast_path), f'run {run}: {ex}'
+    assert out == EXPECTED and err == b'e' * 3000, f'run {run}: {len(out)} of {len(EXPECTED)} stdout bytes, {len(err)} of 3000 stderr bytes'
+
+
+def t_output_lost_when_writer_exits(c):
+    """A fresh process: 200,000 bytes then os._exit(3) arrive whole with status 3."""
+    for i in range(RUNS):
+        assert_whole(*run(c, WRITER.format(lines=LINES), FRESH), False, i)
+
+
+def t_output_lost_when_worker_exits(c):
+    """A forkserver worker: 200,000 bytes then os._exit(3) arrive whole with status 3."""
+    for i in range(RUNS):
+        assert_whole(*run(c, WRITER.format(lines=LINES)), True, i)
+
+
+def t_output_lost_when_background_writer_exits(c):
+    """stdin left open (a background exec): 200,000 bytes then os._exit(3) arrive whole."""
+    for i in range(RUNS):
+        for extra, fast_path in ((b'', True), (FRESH, False)):
+            assert_whole(*run(c, WRITER.format(lines=LINES), u8(6, 1), extra), fast_path, i)
+
+
+def t_output_lost_when_streamed_writer_exits_without_credit(c):
+    """A streamed exec whose host grants credit only as it consumes, and has consumed nothing yet
+    when the writer dies: 400,000 bytes (more than the initial window, the rest waits in the
+    pipe), then os._exit(3). The first line is the writer's pid, so the host can wait until the
+    writer is gone (exited and reaped) before it grants anything back."""
+    lines = 50000
+    src = 'import os\nos.write(1, b"%d\\n" % os.getpid())\n' + WRITER.format(lines=lines)
+    for i in range(RUNS):
+        for extra, fast_path in ((b'', True), (FRESH, False)):
+            ch = chan()
+            c.send(frame(EXEC, ch, field(2, src) + extra))
+            head, unpaid = b'', 0
+            while b'\n' not in head:
+                ftype, _, p = c.wait(lambda f: f[1] == ch)
+                assert ftype == STDOUT, (hex(ftype), p)
+                head += p
+                unpaid += len(p)
+            pid = int(head.split(b'\n')[0])
+            wait_gone(pid, f'run {i}: the writer exits while its output waits for credit')
+            c.send(frame(WINDOW, ch, u32(1, unpaid)))
+            ex, out, err = c.collect(ch)
+            out = head + out
+            expected = b'%d\n' % pid + ''.join('%07d\n' % n for n in range(lines)).encode()
+            assert (ex[1], fast(ex)) == (3, fast_path), f'run {i}: {ex}'
+            assert out == expected and err == b'e' * 3000, f'run {i}: {len(out)} of {len(expected)} stdout bytes, {len(err)} stderr'
+
+
 def t_shutdown_takes_the_server_along(c):
     servers = forkservers(c)
     assert servers, 'a forkserver runs'
