@@ -37,3 +37,12 @@ test('the control channel is the emberd.control virtio-serial port on the given 
   assert.deepEqual(flag(args, '-accel'), ['kvm']);
   assert.deepEqual(flag(args, '-cpu'), ['host']);
 });
+
+test('a confined QEMU opens its boot files where it is told (inherited fds) and may not fork or exec', () => {
+  const args = qemuArgs(spec, { ...paths, kernel: '/proc/self/fd/3', initramfs: '/proc/self/fd/4', pack: '/proc/self/fd/5' }, { accel: 'tcg', denySpawn: true });
+  assert.deepEqual(flag(args, '-kernel'), ['/proc/self/fd/3']);
+  assert.deepEqual(flag(args, '-initrd'), ['/proc/self/fd/4']);
+  assert.deepEqual(flag(args, '-drive'), ['id=pack,file=/proc/self/fd/5,format=raw,if=none,readonly=on']);
+  assert.deepEqual(flag(args, '-sandbox'), ['on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
+  assert.deepEqual(flag(qemuArgs(spec, paths, { accel: 'tcg' }), '-sandbox'), ['on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny'], 'the test double still execs zstd');
+});
