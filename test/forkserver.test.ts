@@ -4,8 +4,9 @@
 // processes. One VM serves every case.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AgentClient, ExecRequest, ExecResult } from '../src/agent/client.ts';
+import type { AgentClient, ExecRequest, ExecResult, ExitInfo } from '../src/agent/client.ts';
 import { bootTestVm } from './helpers/vm.ts';
+import { eventually } from './helpers/daemon.ts';
 
 let agent: AgentClient;
 let stop: () => Promise<void>;
@@ -14,6 +15,11 @@ before(async () => { ({ agent, stop } = await bootTestVm('python')); });
 after(() => stop?.());
 
 const py = (code: string, extra: Partial<ExecRequest> = {}) => agent.run({ code, timeoutMs: 60_000, ...extra });
+
+/** Until none of `pids` is in the guest's /proc: each exited and was reaped (a zombie keeps its entry). */
+const guestGone = (pids: number[]) => eventually(async () => (await agent.run({
+  argv: ['sh', '-c', 'for p; do [ -e /proc/$p ] && exit 1; done; exit 0', 'sh', ...pids.map(String)], timeoutMs: 30_000,
+})).exitCode === 0, 60_000, `guest processes ${pids.join(' ')} gone`);
 
 /** The same code through the fast path and through a fresh interpreter. */
 async function both(code: string, extra: Partial<ExecRequest> = {}): Promise<[ExecResult, ExecResult]> {
@@ -68,21 +74,25 @@ test('stdin, env and cwd; the worker is a session leader whose parent is PID 1',
 });
 
 test('a timeout kills the worker and its children', async () => {
-  const t0 = Date.now();
-  const r = await py('import subprocess\nsubprocess.Popen(["sleep", "1003"])\nwhile True: pass', { timeoutMs: 1000 });
+  const r = await py('import os, subprocess\np = subprocess.Popen(["sleep", "1003"])\nprint(os.getpid(), p.pid, flush=True)\nwhile True: pass', { timeoutMs: 2000 });
   assert.equal(r.fastPath, true);
   assert.equal(r.timedOut, true);
   assert.equal(r.exitCode, 137);
-  assert.ok(Date.now() - t0 < 1000 * 1.1 + 100 + 500, `answered after ${Date.now() - t0} ms`);
-  const ps = await agent.run({ argv: ['sh', '-c', 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "'], timeoutMs: 30_000 });
-  assert.doesNotMatch(ps.stdout.toString(), /sleep 1003/);
+  assert.ok(r.durationUs >= 2_000_000, `killed before its timeout, after ${r.durationUs} us`);
+  const pids = r.stdout.toString().trim().split(' ').map(Number);
+  assert.equal(pids.length, 2, r.stdout.toString());
+  await guestGone(pids); // the child would sleep 1003 s: gone means killed with the group
 });
 
-test('workers and their orphans are reaped: no zombies', async () => {
-  for (let i = 0; i < 3; i++) await py('import subprocess\nsubprocess.Popen(["sleep", "0.2"])');
-  await new Promise((r) => setTimeout(r, 1500));
-  const r = await py('import glob\nz = []\nfor p in glob.glob("/proc/[0-9]*/stat"):\n  try: s = open(p).read()\n  except OSError: continue\n  if s[s.rindex(")") + 2] == "Z": z.append(s)\nprint(len(z))');
-  assert.equal(r.stdout.toString(), '0\n', r.stdout.toString() + r.stderr.toString());
+test('workers and their orphans are reaped: they exit and are gone, not zombies', async () => {
+  const pids: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await py('import os, subprocess\np = subprocess.Popen(["sleep", "0.2"])\nprint(os.getpid(), p.pid)');
+    assert.equal(r.fastPath, true);
+    pids.push(...r.stdout.toString().trim().split(' ').map(Number));
+  }
+  assert.equal(pids.length, 6);
+  await guestGone(pids); // PID 1 reaped each worker and each orphan once it exited
 });
 
 test('concurrent fast execs never mix output', async () => {
@@ -115,4 +125,67 @@ test('a killed forkserver: the next exec still works, and a new server takes ove
   const now = await forkservers();
   assert.equal(now.length, 1);
   assert.notEqual(now[0], server);
+});
+
+// ---- no output is lost when the writer dies (issue 9); the same cases, 50 runs each, are in
+// guest/tests/forkserver_test.py (host mode, fast). Here RUNS per path, fewer: a fresh python
+// under TCG costs ~200 ms, and each streamed run needs a guest exec or more to see the writer
+// gone; what a VM adds is its kernel, pipes and virtio-serial, not more chances for the race.
+const RUNS = 10;
+const writer = (lines: number) => [
+  'import os, sys',
+  `sys.stdout.write("".join("%07d\\n" % i for i in range(${lines})))`,
+  'sys.stdout.flush()',
+  'sys.stderr.write("e" * 3000)',
+  'sys.stderr.flush()',
+  'os._exit(3)',
+].join('\n');
+const lines = (n: number) => Array.from({ length: n }, (_, i) => `${String(i).padStart(7, '0')}\n`).join('');
+
+/** A streamed exec whose host grants nothing back until the writer is gone (exited and reaped). */
+async function streamedWithoutCredit(freshProcess: boolean): Promise<{ exit: ExitInfo; stdout: string; stderr: string; pid: number }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  let unpaid = 0;
+  let paying = false;
+  let firstLine!: (pid: number) => void;
+  const writerPid = new Promise<number>((resolve) => { firstLine = resolve; });
+  const take = (into: Buffer[], b: Buffer) => {
+    into.push(b);
+    if (paying) h.grant(b.length);
+    else unpaid += b.length;
+    const head = Buffer.concat(out).toString('latin1');
+    if (head.includes('\n')) firstLine(Number(head.slice(0, head.indexOf('\n'))));
+  };
+  const h = agent.exec(
+    { code: `import os\nos.write(1, b"%d\\n" % os.getpid())\n${writer(50_000)}`, freshProcess, timeoutMs: 120_000 },
+    { manualCredit: true, onStdout: (b) => take(out, b), onStderr: (b) => take(err, b) },
+  );
+  const pid = await writerPid;
+  await guestGone([pid]); // 400,000 bytes: the initial window went out, the rest waits in the pipe
+  paying = true;
+  h.grant(unpaid);
+  const exit = await h.exited;
+  return { exit, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), pid };
+}
+
+test(`output_lost_when_writer_exits: 200,000 bytes then os._exit(3) arrive whole with status 3 (worker, fresh process, background, streamed without credit; ${RUNS} runs each)`, async () => {
+  const expected = lines(25_000);
+  for (let run = 0; run < RUNS; run++) {
+    for (const freshProcess of [false, true]) {
+      for (const stdinOpen of [false, true]) {
+        const r = await py(writer(25_000), { freshProcess, stdinOpen });
+        const what = `run ${run}, ${freshProcess ? 'fresh process' : 'worker'}${stdinOpen ? ', stdin open' : ''}`;
+        assert.deepEqual([r.exitCode, r.fastPath], [3, !freshProcess], what);
+        assert.ok(r.stdout.toString() === expected && r.stderr.toString() === 'e'.repeat(3000),
+          `${what}: ${r.stdout.length} of ${expected.length} stdout bytes, ${r.stderr.length} of 3000 stderr bytes`);
+      }
+      const s = await streamedWithoutCredit(freshProcess);
+      const want = `${s.pid}\n${lines(50_000)}`;
+      const what = `run ${run}, streamed, ${freshProcess ? 'fresh process' : 'worker'}`;
+      assert.deepEqual([s.exit.exitCode, s.exit.fastPath], [3, !freshProcess], what);
+      assert.ok(s.stdout === want && s.stderr === 'e'.repeat(3000),
+        `${what}: ${s.stdout.length} of ${want.length} stdout bytes, ${s.stderr.length} of 3000 stderr bytes`);
+    }
+  }
 });
