@@ -172,6 +172,20 @@ static void reencode(const struct frame *f, struct buf *b)
     b->data[b->off + 3] = f->flags; /* the guest only ever sends 0; vectors might not */
 }
 
+/* Hands the decoder the next at most `chunk` of the n bytes at data (as much as it has room
+ * for); returns how many it took. */
+static size_t feed(struct decoder *d, const uint8_t *data, size_t n, size_t chunk)
+{
+    size_t room;
+    uint8_t *p = dec_space(d, &room);
+    size_t k = n < chunk ? n : chunk;
+    if (k > room)
+        k = room;
+    memcpy(p, data, k);
+    dec_commit(d, k);
+    return k;
+}
+
 /* Feeds `data` in chunks of `chunk` bytes; returns the dump of the first result (frame or
  * error), "incomplete" if there is none, and flags bytes left after a frame. */
 static void decode_all(const uint8_t *data, size_t n, size_t chunk, struct text *out, struct buf *enc)
@@ -183,14 +197,7 @@ static void decode_all(const uint8_t *data, size_t n, size_t chunk, struct text 
     const char *code = NULL, *msg = NULL;
     int r = DEC_MORE;
     while (r == DEC_MORE && fed < n) {
-        size_t room;
-        uint8_t *p = dec_space(&d, &room);
-        size_t k = n - fed < chunk ? n - fed : chunk;
-        if (k > room)
-            k = room;
-        memcpy(p, data + fed, k);
-        dec_commit(&d, k);
-        fed += k;
+        fed += feed(&d, data + fed, n - fed, chunk);
         r = dec_next(&d, &f, &code, &msg);
     }
     if (r == DEC_ERROR) {
@@ -292,14 +299,7 @@ static void stream_results(const uint8_t *data, size_t n, size_t chunk, struct t
         } else if (r == DEC_FRAME) {
             text_printf(out, "%s;", msg_name(f.type) ? msg_name(f.type) : "?");
         } else if (fed < n) {
-            size_t room;
-            uint8_t *p = dec_space(&d, &room);
-            size_t k = n - fed < chunk ? n - fed : chunk;
-            if (k > room)
-                k = room;
-            memcpy(p, data + fed, k);
-            dec_commit(&d, k);
-            fed += k;
+            fed += feed(&d, data + fed, n - fed, chunk);
         } else {
             break;
         }
@@ -420,17 +420,8 @@ static void fuzz_tests(void)
             } else if (r == DEC_ERROR) {
                 errors++;
             } else if (fed < n) {
-                size_t room;
-                uint8_t *p = dec_space(&d, &room);
                 seed = seed * 1103515245 + 12345;
-                size_t k = 1 + (seed >> 8) % 97;
-                if (k > n - fed)
-                    k = n - fed;
-                if (k > room)
-                    k = room;
-                memcpy(p, data + fed, k);
-                dec_commit(&d, k);
-                fed += k;
+                fed += feed(&d, data + fed, n - fed, 1 + (seed >> 8) % 97);
             } else {
                 break;
             }
