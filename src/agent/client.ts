@@ -1,5 +1,7 @@
 // Host side of the guest protocol: one AgentClient per VM control stream, multiplexing any number
-// of exec channels. Every wait has a deadline; a vanished stream fails every pending call.
+// of exec channels. Every wait has a deadline; a vanished stream fails every pending call. The
+// guest is not trusted: output beyond the credit it was given, or a guest that stops reading what
+// the host sends, ends the connection (AGENT_PROTOCOL) rather than growing the daemon's memory.
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import {
@@ -59,6 +61,13 @@ export interface ExecCallbacks {
 /** How long past the guest-side timeout the host waits for EXIT before giving up on the guest. */
 const EXIT_GRACE_MS = 5000;
 
+/**
+ * Bytes the host may have queued for a guest that does not read them (frames are small: EXEC with
+ * its inline stdin, WINDOW, SIGNAL; bulk stdin waits for credit): past this the guest is stuck or
+ * hostile, and the connection is ended.
+ */
+export const MAX_UNREAD_BYTES = 16 << 20;
+
 export class ExecHandle {
   readonly channel: number;
   readonly exited: Promise<ExitInfo>;
@@ -67,6 +76,8 @@ export class ExecHandle {
   private resolveExit!: (e: ExitInfo) => void;
   private rejectExit!: (e: Error) => void;
   private stdinCredit = INITIAL_WINDOW;
+  /** Output credit the guest holds on this channel: what it may still send. */
+  private outputCredit = INITIAL_WINDOW;
   private stdinQueue: { data: Buffer; done: () => void }[] = [];
   private stdinClosed = false;
   private timer: NodeJS.Timeout | undefined;
@@ -88,7 +99,9 @@ export class ExecHandle {
 
   /** Hands `bytes` of output credit back to the guest (see ExecCallbacks.manualCredit). */
   grant(bytes: number): void {
-    if (bytes > 0 && !this.settled) this.client.send(encodeMessage('WINDOW', this.channel, { increment: bytes }));
+    if (bytes <= 0 || this.settled) return;
+    this.outputCredit += bytes;
+    this.client.send(encodeMessage('WINDOW', this.channel, { increment: bytes }));
   }
 
   signal(signo: number): void {
@@ -113,6 +126,11 @@ export class ExecHandle {
     switch (frame.type) {
       case MsgType.STDOUT:
       case MsgType.STDERR:
+        this.outputCredit -= frame.payload.length;
+        if (this.outputCredit < 0) {
+          this.client.violation(`the guest sent ${-this.outputCredit} bytes of output on channel ${this.channel} beyond the credit it was given`);
+          return;
+        }
         if (frame.type === MsgType.STDOUT) this.callbacks.onStdout?.(frame.payload);
         else this.callbacks.onStderr?.(frame.payload);
         // Consumed synchronously unless the caller manages credit itself.
@@ -191,28 +209,29 @@ export class AgentClient {
   private readonly waiters = new Set<{ type: number; match: (f: Frame) => boolean; resolve: (f: Frame) => void; reject: (e: Error) => void }>();
   private readonly opts: AgentClientOptions;
   private nextChannel = 1;
-  private closedError: Error | undefined;
+  private closedError: EmberdError | undefined;
+  private onClosed: () => void = () => {};
+  private handshaken = false;
   /** Resolves when the stream has ended, for whatever reason. */
   readonly closed: Promise<void>;
 
   constructor(stream: Duplex, opts: AgentClientOptions = {}) {
     this.stream = stream;
     this.opts = opts;
-    this.decoder = new FrameDecoder((code, message) => opts.onProtocolError?.(code, message));
+    // Before the first HELLO_ACK a byte stream may carry noise (a port opened early); after it, a
+    // bad frame means a broken or hostile guest.
+    this.decoder = new FrameDecoder((code, message) => {
+      if (this.handshaken) this.violation(`the guest sent a bad frame (${code}: ${message})`);
+      else opts.onProtocolError?.(code, message);
+    });
     let onClosed!: () => void;
     this.closed = new Promise((r) => { onClosed = r; });
     stream.on('data', (chunk: Buffer) => { for (const f of this.decoder.push(chunk)) this.dispatch(f); });
     // A connector may hand over a paused stream (connectHybridVsock stops reading after its OK
     // line so no byte is lost): reading starts now that someone listens.
     stream.resume();
-    const end = (err?: Error) => {
-      if (this.closedError) return;
-      this.closedError = new EmberdError('AGENT_DISCONNECTED', `the control channel to the guest closed${err ? `: ${err.message}` : ''}; the VM has probably stopped`);
-      for (const e of this.execs.values()) e.fail(this.closedError);
-      for (const w of this.waiters) w.reject(this.closedError);
-      this.waiters.clear();
-      onClosed();
-    };
+    this.onClosed = onClosed;
+    const end = (err?: Error) => this.end(new EmberdError('AGENT_DISCONNECTED', `the control channel to the guest closed${err ? `: ${err.message}` : ''}; the VM has probably stopped`));
     stream.on('error', end);
     stream.on('close', () => end());
     stream.on('end', () => end());
@@ -220,6 +239,20 @@ export class AgentClient {
 
   get isClosed(): boolean {
     return this.closedError !== undefined;
+  }
+
+  /** Why the connection ended (AGENT_DISCONNECTED, AGENT_PROTOCOL), once it has. */
+  get closeReason(): EmberdError | undefined {
+    return this.closedError;
+  }
+
+  private end(reason: EmberdError): void {
+    if (this.closedError) return;
+    this.closedError = reason;
+    for (const e of this.execs.values()) e.fail(reason);
+    for (const w of this.waiters) w.reject(reason);
+    this.waiters.clear();
+    this.onClosed();
   }
 
   async hello(timeoutMs: number, extra: { realtimeNs?: bigint; entropy?: Buffer; hostname?: string } = {}): Promise<HelloAck> {
@@ -231,6 +264,7 @@ export class AgentClient {
       hostname: extra.hostname,
     }));
     const f = fieldsToObject(MsgType.HELLO_ACK, decodeTlv(MsgType.HELLO_ACK, (await reply).payload));
+    this.handshaken = true;
     const ack: HelloAck = {
       protoVersion: Number(f.proto_version),
       agentVersion: String(f.agent_version ?? ''),
@@ -295,13 +329,23 @@ export class AgentClient {
     return handle;
   }
 
-  /** Runs to completion and buffers the output (the guest enforces outputCap). */
+  /**
+   * Runs to completion and buffers the output. The guest enforces outputCap; the host keeps at
+   * most that much too (a guest that ignores it costs CPU, never memory) and says so in `truncated`.
+   */
   async run(req: ExecRequest): Promise<ExecResult> {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    const h = this.exec(req, { onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) });
+    let room = req.outputCap || Infinity;
+    let cut = false;
+    const keep = (into: Buffer[]) => (b: Buffer) => {
+      if (b.length > room) cut = true;
+      if (room > 0) into.push(b.length > room ? b.subarray(0, room) : b);
+      room -= Math.min(room, b.length);
+    };
+    const h = this.exec(req, { onStdout: keep(out), onStderr: keep(err) });
     const info = await h.exited;
-    return { ...info, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+    return { ...info, truncated: info.truncated || cut, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
   }
 
   /** Asks the guest to power off; the VMM process then exits. */
@@ -315,7 +359,24 @@ export class AgentClient {
 
   /** @internal */
   send(frame: Buffer): void {
-    if (!this.closedError && !this.stream.destroyed) this.stream.write(frame);
+    if (this.closedError || this.stream.destroyed) return;
+    if (this.stream.writableLength > MAX_UNREAD_BYTES) {
+      this.violation(`the guest has not read ${this.stream.writableLength} bytes the host sent; it is stuck or does not follow the protocol`);
+      return;
+    }
+    this.stream.write(frame);
+  }
+
+  /**
+   * The guest broke the protocol in a way the host cannot work around: every exec fails with
+   * AGENT_PROTOCOL and the connection is closed (the sandbox then fails: its guest is untrusted).
+   * @internal
+   */
+  violation(message: string): void {
+    if (this.closedError) return;
+    this.opts.onProtocolError?.('PROTOCOL_VIOLATION', message);
+    this.end(new EmberdError('AGENT_PROTOCOL', `${message}; the sandbox was stopped`));
+    this.stream.destroy();
   }
 
   /** @internal */
@@ -352,7 +413,7 @@ export class AgentClient {
         if (w.type === f.type && w.match(f)) { this.waiters.delete(w); w.resolve(f); return; }
       }
     } catch (e) {
-      this.opts.onProtocolError?.('BAD_PAYLOAD', (e as Error).message);
+      this.violation(`the guest sent a malformed ${f.type.toString(16)} frame (${(e as Error).message})`);
     }
   }
 

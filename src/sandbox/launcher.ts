@@ -5,7 +5,8 @@
 import { rmSync } from 'node:fs';
 import { AgentClient } from '../agent/client.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
-import type { Backend, BootSpec, MachineConfig } from '../vmm/backend.ts';
+import { settlesWithin } from '../settles-within.ts';
+import type { Backend, BootSpec, MachineConfig, VmHandle } from '../vmm/backend.ts';
 import type { Sandbox } from './sandbox.ts';
 import { goldenName, type SnapshotStore } from './snapshots.ts';
 
@@ -20,6 +21,9 @@ export interface LauncherConfig {
   machine: MachineConfig;
   bootTimeoutMs: number;
 }
+
+/** After the control channel closed, how long the VMM gets to exit before the sandbox is failed. */
+const AGENT_LOSS_GRACE_MS = 2000;
 
 /** A restore that has not answered by then is abandoned for a cold boot. */
 const RESTORE_TIMEOUT_MS = 15_000;
@@ -125,9 +129,11 @@ export class Launcher {
     sb.vm = vm;
     sb.bootMode = snapshot ? 'restore' : 'cold';
     void vm.exited.then((exit) => { if (sb.vm === vm) this.onVmExit(sb, exit.reason); });
-    sb.agent = new AgentClient(vm.control, {
+    const agent = new AgentClient(vm.control, {
       onProtocolError: (code, message) => sb.log.warn({ code }, `guest protocol error: ${message}`),
     });
+    sb.agent = agent;
+    void agent.closed.then(() => this.onAgentClosed(sb, agent, vm));
     const ack = await sb.agent.helloUntil(deadline, { hostname: hostnameOf(sb.id) }, () => !sb.cancelled && sb.state === 'creating');
     sb.agentVersion = ack.agentVersion;
   }
@@ -152,6 +158,21 @@ export class Launcher {
     // teardown began (a delete, the pool or the daemon stopping it), the exit is expected.
     if (sb.state !== 'ready' || sb.released) return;
     sb.failure = { code: 'VMM_EXITED', message: `the VM stopped unexpectedly (${reason}); delete this sandbox and create a new one` };
+    sb.log.warn({ code: sb.failure.code }, sb.failure.message);
+    sb.state = 'failed';
+    void this.release(sb, 0);
+  }
+
+  /**
+   * The control channel of a ready sandbox closed without a teardown: the host ended it (the
+   * guest broke the protocol), or the guest did. Usually the VM is dying and onVmExit says so;
+   * if it is still running a moment later, its agent is gone or untrusted, so the sandbox fails.
+   */
+  private async onAgentClosed(sb: Sandbox, agent: AgentClient, vm: VmHandle): Promise<void> {
+    const reason = agent.closeReason;
+    if (reason?.code !== 'AGENT_PROTOCOL' && (await settlesWithin(vm.exited, AGENT_LOSS_GRACE_MS))) return;
+    if (sb.agent !== agent || sb.state !== 'ready' || sb.released) return;
+    sb.failure = { code: reason?.code ?? 'AGENT_DISCONNECTED', message: `${reason?.message ?? 'the guest closed its control channel'}; delete this sandbox and create a new one` };
     sb.log.warn({ code: sb.failure.code }, sb.failure.message);
     sb.state = 'failed';
     void this.release(sb, 0);
