@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AgentClient, ExecRequest, ExecResult, ExitInfo } from '../src/agent/client.ts';
 import { bootTestVm } from './helpers/vm.ts';
-import { eventually } from './helpers/daemon.ts';
+import { guestGone as guestGoneIn } from './helpers/guest-procs.ts';
 
 let agent: AgentClient;
 let stop: () => Promise<void>;
@@ -16,10 +16,7 @@ after(() => stop?.());
 
 const py = (code: string, extra: Partial<ExecRequest> = {}) => agent.run({ code, timeoutMs: 60_000, ...extra });
 
-/** Until none of `pids` is in the guest's /proc: each exited and was reaped (a zombie keeps its entry). */
-const guestGone = (pids: number[]) => eventually(async () => (await agent.run({
-  argv: ['sh', '-c', 'for p; do [ -e /proc/$p ] && exit 1; done; exit 0', 'sh', ...pids.map(String)], timeoutMs: 30_000,
-})).exitCode === 0, 60_000, `guest processes ${pids.join(' ')} gone`);
+const guestGone = (pids: number[]) => guestGoneIn(agent, pids);
 
 /** The same code through the fast path and through a fresh interpreter. */
 async function both(code: string, extra: Partial<ExecRequest> = {}): Promise<[ExecResult, ExecResult]> {

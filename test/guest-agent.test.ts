@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import type { AgentClient, HelloAck } from '../src/agent/client.ts';
 import type { VmHandle } from '../src/vmm/backend.ts';
 import { bootTestVm } from './helpers/vm.ts';
+import { guestGone as guestGoneIn } from './helpers/guest-procs.ts';
 import { testImages } from './helpers/images.ts';
-import { eventually } from './helpers/daemon.ts';
 
 let vm: VmHandle;
 let agent: AgentClient;
@@ -21,10 +21,7 @@ before(async () => {
 
 after(() => stop?.());
 
-/** Until none of `pids` is in the guest's /proc: each exited and was reaped (a zombie keeps its entry). */
-const guestGone = (pids: number[]) => eventually(async () => (await agent.run({
-  argv: ['sh', '-c', 'for p; do [ -e /proc/$p ] && exit 1; done; exit 0', 'sh', ...pids.map(String)], timeoutMs: 30_000,
-})).exitCode === 0, 60_000, `guest processes ${pids.join(' ')} gone`);
+const guestGone = (pids: number[]) => guestGoneIn(agent, pids);
 
 /** The pids a script printed, one a line. */
 const pidsIn = (out: Buffer) => out.toString().trim().split('\n').map(Number);
