@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 minutes=${1:-10}
 start=$(date +%s)
 status=0
-guest/fuzz/run.sh -max_total_time=$((minutes * 60)) -use_value_profile=1 >/dev/null || status=$?
+FUZZ_LOG=build/fuzz/bench.log guest/fuzz/run.sh -max_total_time=$((minutes * 60)) -use_value_profile=1 >/dev/null || status=$?
 elapsed=$(($(date +%s) - start))
-log=guest/build/fuzz/last.log
+log=guest/build/fuzz/bench.log
 
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs the libFuzzer harness of the guest codec (fuzz/codec_fuzz.c), from guest/.
-#   fuzz/run.sh [libFuzzer flags...]     e.g. fuzz/run.sh -runs=200000 -seed=1   (the test's short run)
+#   fuzz/run.sh [libFuzzer flags...]     e.g. fuzz/run.sh -runs=200000 -max_total_time=20 -seed=1   (the test's short run)
 #                                              fuzz/run.sh -max_total_time=600      (bench/fuzz-guest-codec.sh)
 # Seeds: every protocol/vectors/*.hex (and all valid ones in one stream), each behind the harness's
 # control byte. New inputs go to build/fuzz/corpus (kept between runs), crashes to
@@ -18,7 +18,7 @@ FLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fsanitize=fuzzer,add
 if ! command -v "$CLANG" >/dev/null 2>&1 ||
    ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { (void)d; (void)n; return 0; }' |
      "$CLANG" -x c -fsanitize=fuzzer -o /dev/null - 2>/dev/null; then
-  echo "fuzz: $CLANG cannot build a libFuzzer target; install the Debian packages clang and libclang-rt-14-dev (scripts/setup.sh)" >&2
+  echo "fuzz: $CLANG cannot build a libFuzzer target; install the Debian packages clang and libclang-rt-dev (scripts/setup.sh)" >&2
   echo "0 passed, 1 failed"
   exit 1
 fi
@@ -39,7 +39,7 @@ for hex in "$VECTORS"/*.hex; do
 done
 { printf '\x2a'; for hex in "${all[@]}"; do hex_bytes "$hex"; done; } >"$OUT/seeds/all-valid-stream"
 
-log=$OUT/last.log
+log=${FUZZ_LOG:-$OUT/last.log}
 status=0
 "$BIN" "$OUT/corpus" "$OUT/seeds" -artifact_prefix="$OUT/" -dict=fuzz/codec.dict -max_len=8192 -timeout=10 -print_final_stats=1 "$@" >"$log" 2>&1 || status=$?
 # The figures: libFuzzer's last status line and its final stats.
