@@ -10,8 +10,10 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # qemu-system-x86: the VMM; squashfs-tools, cpio, zstd, lz4, xz-utils: image building;
-# busybox-static: the shell pack; musl-tools, make, gcc: the static guest agent; util-linux: setpriv.
-packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates)
+# busybox-static: the shell pack; musl-tools, make, gcc: the static guest agent; util-linux: setpriv;
+# clang, libclang-rt-dev: the guest codec's libFuzzer harness (guest/fuzz; libFuzzer's runtime is
+# in libclang-rt, clang alone cannot link -fsanitize=fuzzer).
+packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates clang libclang-rt-dev)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

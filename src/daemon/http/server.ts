@@ -40,6 +40,12 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
     return503OnClosing: true,
     // Ids are looked up, not pattern-checked: a long one is a sandbox that does not exist (404).
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Errors the router answers before any route or hook (a malformed %-escape, a path parameter
+    // over MAX_PARAM_LENGTH): the same {error: {code, message}} as every other answer.
+    frameworkErrors: (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
+      const e = toEmberdError(err);
+      void reply.status(e.status).send(e.toJSON());
+    },
   });
   app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
   if (opts.auth) app.addHook('onRequest', requireToken(opts.auth.token, opts.auth.tokenFile));
