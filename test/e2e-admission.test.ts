@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDaemon, http } from './helpers/daemon.ts';
-import { liveProcessesWith } from './helpers/procs.ts';
+import { vmmsBelow } from './helpers/procs.ts';
 
 const quiet = ['--pool-size', '0', '--snapshots', 'off'];
 
@@ -30,13 +30,12 @@ test('over --max-sandboxes: 429 TOO_MANY_SANDBOXES with Retry-After (seconds unt
 test('a create that would leave less than --memory-reserve: 503 HOST_MEMORY_LOW, Retry-After, no VMM started', async () => {
   const d = await startDaemon([...quiet, '--memory-reserve', String(1 << 24)]); // 16 TiB: more than any host has
   try {
-    const before = liveProcessesWith(d.runDir).length;
     const r = await http(d, 'POST', '/sandboxes', '{"language_pack":"shell"}');
     assert.equal(r.status, 503, r.text);
     assert.equal(r.json.error.code, 'HOST_MEMORY_LOW');
     assert.match(r.json.error.message, /--memory-reserve/);
     assert.equal(r.headers.get('retry-after'), '5');
-    assert.equal(liveProcessesWith(d.runDir).length, before, 'no VMM was spawned');
+    assert.deepEqual(vmmsBelow(d.proc.pid!), [], 'no VMM was spawned');
     assert.deepEqual((await http(d, 'GET', '/sandboxes')).json.sandboxes, []);
   } finally {
     assert.equal(await d.stop(), 0, d.log());

@@ -2,11 +2,11 @@
 // Each daemon gets a private images dir, so snapshots are built here and can be damaged here.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { privateImagesDir } from './helpers/private-images.ts';
+import { isLive, vmmsBelow } from './helpers/procs.ts';
 
 const images = privateImagesDir();
 after(() => images.cleanup());
@@ -94,6 +94,7 @@ describe('warm pool', () => {
   before(async () => {
     d = await startDaemon(['--images-dir', images.dir, '--pool-size', '1']);
   });
+  after(() => d.stop()); // when a case failed before its own stop
 
   test('a create is served from the pool, which refills; SIGTERM leaves no pooled VM', async () => {
     const poolReady = async () => (await http(d, 'GET', '/')).json.pool.shell.ready === 1;
@@ -102,9 +103,10 @@ describe('warm pool', () => {
     assert.equal(sb.boot_mode, 'pool');
     assert.equal((await sh(d, sb.id, 'cat /proc/sys/kernel/hostname')).json.stdout, `${sb.id.replace('_', '-')}\n`);
     await eventually(poolReady, 60_000, 'pool refilled');
-    const vmms = () => { try { return execFileSync('pgrep', ['-f', d.runDir], { encoding: 'utf8' }).trim().split('\n').filter(Boolean); } catch { return []; } };
-    assert.ok(vmms().length >= 3, 'the pooled python and shell VMs plus the sandbox run');
+    const daemonPid = d.proc.pid!;
+    const vmms = vmmsBelow(daemonPid);
+    assert.ok(vmms.length >= 3, `the pooled python and shell VMs plus the sandbox run (${vmms.length})`);
     assert.equal(await d.stop(), 0, d.log());
-    assert.deepEqual(vmms(), [], 'a pooled VM outlived the daemon');
+    assert.deepEqual(vmms.filter(isLive), [], 'a pooled VM outlived the daemon');
   });
 });

@@ -38,3 +38,26 @@ export function rssKib(pid: number): number {
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]);
 }
+
+/** Live descendants of `pid` (children, their children, ...). */
+export function liveDescendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      parent.set(Number(p), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch { /* gone meanwhile */ }
+  }
+  const out: number[] = [];
+  const walk = (of: number) => { for (const [child, pp] of parent) if (pp === of) { if (isLive(child)) out.push(child); walk(child); } };
+  walk(pid);
+  return out;
+}
+
+/** Live VMM processes (QEMU, Firecracker) below `pid`. */
+export function vmmsBelow(pid: number): number[] {
+  return liveDescendants(pid).filter((p) => {
+    try { return /^(qemu-system|firecracker)/.test(readFileSync(`/proc/${p}/comm`, 'utf8')); } catch { return false; }
+  });
+}
