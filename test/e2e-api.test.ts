@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDaemon, http, processExists, eventually, type TestDaemon } from './helpers/daemon.ts';
+import { isLive, vmmsBelow } from './helpers/procs.ts';
 
 let d: TestDaemon;
 const created: string[] = [];
@@ -261,4 +262,25 @@ test('SIGTERM to the daemon destroys every VM and leaves no file', async () => {
   assert.deepEqual(existsSync(runDir) ? readdirSync(runDir) : [], []);
   assert.doesNotMatch(d2.log(), /stopped unexpectedly/, 'no warning for the VMs the daemon stopped itself (the pool included)');
   await d2.stop();
+});
+
+test('a SIGKILLed daemon takes its VMMs with it; the next start on the run dir removes what it left and serves', async () => {
+  const d2 = await startDaemon(['--pool-size', '0', '--snapshots', 'off']);
+  const ids = await Promise.all([0, 1].map(async () => (await d2.client.createSandbox({ language_pack: 'shell' })).id));
+  const vmms = vmmsBelow(d2.proc.pid!);
+  assert.equal(vmms.length, 2);
+  d2.proc.kill('SIGKILL');
+  await new Promise((r) => d2.proc.once('exit', r));
+  await eventually(() => vmms.every((p) => !isLive(p)), 30_000, 'the VMMs died with the daemon (PDEATHSIG)');
+  assert.deepEqual(readdirSync(d2.runDir).filter((n) => n.startsWith('sb_')).sort(), [...ids].sort(), 'the killed daemon left its run dirs');
+  const d3 = await startDaemon(['--pool-size', '0', '--snapshots', 'off', '--run-dir', d2.runDir]);
+  try {
+    assert.deepEqual(readdirSync(d2.runDir).filter((n) => n.startsWith('sb_')), [], 'the next start removed them');
+    assert.match(d3.log(), /removed 2 stale sandbox directories/);
+    const sb = await d3.client.createSandbox({ language_pack: 'shell' });
+    assert.equal((await d3.client.exec(sb.id, { code: 'echo ok' })).stdout, 'ok\n');
+  } finally {
+    assert.equal(await d3.stop(), 0, d3.log());
+    await d2.stop();
+  }
 });
