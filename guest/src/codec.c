@@ -27,10 +27,13 @@ static void put_be32(uint8_t *p, uint32_t v)
 #define REQ F_REQUIRED
 #define REP F_REPEATED
 static const struct field_spec hello[] = {
-    { 1, K_U32, REQ, "proto_version" }, { 2, K_U64, 0, "realtime_ns" }, { 3, K_BYTES, 0, "entropy" }, { 4, K_BYTES, 0, "hostname" }, { 0 } };
+    { 1, K_U32, REQ, "proto_version" }, { 2, K_U64, 0, "realtime_ns" }, { 3, K_BYTES, 0, "entropy" }, { 4, K_BYTES, 0, "hostname" },
+    { 5, K_U64, 0, "disk_bytes" }, { 6, K_U32, 0, "pids_max" }, { 0 } };
 static const struct field_spec hello_ack[] = {
     { 1, K_U32, REQ, "proto_version" }, { 2, K_BYTES, REQ, "agent_version" },
-    { 3, K_BYTES, REP, "capability" }, { 4, K_BYTES, 0, "transport" }, { 5, K_U64, 0, "uptime_ms" }, { 0 } };
+    { 3, K_BYTES, REP, "capability" }, { 4, K_BYTES, 0, "transport" }, { 5, K_U64, 0, "uptime_ms" },
+    { 6, K_U64, 0, "disk_bytes" }, { 7, K_U32, 0, "pids_max" }, { 8, K_U64, 0, "memory_max" },
+    { 9, K_BYTES, 0, "limits_error" }, { 10, K_BYTES, 0, "limits_message" }, { 0 } };
 static const struct field_spec exec[] = {
     { 1, K_BYTES, REP, "argv" }, { 2, K_BYTES, 0, "code" }, { 3, K_BYTES, REP, "env" },
     { 4, K_BYTES, 0, "cwd" }, { 5, K_BYTES, 0, "stdin" }, { 6, K_U8, 0, "stdin_open" },

@@ -40,6 +40,9 @@ enum msg_type {
 #define E_NO_SUCH_CHANNEL "NO_SUCH_CHANNEL"
 #define E_TOO_MANY_EXECS "TOO_MANY_EXECS"
 #define E_SPAWN_FAILED "SPAWN_FAILED"
+/* HELLO_ACK limits_error codes (a HELLO's disk_bytes/pids_max were not applied). */
+#define E_LIMIT_INVALID "LIMIT_INVALID"         /* the value cannot be had: below usage, above the ceiling, 0 */
+#define E_LIMIT_UNSUPPORTED "LIMIT_UNSUPPORTED" /* this guest has no way to enforce it */
 
 struct frame {
     uint8_t type, flags;
