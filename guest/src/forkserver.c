@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "limits.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -174,7 +175,17 @@ static int start(void)
         signal(SIGPIPE, SIG_DFL);
         if (chdir("/") < 0)
             _exit(126);
-        environ = spawn_base_env();
+        /* The server stays outside the exec cgroup (a bomb in it cannot starve the server); its
+         * workers move themselves in through fd 4 before they report (forkserver.py). */
+        limits_leave_oom_protection();
+        char *env[8] = { 0 };
+        size_t n = 0;
+        for (char **e = spawn_base_env(); *e && n < 6; e++)
+            env[n++] = *e;
+        int cg = limits_exec_cgroup_fd();
+        if (cg >= 0 && dup2(cg, 4) == 4)
+            env[n++] = "EMBERD_EXEC_CGROUP_FD=4";
+        environ = env;
         execvp(server.argv[0], server.argv);
         say("forkserver: %s: %s", server.argv[0], strerror(errno));
         _exit(127);

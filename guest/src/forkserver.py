@@ -8,8 +8,9 @@
 # SCM_RIGHTS: the exec's stdin, stdout, stderr and a memfd holding the EXEC payload):
 #   server --fork--> intermediate --fork--> worker; the intermediate exits at once, so the worker
 #   is re-parented to emberd-init (PID 1, or a child subreaper in host mode), which reaps it.
-# The worker calls setsid(), reports (seq, its pid) on the socket, and only then runs the code:
-# a request without a report never ran, so the agent may serve it with a fresh process instead.
+# The worker calls setsid(), joins the exec cgroup, reports (seq, its pid) on the socket, and only
+# then runs the code: a request without a report never ran, so the agent may serve it with a
+# fresh process instead.
 # Failures are reported as (seq, -errno). Reports are 8 bytes, written in one send (atomic).
 _main_globals = dict(globals())  # what `python3 -c` gives __main__, before we add anything
 import os
@@ -17,6 +18,11 @@ import sys
 import _socket
 _SOCK_FD = 3
 _NFDS = 4
+# The exec cgroup's cgroup.procs (emberd-init's limits.c), when the guest has one: each worker
+# moves itself in before it reports, so an exec's processes count against the sandbox's limits
+# while the server stays outside them. Popped: no worker's environment shows it.
+_CGROUP_FD = os.environ.pop('EMBERD_EXEC_CGROUP_FD', None)
+_CGROUP_FD = int(_CGROUP_FD) if _CGROUP_FD else None
 
 
 def _report(sock, seq, value):
@@ -59,6 +65,9 @@ def _serve():
             # The worker.
             try:
                 os.setsid()
+                if _CGROUP_FD is not None:
+                    os.write(_CGROUP_FD, b'0')
+                    os.close(_CGROUP_FD)
                 _report(sock, seq, os.getpid())
                 sock.close()
             except BaseException:

@@ -1,7 +1,8 @@
 /* emberd-init: PID 1 of every emberd microVM, and the guest end of docs/protocol.md.
  *
  *   mount /proc /sys /dev /run -> load modules -> mount the pack and switch root ->
- *   open the control channel -> serve the protocol forever (reaping every child).
+ *   the exec cgroup (limits.h) -> open the control channel -> serve the protocol forever
+ *   (reaping every child).
  *
  * Outside a VM (not PID 1), `emberd-init --listen-unix PATH` skips the boot steps and serves the
  * same protocol on a Unix socket, so the host-side tests can drive the real agent. */
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "limits.h"
 #include "modules.h"
 #include "rootfs.h"
 #include "serve.h"
@@ -29,6 +31,7 @@ static void boot(struct control *ctl)
     uint64_t t1 = uptime_ms();
     if (mount_root(&bo) < 0 || switch_root("/newroot") < 0)
         say("no root filesystem: serving from the initramfs, execs will fail");
+    limits_init();
     set_hostname(bo.hostname);
     loopback_up();
     uint64_t t2 = uptime_ms();

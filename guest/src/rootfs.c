@@ -12,12 +12,18 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "util.h"
 
 #define ROOT_DEV "/dev/vda"
 #define ROOT_WAIT_MS 5000
+
+/* The overlay's tmpfs upper (the writable layer). After the switch root its mount point is in
+ * the initramfs, out of reach of any path; this fd keeps it reachable for a remount (HELLO's
+ * disk_bytes) through /proc/self/fd, and invisible to execs. */
+static int upper_fd = -1;
 
 static void mkdir_quiet(const char *path, mode_t mode)
 {
@@ -111,10 +117,36 @@ int mount_root(const struct bootopts *bo)
     snprintf(opts, sizeof opts, "size=%s,mode=0755", bo->overlay_size);
     if (mount_at("tmpfs", "/mnt/upper", "tmpfs", MS_NODEV, opts) < 0)
         return -1;
+    upper_fd = open("/mnt/upper", O_PATH | O_DIRECTORY | O_CLOEXEC);
     mkdir_quiet("/mnt/upper/upper", 0755);
     mkdir_quiet("/mnt/upper/work", 0755);
     return mount_at("overlay", "/newroot", "overlay", MS_NODEV,
                     "lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work");
+}
+
+int upper_usage(uint64_t *size, uint64_t *used)
+{
+    struct statfs st;
+    if (upper_fd < 0 || fstatfs(upper_fd, &st) < 0)
+        return -1;
+    *size = (uint64_t)st.f_blocks * (uint64_t)st.f_bsize;
+    *used = (uint64_t)(st.f_blocks - st.f_bfree) * (uint64_t)st.f_bsize;
+    return 0;
+}
+
+int upper_resize(uint64_t bytes)
+{
+    if (upper_fd < 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    /* The size belongs to the tmpfs superblock: remounting this mount of it is enough (the
+     * overlay writes through its own private clone of the mount). tmpfs refuses (EINVAL) a size
+     * below what it holds. MS_NODEV: a remount replaces the mount's flags. */
+    char path[32], opts[40];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", upper_fd);
+    snprintf(opts, sizeof opts, "size=%llu", (unsigned long long)bytes);
+    return mount(NULL, path, NULL, MS_REMOUNT | MS_NODEV, opts);
 }
 
 int switch_root(const char *newroot)

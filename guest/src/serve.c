@@ -18,6 +18,7 @@
 
 #include "codec.h"
 #include "exec.h"
+#include "limits.h"
 #include "util.h"
 
 #define READ_CHUNK (256u * 1024)
@@ -92,6 +93,15 @@ static void on_hello(const struct frame *f)
         reseed(t.val, t.len);
     if (opt.pid1 && field(f, 4, &t) && t.len > 0 && t.len <= 64 && sethostname((const char *)t.val, t.len) < 0)
         say("sethostname: %s", strerror(errno));
+    struct limits_req req = { 0 };
+    if ((req.has_disk = field(f, 5, &t)))
+        req.disk_bytes = t.num;
+    if ((req.has_pids = field(f, 6, &t)))
+        req.pids_max = (uint32_t)t.num;
+    char why[200];
+    const char *err = req.has_disk || req.has_pids ? limits_apply(&req, why, sizeof why) : NULL;
+    if (err)
+        say("HELLO limits not applied: %s: %s", err, why);
 
     size_t at = enc_begin(&outq, MSG_HELLO_ACK, 0);
     enc_u32(&outq, 1, PROTO_VERSION);
@@ -102,6 +112,11 @@ static void on_hello(const struct frame *f)
     enc_str(&outq, 3, "stdin");
     enc_str(&outq, 4, ctl->name);
     enc_u64(&outq, 5, up);
+    limits_report(&outq);
+    if (err) {
+        enc_str(&outq, 9, err);
+        enc_str(&outq, 10, why);
+    }
     enc_end(&outq, at);
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "limits.h"
 #include "util.h"
 
 static const char *const base_env[] = {
@@ -71,6 +72,11 @@ static char *dup_field(const struct tlv *t)
 static void __attribute__((noreturn)) child(const struct frame *f, int in, int out, int err)
 {
     setsid();
+    /* Before anything of the exec runs: its processes count against the sandbox's limits. */
+    if (limits_enter_exec() < 0) {
+        dprintf(err, "emberd-init: cannot put the exec under the sandbox's limits: %s\n", strerror(errno));
+        _exit(126);
+    }
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         _exit(126);
     /* Every other fd of ours is O_CLOEXEC. Undo PID 1's signal setup: masks and ignored

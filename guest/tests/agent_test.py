@@ -32,6 +32,22 @@ def t_hello(c):
     assert ack[4] == b'unix' and before <= ack[5] <= after, (before, ack, after)
 
 
+def t_hello_limits_unsupported_in_host_mode(c):
+    """Host mode has no writable layer and no exec cgroup: a HELLO asking for limits is still
+    answered (the rest of it applies), with limits_error saying why none was applied."""
+    for ask in (u64(5, 64 << 20), u32(6, 100), u64(5, 64 << 20) + u32(6, 100)):
+        c.send(frame(HELLO, 0, u32(1, 1) + ask))
+        _, _, p = c.wait(lambda f: f[0] == HELLO_ACK)
+        ack = parse_tlv(HELLO_ACK, p)
+        assert ack[9] == b'LIMIT_UNSUPPORTED' and ack[10], ack
+        assert not {6, 7, 8} & set(ack), ack  # no limit is in effect, so none is reported
+    c.send(frame(HELLO, 0, u32(1, 1)))
+    ack = parse_tlv(HELLO_ACK, c.wait(lambda f: f[0] == HELLO_ACK)[2])
+    assert 9 not in ack and 10 not in ack, ack  # a HELLO asking for none has no limits_error
+    ex, out, _ = c.run(1, argv('echo', 'still serving'))
+    assert ex[1] == 0 and out == b'still serving\n', (ex, out)
+
+
 def t_ping(c):
     c.send(frame(PING, 0, b'ping\x00\xc3\xbf'))
     assert c.wait(lambda f: f[0] == PONG)[2] == b'ping\x00\xc3\xbf'

@@ -18,7 +18,7 @@ TIMEOUT = 30.0  # seconds for anything a test waits for
 
 HELLO, HELLO_ACK, PING, PONG = 0x01, 0x02, 0x03, 0x04
 EXEC, STDOUT, STDERR, STDIN, EXIT, SIGNAL, WINDOW, SHUTDOWN, ERROR = 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x7F
-TLV_TYPES = {HELLO_ACK: {1: 'u32', 2: 'b', 3: 'b', 4: 'b', 5: 'u64'},
+TLV_TYPES = {HELLO_ACK: {1: 'u32', 2: 'b', 3: 'b', 4: 'b', 5: 'u64', 6: 'u64', 7: 'u32', 8: 'u64'},
              EXIT: {1: 'u32', 2: 'u32', 3: 'u8', 4: 'u8', 5: 'u64', 6: 'u8'},
              WINDOW: {1: 'u32'}, ERROR: {1: 'b', 2: 'b'}}
 
