@@ -16,6 +16,23 @@ export interface HelloAck {
   capabilities: string[];
   transport: string;
   uptimeMs: number;
+  /** The guest's writable layer (the tmpfs upper of its root) in bytes; absent without one. */
+  diskBytes?: number;
+  /** pids.max of the cgroup every exec runs in (0: no limit); absent without that cgroup. */
+  pidsMax?: number;
+  /** memory.max of that cgroup in bytes (0: no limit); absent without it. */
+  memoryMax?: number;
+}
+
+/** What a HELLO carries besides the protocol version (docs/protocol.md, "HELLO"). */
+export interface HelloExtra {
+  realtimeNs?: bigint;
+  entropy?: Buffer;
+  hostname?: string;
+  /** Size of the sandbox's writable layer: writes past it fail with ENOSPC in the guest. */
+  diskBytes?: number;
+  /** The most processes + threads the sandbox's execs may have together; 0: the guest's ceiling. */
+  pidsMax?: number;
 }
 
 export interface ExecRequest {
@@ -255,13 +272,22 @@ export class AgentClient {
     this.onClosed();
   }
 
-  async hello(timeoutMs: number, extra: { realtimeNs?: bigint; entropy?: Buffer; hostname?: string } = {}): Promise<HelloAck> {
+  /**
+   * The handshake. A HELLO asking for limits (diskBytes, pidsMax) resolves only once the guest
+   * reports them in effect: one it could not apply rejects (INVALID_REQUEST: the value cannot be
+   * had, e.g. below what the disk already holds or above the guest's pids ceiling; BOOT_FAILED:
+   * the guest cannot enforce it), and an agent that does not know them is AGENT_VERSION_MISMATCH.
+   * The rest of the HELLO (clock, entropy, hostname) applies either way.
+   */
+  async hello(timeoutMs: number, extra: HelloExtra = {}): Promise<HelloAck> {
     const reply = this.waitFor(MsgType.HELLO_ACK, () => true, timeoutMs, 'HELLO_ACK');
     this.send(encodeMessage('HELLO', 0, {
       proto_version: PROTOCOL_VERSION,
       realtime_ns: extra.realtimeNs ?? BigInt(Date.now()) * 1_000_000n,
       entropy: extra.entropy ?? randomBytes(64),
       hostname: extra.hostname,
+      disk_bytes: extra.diskBytes === undefined ? undefined : BigInt(extra.diskBytes),
+      pids_max: extra.pidsMax,
     }));
     const f = fieldsToObject(MsgType.HELLO_ACK, decodeTlv(MsgType.HELLO_ACK, (await reply).payload));
     this.handshaken = true;
@@ -271,9 +297,20 @@ export class AgentClient {
       capabilities: ((f.capability as Buffer[] | undefined) ?? []).map(String),
       transport: String(f.transport ?? ''),
       uptimeMs: Number(f.uptime_ms ?? 0n),
+      ...(f.disk_bytes !== undefined && { diskBytes: Number(f.disk_bytes) }),
+      ...(f.pids_max !== undefined && { pidsMax: Number(f.pids_max) }),
+      ...(f.memory_max !== undefined && { memoryMax: Number(f.memory_max) }),
     };
     if (ack.protoVersion !== PROTOCOL_VERSION) {
       throw new EmberdError('AGENT_VERSION_MISMATCH', `the guest agent speaks protocol ${ack.protoVersion}, this daemon speaks ${PROTOCOL_VERSION}; rebuild the images with \`emberd images build --force\``);
+    }
+    if (f.limits_error !== undefined) {
+      const code = String(f.limits_error);
+      throw new EmberdError(code === 'LIMIT_INVALID' ? 'INVALID_REQUEST' : 'BOOT_FAILED', `the guest did not apply the sandbox's limits (${code}): ${String(f.limits_message ?? '')}`);
+    }
+    const unknown = [extra.diskBytes !== undefined && ack.diskBytes === undefined && 'disk_bytes', extra.pidsMax !== undefined && ack.pidsMax === undefined && 'pids_max'].filter(Boolean);
+    if (unknown.length > 0) {
+      throw new EmberdError('AGENT_VERSION_MISMATCH', `the guest agent ${ack.agentVersion} does not enforce ${unknown.join(' and ')}; rebuild the images with \`emberd images build --force\``);
     }
     return ack;
   }
@@ -282,7 +319,7 @@ export class AgentClient {
    * HELLO, repeated until HELLO_ACK or `deadline` (epoch ms): while a guest boots, a HELLO can sit
    * in a buffer nobody reads yet, and a repeated HELLO is harmless. `keepTrying` can end it early.
    */
-  async helloUntil(deadline: number, extra: { realtimeNs?: bigint; entropy?: Buffer; hostname?: string } = {}, keepTrying: () => boolean = () => true): Promise<HelloAck> {
+  async helloUntil(deadline: number, extra: HelloExtra = {}, keepTrying: () => boolean = () => true): Promise<HelloAck> {
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0 || !keepTrying()) throw new EmberdError('BOOT_TIMEOUT', 'no handshake from the guest agent before the deadline');
