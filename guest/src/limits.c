@@ -15,15 +15,18 @@
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define PAGE_BYTES 4096u
-/* memory.max of the exec cgroup: the memory still free when the agent starts, less this reserve
- * for the agent and its buffers (~3 MiB), the forkserver (~10 MiB), the kernel's own growth and
- * the page cache they run from. Measured: with memory.max at MemTotal less 32 MiB, a memory bomb
- * pushed the whole guest into reclaim (page cache thrashing for minutes, then the global OOM
- * killer) before the cgroup's limit was reached; what the kernel holds at boot must come off too. */
-#define MEMORY_RESERVE_MIN (32ull << 20)
-#define MEMORY_RESERVE_DIV 16 /* larger guests keep 1/16 */
+/* memory.max of the exec cgroup: the memory still free when the agent starts, less a reserve
+ * (a sixth of it, within these bounds) for the agent and its buffers (~3 MiB), the forkserver
+ * (~10 MiB), the kernel's own growth and the page cache they run from. Measured: with memory.max
+ * at MemTotal less 32 MiB, a memory bomb pushed the whole guest into reclaim (page cache thrashing
+ * for minutes, then the global OOM killer) before the cgroup's limit was reached; what the kernel
+ * holds at boot (~30 MiB) must come off too. */
+#define MEMORY_RESERVE_MIN (16ull << 20)
+#define MEMORY_RESERVE_MAX (64ull << 20)
+#define MEMORY_RESERVE_DIV 6
 /* Tasks kept out of the execs' reach below kernel.threads-max (a limit of every fork, PID 1's
- * included): ~50 kernel threads, the agent, the forkserver, and what the next exec needs. */
+ * included): ~50 kernel threads, the agent, the forkserver, and what the next exec needs; a
+ * quarter of threads-max in small guests. */
 #define PIDS_RESERVE 256u
 
 static struct {
@@ -31,7 +34,7 @@ static struct {
     bool pids, memory;   /* the controllers enabled for the exec cgroup */
     int procs_fd;        /* EXEC_CGROUP/cgroup.procs */
     uint64_t threads_max;
-    uint32_t pids_ceiling;
+    uint32_t pids_reserve, pids_ceiling;
 } lim = { .procs_fd = -1 };
 
 static int write_str(const char *path, const char *s) { return write_file(path, s, strlen(s)); }
@@ -79,11 +82,10 @@ static bool mount_cgroup2(void)
 
 static void init_memory(void)
 {
-    uint64_t total = meminfo("MemTotal:"), free_now = meminfo("MemFree:");
-    uint64_t reserve = total / MEMORY_RESERVE_DIV;
-    if (reserve < MEMORY_RESERVE_MIN)
-        reserve = MEMORY_RESERVE_MIN;
-    if (free_now <= 2 * reserve) {
+    uint64_t free_now = meminfo("MemFree:");
+    uint64_t reserve = free_now / MEMORY_RESERVE_DIV;
+    reserve = reserve < MEMORY_RESERVE_MIN ? MEMORY_RESERVE_MIN : reserve > MEMORY_RESERVE_MAX ? MEMORY_RESERVE_MAX : reserve;
+    if (free_now < 2 * reserve) {
         say("exec cgroup: %llu bytes of free memory is too little to keep %llu for the agent; no memory.max",
             (unsigned long long)free_now, (unsigned long long)reserve);
         return;
@@ -98,11 +100,12 @@ static void init_memory(void)
 
 static void init_pids(void)
 {
-    if (!read_number("/proc/sys/kernel/threads-max", &lim.threads_max) || lim.threads_max < 2 * PIDS_RESERVE) {
+    if (!read_number("/proc/sys/kernel/threads-max", &lim.threads_max) || lim.threads_max < 64) {
         say("exec cgroup: kernel.threads-max unreadable or too small; no pids.max");
         return;
     }
-    lim.pids_ceiling = (uint32_t)(lim.threads_max - PIDS_RESERVE);
+    lim.pids_reserve = lim.threads_max / 4 < PIDS_RESERVE ? (uint32_t)(lim.threads_max / 4) : PIDS_RESERVE;
+    lim.pids_ceiling = (uint32_t)(lim.threads_max - lim.pids_reserve);
     char v[16];
     snprintf(v, sizeof v, "%u", lim.pids_ceiling);
     if (write_str(EXEC_CGROUP "/pids.max", v) < 0)
@@ -196,7 +199,7 @@ static const char *check_pids(uint32_t asked, uint32_t *pids, char *msg, size_t 
     *pids = asked ? asked : lim.pids_ceiling;
     if (*pids > lim.pids_ceiling) {
         snprintf(msg, msglen, "pids_max %u is above this guest's ceiling of %u (kernel.threads-max %llu less %u kept for the agent)",
-                 asked, lim.pids_ceiling, (unsigned long long)lim.threads_max, PIDS_RESERVE);
+                 asked, lim.pids_ceiling, (unsigned long long)lim.threads_max, lim.pids_reserve);
         return E_LIMIT_INVALID;
     }
     return NULL;
