@@ -24,11 +24,13 @@ const DOC: Record<MsgTypeName, Spec[] | null> = {
   HELLO: [
     { tag: 1, name: 'proto_version', kind: 'u32', required: true }, { tag: 2, name: 'realtime_ns', kind: 'u64' },
     { tag: 3, name: 'entropy', kind: 'bytes' }, { tag: 4, name: 'hostname', kind: 'bytes' },
+    { tag: 5, name: 'disk_bytes', kind: 'u64' }, { tag: 6, name: 'pids_max', kind: 'u32' },
   ],
   HELLO_ACK: [
     { tag: 1, name: 'proto_version', kind: 'u32', required: true }, { tag: 2, name: 'agent_version', kind: 'bytes', required: true },
     { tag: 3, name: 'capability', kind: 'bytes', repeated: true }, { tag: 4, name: 'transport', kind: 'bytes' },
-    { tag: 5, name: 'uptime_ms', kind: 'u64' },
+    { tag: 5, name: 'uptime_ms', kind: 'u64' }, { tag: 6, name: 'disk_bytes', kind: 'u64' }, { tag: 7, name: 'pids_max', kind: 'u32' },
+    { tag: 8, name: 'memory_max', kind: 'u64' }, { tag: 9, name: 'limits_error', kind: 'bytes' }, { tag: 10, name: 'limits_message', kind: 'bytes' },
   ],
   PING: null,
   PONG: null,
