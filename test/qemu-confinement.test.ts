@@ -84,7 +84,7 @@ test('as root: QEMU runs as 65534:65534 with only CAP_SYS_CHROOT, in an empty ch
     });
 
     await t.test('its root is the empty, root-owned, read-only jail root: no host path resolves', () => {
-      const root = join(spec.runDir, 'vmm', 'root');
+      const root = vm.layout.root;
       assert.equal(readlinkSync(`/proc/${pid}/root`), root);
       assert.equal(readlinkSync(`/proc/${pid}/cwd`), root);
       assert.deepEqual(readdirSync(`/proc/${pid}/root`), [], 'QEMU\'s whole filesystem is empty');
@@ -132,7 +132,7 @@ test('as root: QEMU runs as 65534:65534 with only CAP_SYS_CHROOT, in an empty ch
     }
     agent.shutdown();
     await vm.stop(10_000);
-    assert.equal(existsSync(join(spec.runDir, 'vmm')), false, 'the jail is removed');
+    assert.deepEqual(readdirSync(spec.runDir), [], 'the jail is removed');
     if (vm.cgroupDir) assert.equal(existsSync(vm.cgroupDir), false, 'the cgroup is removed');
   } finally {
     await vm.stop(0);
@@ -163,13 +163,13 @@ test('as root: a confined VM snapshots and restores; the clone is confined the s
       const s = status(clone.pid);
       assert.equal(s.Uid, '65534\t65534\t65534\t65534');
       assert.equal(s.Seccomp, '2');
-      assert.equal(readlinkSync(`/proc/${clone.pid}/root`), join(spec.runDir, 'vmm', 'root'));
+      assert.equal(readlinkSync(`/proc/${clone.pid}/root`), clone.layout.root);
       assert.deepEqual(readdirSync(`/proc/${clone.pid}/root`), []);
       assert.equal(readdirSync(`/proc/${clone.pid}/fd`).some((fd) => readlinkSync(`/proc/${clone.pid}/fd/${fd}`).includes('state.zst')), false, 'QEMU never opened the snapshot');
     } finally {
       await clone.stop(0);
     }
-    assert.equal(existsSync(join(spec.runDir, 'vmm')), false);
+    assert.deepEqual(readdirSync(spec.runDir), []);
   } finally {
     rmSync(base, { recursive: true, force: true });
   }

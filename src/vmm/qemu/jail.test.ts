@@ -11,15 +11,22 @@ const tools = { setpriv: '/usr/bin/setpriv', unshare: '/usr/bin/unshare', sh: '/
 const rootPlan: QemuConfinement = { drop: { uid: 65534, gid: 65534 }, chroot: true, namespaces: 'plain', summary: '', warnings: [] };
 
 test('QEMU names its sockets relative to its cwd and the migration socket inside its chroot', () => {
-  const l = jailLayout('/run/emberd/sb_x', true);
+  const l = jailLayout('/run/emberd/sb_x', true, 35);
   assert.deepEqual(l, {
-    dir: '/run/emberd/sb_x/vmm',
-    root: '/run/emberd/sb_x/vmm/root',
-    control: { host: '/run/emberd/sb_x/vmm/control.sock', qemu: 'control.sock' },
-    qmp: { host: '/run/emberd/sb_x/vmm/qmp.sock', qemu: 'qmp.sock' },
-    migrate: { host: '/run/emberd/sb_x/vmm/root/migrate.sock', qemu: '/migrate.sock' },
+    dir: '/run/emberd/sb_x/vz',
+    root: '/run/emberd/sb_x/vz/root',
+    control: { host: '/run/emberd/sb_x/vz/control.sock', qemu: 'control.sock' },
+    qmp: { host: '/run/emberd/sb_x/vz/qmp.sock', qemu: 'qmp.sock' },
+    migrate: { host: '/run/emberd/sb_x/vz/root/migrate.sock', qemu: '/migrate.sock' },
   });
-  assert.deepEqual(jailLayout('/r', false).migrate, { host: '/r/vmm/migrate.sock', qemu: '/r/vmm/migrate.sock' }, 'unchrooted, the host path');
+  assert.deepEqual(jailLayout('/r', false).migrate, { host: '/r/v0/migrate.sock', qemu: '/r/v0/migrate.sock' }, 'unchrooted, the host path');
+});
+
+test('every start in a run dir has its own jail dir, and the longest socket path fits the run dir budget', () => {
+  assert.notEqual(jailLayout('/r', true, 1).dir, jailLayout('/r', true, 2).dir);
+  const longest = Math.max(...[0, 46655, 46656 * 7 + 46655].map((n) => jailLayout('/', true, n).migrate.host.length));
+  assert.equal(longest, '/vzzz/root/migrate.sock'.length);
+  assert.ok('/sb_xxxxxxxxxxxxxxxxxxxx'.length + longest <= '/sb_xxxxxxxxxxxxxxxxxxxx/firecracker.vsock_1024'.length, 'within src/sandbox/run-dir.ts LONGEST_SUFFIX');
   assert.deepEqual(jailQemuArgs(rootPlan), ['-chroot', 'root']);
   assert.deepEqual(jailQemuArgs({ ...rootPlan, chroot: false }), []);
 });

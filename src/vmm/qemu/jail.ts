@@ -1,8 +1,10 @@
 // One VM's QEMU jail: its directory, the argv that starts QEMU confined, and the checks before.
 //
-//   <run dir>/vmm/          QEMU's working directory, owned by QEMU's uid (0700): QEMU creates its
-//                           QMP and control sockets here (relative paths) before it chroots
-//   <run dir>/vmm/root/     the chroot: empty, root-owned, 0555 (nothing to write, no directory to
+//   <run dir>/v<n>/         QEMU's working directory, owned by QEMU's uid (0700): QEMU creates its
+//                           QMP and control sockets here (relative paths) before it chroots; <n>
+//                           differs for every start, so a connect attempt left over from a failed
+//                           start can never reach the next start's sockets in the same run dir
+//   <run dir>/v<n>/root/    the chroot: empty, root-owned, 0555 (nothing to write, no directory to
 //                           chroot into again); during a snapshot save only `migrate.sock`, the
 //                           socket emberd listens on, owned by QEMU's uid
 //
@@ -30,8 +32,13 @@ export const BOOT_FILE_FDS = { kernel: 3, initramfs: 4, pack: 5 } as const;
 /** fd 6 of a restoring QEMU: the decompressed migration stream (`-incoming fd:6`) */
 export const INCOMING_FD = 6;
 
-export function jailLayout(runDir: string, chroot: boolean): JailLayout {
-  const dir = join(runDir, 'vmm');
+/**
+ * `start` tells the starts in one run dir apart (a counter); it is written in base 36 and kept
+ * to 3 digits, so the longest socket path stays within run-dir.ts's budget
+ * ("/sb_<20>/v<3>/root/migrate.sock" is 47 bytes).
+ */
+export function jailLayout(runDir: string, chroot: boolean, start = 0): JailLayout {
+  const dir = join(runDir, `v${(start % 36 ** 3).toString(36)}`);
   const root = join(dir, 'root');
   const migrateHost = join(chroot ? root : dir, 'migrate.sock');
   return {

@@ -49,6 +49,9 @@ function usernsWorks(): boolean {
   }
 }
 
+/** Numbers every start: each gets a jail dir, and so socket paths, of its own (jail.ts). */
+let starts = 0;
+
 /** Per run base (one daemon's): the predecessor's empty cgroups are removed before the first VM. */
 const reaped = new Map<string, true>();
 
@@ -144,7 +147,7 @@ export class QemuBackend implements Backend {
     if (c.drop) checkReadableBy(bootFiles, c.drop);
     mkdirSync(spec.runDir, { recursive: true, mode: 0o700 });
     const fds = openBootFiles(bootFiles);
-    const layout = jailLayout(spec.runDir, c.chroot);
+    const layout = jailLayout(spec.runDir, c.chroot, starts++);
     let cgroup: VmCgroup | undefined;
     let spawned = false;
     try {
@@ -183,8 +186,14 @@ export class QemuBackend implements Backend {
         if (c.namespaces) vm.setQemuPid(await Promise.race([forkedPid(proc.pid, spec.deadline, () => proc.isRunning()), died]));
         // QEMU greets on QMP only once the machine is built (kernel and disks loaded), so a
         // greeting means a bad kernel or image can no longer make this boot fail silently.
-        vm.qmp = await Promise.race([connectUnix(layout.qmp.host, spec.deadline).then((s) => QmpClient.attach(s, Math.max(1000, spec.deadline - Date.now()))), died]);
-        vm.attach(await Promise.race([connectUnix(layout.control.host, spec.deadline), died]));
+        // A connect that is still retrying when QEMU dies goes on until the deadline; whatever it
+        // gets later is closed (its path is this start's alone, so it normally gets nothing).
+        const qmpSocket = connectUnix(layout.qmp.host, spec.deadline);
+        closeIfLate(qmpSocket, vm);
+        vm.qmp = await Promise.race([qmpSocket.then((s) => QmpClient.attach(s, Math.max(1000, spec.deadline - Date.now()))), died]);
+        const control = connectUnix(layout.control.host, spec.deadline);
+        closeIfLate(control, vm);
+        vm.attach(await Promise.race([control, died]));
         return vm;
       } catch (e) {
         await vm.stop(0);
@@ -223,6 +232,13 @@ function openBootFiles(files: string[]): number[] {
 /** 8 hex of the run base: names a daemon's cgroups, so a restart removes only its predecessor's. */
 function tagOf(runBase: string): string {
   return createHash('sha256').update(runBase).digest('hex').slice(0, 8);
+}
+
+/** Closes the socket `connecting` yields if the VM has ended by then. */
+function closeIfLate(connecting: Promise<Socket>, vm: QemuVm): void {
+  let ended = false;
+  vm.exited.then(() => { ended = true; }, () => {});
+  connecting.then((s) => { if (ended) s.destroy(); }, () => {});
 }
 
 /** QEMU's pid under `unshare --fork`: the wrapper's only child, which appears right after the fork. */
