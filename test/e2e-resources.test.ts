@@ -41,7 +41,7 @@ test('the default shape is the daemon\'s; bounds come from --max-vcpus and --max
     [{ vcpus: 3 }, /vcpus 3 is above this daemon's maximum of 2.*--max-vcpus/],
     [{ memory_mib: 2048 }, /memory_mib 2048 is above this daemon's maximum of 1024.*--max-memory/],
     [{ vcpus: 0 }, /vcpus/],
-    [{ memory_mib: 32 }, /memory_mib/],
+    [{ memory_mib: 96 }, /memory_mib/],
     [{ env: { '1X': 'y' } }, /environment variable names/],
   ] as const) {
     const r = await http(d, 'POST', '/sandboxes', JSON.stringify(body));
@@ -52,6 +52,32 @@ test('the default shape is the daemon\'s; bounds come from --max-vcpus and --max
   const c = await http(d, 'POST', '/sandboxes', '{"language_pack":"shell"}');
   assert.deepEqual([c.json.vcpus, c.json.memory_mib], [1, 256]);
   await http(d, 'DELETE', `/sandboxes/${c.json.id}`);
+});
+
+test('disk_mib and pids_max: applied in the guest at the handshake (here a restore), shown, and enforced', async () => {
+  const c = await http(d, 'POST', '/sandboxes', JSON.stringify({ language_pack: 'shell', disk_mib: 48, pids_max: 40 }));
+  assert.equal(c.status, 201, c.text);
+  const id = c.json.id;
+  try {
+    assert.deepEqual([c.json.disk_mib, c.json.pids_max], [48, 40]);
+    const df = await exec(id, { code: 'df -k / | tail -1; cat /sys/fs/cgroup/execs/pids.max' });
+    const [line, pids] = df.stdout.trim().split('\n');
+    assert.equal(Number(line.trim().split(/\s+/)[1]), 48 * 1024, `df of /: ${line}`);
+    assert.equal(pids, '40');
+    const fill = await exec(id, { code: 'dd if=/dev/zero of=/root/big bs=1M count=64 2>&1; echo status $?' });
+    assert.match(fill.stdout, /No space left on device/);
+    assert.equal((await exec(id, { code: 'rm /root/big; echo still $((6*7))' })).stdout, 'still 42\n', 'the sandbox keeps working');
+    const forks = await exec(id, { code: 'i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo $(jobs -p | wc -l); kill $(jobs -p) 2>/dev/null' });
+    assert.ok(Number(forks.stdout.trim()) < 40, `started ${forks.stdout.trim()} of 60 under pids_max 40`);
+  } finally {
+    await http(d, 'DELETE', `/sandboxes/${id}`);
+  }
+  // pids_max 100000 passes the schema and is refused by the guest (above its ceiling), after a boot.
+  for (const [body, re] of [[{ disk_mib: 9000 }, /--max-disk/], [{ pids_max: 10_000_000 }, /pids/], [{ disk_mib: 8 }, /disk_mib/], [{ pids_max: 100_000 }, /pids/]] as const) {
+    const r = await http(d, 'POST', '/sandboxes', JSON.stringify({ language_pack: 'shell', ...body }));
+    assert.equal(r.status, 400, `${JSON.stringify(body)}: ${r.text}`);
+    assert.match(r.json.error.message, re);
+  }
 });
 
 test('env: every exec, session and background process inherits it; an exec\'s own env wins', async () => {

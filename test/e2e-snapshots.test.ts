@@ -96,6 +96,16 @@ describe('warm pool', () => {
   });
   after(() => d.stop()); // when a case failed before its own stop
 
+  test('a pooled sandbox gets the limits its create asks for at the handover', async () => {
+    await eventually(async () => (await http(d, 'GET', '/')).json.pool.shell.ready === 1, 120_000, 'pool filled');
+    const c = await http(d, 'POST', '/sandboxes', '{"language_pack":"shell","disk_mib":40,"pids_max":30}');
+    assert.equal(c.status, 201, c.text);
+    assert.deepEqual([c.json.boot_mode, c.json.disk_mib, c.json.pids_max], ['pool', 40, 30]);
+    const df = (await sh(d, c.json.id, 'df -k / | tail -1; cat /sys/fs/cgroup/execs/pids.max')).json.stdout.trim().split('\n');
+    assert.deepEqual([Number(df[0].trim().split(/\s+/)[1]), df[1]], [40 * 1024, '30']);
+    await http(d, 'DELETE', `/sandboxes/${c.json.id}`);
+  });
+
   test('a create is served from the pool, which refills; SIGTERM leaves no pooled VM', async () => {
     const poolReady = async () => (await http(d, 'GET', '/')).json.pool.shell.ready === 1;
     await eventually(poolReady, 120_000, 'pool filled');

@@ -31,13 +31,17 @@ program.command('create')
   .option('--timeout <seconds>', 'destroy it after this long (default: the daemon\'s --sandbox-timeout)', (v) => Number(v))
   .option('--vcpus <n>', 'vCPUs (default: the daemon\'s --vcpus)', (v) => Number(v))
   .option('--memory <mib>', 'memory in MiB (default: the daemon\'s --memory)', (v) => Number(v))
+  .option('--disk <mib>', 'writable disk in MiB (default: the daemon\'s --disk)', (v) => Number(v))
+  .option('--pids-max <n>', 'processes + threads its execs may have (default: the daemon\'s --pids-max)', (v) => Number(v))
   .option('--env <KEY=VALUE>', 'a variable every exec inherits (repeatable)', (v, all: string[] = []) => [...all, v])
-  .action(async (o: { pack?: string; timeout?: number; vcpus?: number; memory?: number; env?: string[] }) => {
+  .action(async (o: { pack?: string; timeout?: number; vcpus?: number; memory?: number; disk?: number; pidsMax?: number; env?: string[] }) => {
     const sb = await client().createSandbox({
       language_pack: o.pack,
       timeout_s: o.timeout,
       vcpus: o.vcpus,
       memory_mib: o.memory,
+      disk_mib: o.disk,
+      pids_max: o.pidsMax,
       env: o.env ? envOf(o.env) : undefined,
     });
     print(sb, () => sb.id);

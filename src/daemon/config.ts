@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import { availableParallelism } from 'node:os';
-import { LONGEST_TIMEOUT_S, type AdmissionOptions, type ExecLimits, type SandboxOptions } from '../sandbox/manager.ts';
+import { LONGEST_TIMEOUT_S, MIN_MEMORY_MIB, type AdmissionOptions, type ExecLimits, type SandboxOptions } from '../sandbox/manager.ts';
 import { join } from 'node:path';
 import { defaultRunBase } from '../sandbox/run-dir.ts';
 import { defaultStateDir } from '../state-dir.ts';
@@ -56,6 +56,11 @@ options (environment variable in brackets):
   --memory MIB             its memory in MiB [EMBERD_MEMORY_MIB] (default 256)
   --max-vcpus N            the most vcpus a create may ask [EMBERD_MAX_VCPUS] (default: CPU count)
   --max-memory MIB         the most memory_mib a create may ask [EMBERD_MAX_MEMORY_MIB] (default 8192)
+  --disk MIB               the writable disk (a RAM-backed tmpfs) of a sandbox whose create names none
+                           [EMBERD_DISK_MIB] (default: the guest's, 256)
+  --max-disk MIB           the most disk_mib a create may ask [EMBERD_MAX_DISK_MIB] (default 8192)
+  --pids-max N             processes+threads a sandbox's execs may have when its create names none
+                           [EMBERD_PIDS_MAX] (default: the guest's ceiling, about 1400 at 256 MiB)
   --snapshot-shapes LIST   shapes besides the default that get golden snapshots too, e.g. 2x512,4x2048
                            (VCPUSxMIB) [EMBERD_SNAPSHOT_SHAPES]; other shapes cold-boot
   --sandbox-timeout S      a sandbox's life when its create names none [EMBERD_SANDBOX_TIMEOUT_S]
@@ -125,6 +130,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'log-level': { type: 'string' },
       'sandbox-timeout': { type: 'string' },
       'max-vcpus': { type: 'string' },
+      disk: { type: 'string' },
+      'max-disk': { type: 'string' },
+      'pids-max': { type: 'string' },
       'max-memory': { type: 'string' },
       'snapshot-shapes': { type: 'string' },
       'max-concurrent-boots': { type: 'string' },
@@ -156,8 +164,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
   const logLevel = pick('log-level', 'EMBERD_LOG_LEVEL', 'info');
   const maxVcpus = int('max-vcpus', 'EMBERD_MAX_VCPUS', Math.min(availableParallelism(), 32), 1, 64);
-  const maxMemoryMib = int('max-memory', 'EMBERD_MAX_MEMORY_MIB', 8192, 64, 1 << 20);
-  const machine = { vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, maxVcpus), memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, 64, maxMemoryMib) };
+  const maxMemoryMib = int('max-memory', 'EMBERD_MAX_MEMORY_MIB', 8192, MIN_MEMORY_MIB, 1 << 20);
+  const machine = { vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, maxVcpus), memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, MIN_MEMORY_MIB, maxMemoryMib) };
+  const maxDiskMib = int('max-disk', 'EMBERD_MAX_DISK_MIB', 8192, 16, 1 << 20);
+  /** An integer flag without a default: undefined leaves the value to the guest. */
+  const optionalInt = (flag: keyof typeof values, envName: string, min: number, max: number): number | undefined =>
+    (values[flag] ?? env[envName]) === undefined ? undefined : int(flag, envName, 0, min, max);
   const snapshotShapes = parseShapes(pick('snapshot-shapes', 'EMBERD_SNAPSHOT_SHAPES', ''), maxVcpus, maxMemoryMib);
   const maxSandboxTimeout = int('max-sandbox-timeout', 'EMBERD_MAX_SANDBOX_TIMEOUT_S', 86_400, 0, LONGEST_TIMEOUT_S);
   const sandboxTimeout = int('sandbox-timeout', 'EMBERD_SANDBOX_TIMEOUT_S', 3600, 0, LONGEST_TIMEOUT_S);
@@ -193,6 +205,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       machine,
       maxVcpus,
       maxMemoryMib,
+      maxDiskMib,
+      diskMib: optionalInt('disk', 'EMBERD_DISK_MIB', 16, maxDiskMib),
+      pidsMax: optionalInt('pids-max', 'EMBERD_PIDS_MAX', 0, 1 << 22),
       bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
       max: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
       poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
@@ -229,8 +244,8 @@ function parseShapes(list: string, maxVcpus: number, maxMemoryMib: number): Mach
   return list.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
     const m = /^(\d+)x(\d+)$/.exec(s);
     const shape = m ? { vcpus: Number(m[1]), memoryMib: Number(m[2]) } : undefined;
-    if (!shape || shape.vcpus < 1 || shape.vcpus > maxVcpus || shape.memoryMib < 64 || shape.memoryMib > maxMemoryMib) {
-      throw new ConfigError(`--snapshot-shapes: "${s}" is not VCPUSxMIB within --max-vcpus ${maxVcpus} and 64..--max-memory ${maxMemoryMib}, e.g. 2x512`);
+    if (!shape || shape.vcpus < 1 || shape.vcpus > maxVcpus || shape.memoryMib < MIN_MEMORY_MIB || shape.memoryMib > maxMemoryMib) {
+      throw new ConfigError(`--snapshot-shapes: "${s}" is not VCPUSxMIB within --max-vcpus ${maxVcpus} and ${MIN_MEMORY_MIB}..--max-memory ${maxMemoryMib}, e.g. 2x512`);
     }
     return shape;
   });

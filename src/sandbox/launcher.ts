@@ -7,7 +7,7 @@ import { AgentClient } from '../agent/client.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import { settlesWithin } from '../settles-within.ts';
 import type { Backend, BootSpec, MachineConfig, VmHandle } from '../vmm/backend.ts';
-import type { Sandbox } from './sandbox.ts';
+import { helloLimits, type Sandbox } from './sandbox.ts';
 import { goldenName, type SnapshotStore } from './snapshots.ts';
 
 /** What a language pack boots from. */
@@ -29,7 +29,7 @@ const AGENT_LOSS_GRACE_MS = 2000;
 const RESTORE_TIMEOUT_MS = 15_000;
 
 /** Codes a failed start keeps; anything else is BOOT_FAILED to the caller. */
-const START_CODES = new Set(['BOOT_TIMEOUT', 'AGENT_TIMEOUT', 'SANDBOX_NOT_FOUND', 'AGENT_VERSION_MISMATCH']);
+const START_CODES = new Set(['BOOT_TIMEOUT', 'AGENT_TIMEOUT', 'SANDBOX_NOT_FOUND', 'AGENT_VERSION_MISMATCH', 'INVALID_REQUEST']);
 
 /** A sandbox's hostname: its id, made a valid DNS label. */
 export function hostnameOf(id: string): string {
@@ -59,7 +59,8 @@ export class Launcher {
           await this.launch(sb, pack, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
         } catch (e) {
           // Never a failed create that a cold boot would have served: fall back, rebuild the snapshot.
-          if (sb.cancelled) throw e;
+          // (Limits the guest refused are the request's fault, not the snapshot's.)
+          if (sb.cancelled || isEmberdError(e, 'INVALID_REQUEST')) throw e;
           this.snapshots!.invalidate(golden, (e as Error).message);
           await this.discardVm(sb);
         }
@@ -134,8 +135,9 @@ export class Launcher {
     });
     sb.agent = agent;
     void agent.closed.then(() => this.onAgentClosed(sb, agent, vm));
-    const ack = await sb.agent.helloUntil(deadline, { hostname: hostnameOf(sb.id) }, () => !sb.cancelled && sb.state === 'creating');
+    const ack = await sb.agent.helloUntil(deadline, { hostname: hostnameOf(sb.id), ...helloLimits(sb.limits) }, () => !sb.cancelled && sb.state === 'creating');
     sb.agentVersion = ack.agentVersion;
+    sb.applied = { diskBytes: ack.diskBytes, pidsMax: ack.pidsMax };
   }
 
   /** The machine the sandbox asked for: identical for its golden, its restores and cold boots. */
@@ -185,7 +187,8 @@ export class Launcher {
     const timedOut = err.code === 'BOOT_TIMEOUT' || err.code === 'AGENT_TIMEOUT';
     const message = timedOut
       ? `the guest did not answer within ${this.cfg.bootTimeoutMs} ms of boot (the host may be overloaded: raise --boot-timeout)${tail ? `; last console output: ${tail}` : ''}`
-      : `${err.message}${tail && !err.message.includes(tail) ? `; last console output: ${tail}` : ''}`;
+      : err.code === 'INVALID_REQUEST' ? err.message
+        : `${err.message}${tail && !err.message.includes(tail) ? `; last console output: ${tail}` : ''}`;
     return { code: timedOut ? 'BOOT_TIMEOUT' : err.code, message };
   }
 }

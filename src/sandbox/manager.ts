@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ExecRequest, ExecResult } from '../agent/client.ts';
-import { EmberdError } from '../errors.ts';
+import { EmberdError, isEmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { ExecEventStream } from './exec-stream.ts';
@@ -17,7 +17,7 @@ import { memAvailableMib } from './host-memory.ts';
 import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
 import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
-import { Sandbox } from './sandbox.ts';
+import { Sandbox, helloLimits, type GuestLimits } from './sandbox.ts';
 import type { SessionInfo, SessionResult } from './sessions.ts';
 import { SnapshotStore, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
 
@@ -31,6 +31,11 @@ export interface SandboxOptions {
   /** The largest shape a create may ask (--max-vcpus, --max-memory). */
   maxVcpus: number;
   maxMemoryMib: number;
+  /** Guest limits when a create names none (--disk, --pids-max); undefined: the guest's own default. */
+  diskMib?: number;
+  pidsMax?: number;
+  /** The largest disk_mib a create may ask (--max-disk). */
+  maxDiskMib: number;
   bootTimeoutMs: number;
   /** Live sandboxes at once (--max-sandboxes). */
   max: number;
@@ -59,6 +64,10 @@ export interface CreateOptions {
   memoryMib?: number;
   /** Variables every exec of the sandbox inherits (an exec's own env wins). */
   env?: Record<string, string>;
+  /** The writable disk, in MiB. */
+  diskMib?: number;
+  /** The most processes and threads the sandbox's execs may have (0: the guest's ceiling). */
+  pidsMax?: number;
   /** Seconds until the sandbox is destroyed; 0: never (only when the daemon allows it). */
   timeoutS?: number;
 }
@@ -121,6 +130,9 @@ function retryAfterExpiry(live: Sandbox[]): number {
   const next = Math.min(...live.map((s) => s.expiresAt?.getTime() ?? Infinity));
   return Number.isFinite(next) ? Math.min(60, Math.max(1, Math.ceil((next - Date.now()) / 1000))) : 5;
 }
+
+/** The smallest guest that boots: at 64 MiB the Debian kernel runs out of memory before PID 1. */
+export const MIN_MEMORY_MIB = 128;
 
 /** The longest lifetime a timer can hold (setTimeout's 2^31 ms is ~24.8 days), in seconds. */
 export const LONGEST_TIMEOUT_S = 2_000_000;
@@ -206,6 +218,7 @@ export class SandboxManager {
     if (this.shuttingDown) throw new EmberdError('SHUTTING_DOWN', 'emberd is shutting down; retry against a running daemon');
     const timeoutS = this.checkLifetime(o.timeoutS ?? this.cfg.sandboxes.timeoutS);
     const machine = this.checkMachine(o);
+    const limits = this.checkLimits(o);
     const env = o.env ?? {};
     const name = o.pack ?? this.cfg.sandboxes.defaultPack;
     const pack = this.cfg.images.packs.get(name);
@@ -216,13 +229,13 @@ export class SandboxManager {
     if (live.length >= this.cfg.sandboxes.max) {
       throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
-    const pooled = isDefault(machine, this.cfg.sandboxes.machine) ? await this.takeFromPool(name, env) : undefined;
+    const pooled = isDefault(machine, this.cfg.sandboxes.machine) ? await this.takeFromPool(name, env, limits) : undefined;
     if (pooled) {
       this.setLifetime(pooled, timeoutS);
       return pooled;
     }
     this.checkHostMemory(machine.memoryMib);
-    const sb = this.newSandbox(name, machine, env);
+    const sb = this.newSandbox(name, machine, env, limits);
     this.sandboxes.set(sb.id, sb);
     sb.created = this.boot(sb, pack, 'create');
     await sb.created;
@@ -417,9 +430,19 @@ export class SandboxManager {
     sb.expiryTimer.unref();
   }
 
-  private newSandbox(pack: string, machine: MachineConfig, env: Record<string, string>): Sandbox {
+  private newSandbox(pack: string, machine: MachineConfig, env: Record<string, string>, limits: GuestLimits = {}): Sandbox {
     const id = newSandboxId();
-    return new Sandbox(id, pack, this.cfg.backend.name, join(this.cfg.runBase, id), this.log.child({ sandbox: id }), { machine, env });
+    return new Sandbox(id, pack, this.cfg.backend.name, join(this.cfg.runBase, id), this.log.child({ sandbox: id }), { machine, env, limits });
+  }
+
+  /** disk_mib and pids_max within the daemon's bounds (the guest checks pids_max against its ceiling). */
+  private checkLimits(o: CreateOptions): GuestLimits {
+    const { diskMib, pidsMax, maxDiskMib } = this.cfg.sandboxes;
+    const limits = { diskMib: o.diskMib ?? diskMib, pidsMax: o.pidsMax ?? pidsMax };
+    if (limits.diskMib !== undefined && limits.diskMib > maxDiskMib) {
+      throw new EmberdError('INVALID_REQUEST', `disk_mib ${limits.diskMib} is above this daemon's maximum of ${maxDiskMib}; ask for less or start emberd with a higher --max-disk`);
+    }
+    return limits;
   }
 
   /** The machine a create asks for, within the daemon's bounds, or INVALID_REQUEST saying them. */
@@ -435,16 +458,19 @@ export class SandboxManager {
    * A pooled sandbox, re-handshaken so that it gets this moment's clock, fresh entropy and its
    * hostname; one that does not answer is discarded and the create boots normally.
    */
-  private async takeFromPool(pack: string, env: Record<string, string>): Promise<Sandbox | undefined> {
+  private async takeFromPool(pack: string, env: Record<string, string>, limits: GuestLimits): Promise<Sandbox | undefined> {
     const sb = this.pool?.take(pack);
     if (!sb) return undefined;
     Object.assign(sb.env, env);
+    Object.assign(sb.limits, limits);
     sb.createdAt = new Date();
     try {
-      await sb.agent!.hello(2000, { hostname: hostnameOf(sb.id) });
+      const ack = await sb.agent!.hello(2000, { hostname: hostnameOf(sb.id), ...helloLimits(limits) });
+      sb.applied = { diskBytes: ack.diskBytes, pidsMax: ack.pidsMax };
     } catch (e) {
-      sb.log.warn(`warm pool: discarding a sandbox that did not answer: ${(e as Error).message}`);
       await this.launcher.release(sb, 0);
+      if (isEmberdError(e, 'INVALID_REQUEST')) throw e; // the limits, not the VM: a cold boot would refuse them too
+      sb.log.warn(`warm pool: discarding a sandbox that did not answer: ${(e as Error).message}`);
       return undefined;
     }
     sb.readyAt = new Date();

@@ -25,6 +25,10 @@ export interface SandboxView {
   boot_mode: 'cold' | 'restore' | 'pool' | null;
   vcpus: number;
   memory_mib: number;
+  /** The writable disk (the tmpfs overlay upper), in effect in the guest (null: not yet known). */
+  disk_mib: number | null;
+  /** The most processes and threads the sandbox's execs may have, in effect in the guest. */
+  pids_max: number | null;
   /** Variables every exec inherits (an exec's own env wins). */
   env: Record<string, string>;
   /** When the sandbox will be destroyed (null: no deadline). */
@@ -33,6 +37,20 @@ export interface SandboxView {
   vmm_pid: number | null;
   agent_version: string | null;
   error: { code: string; message: string } | null;
+}
+
+/** Limits the guest applies at each handshake (docs/protocol.md, HELLO). */
+export interface GuestLimits {
+  diskMib?: number;
+  pidsMax?: number;
+}
+
+/** The HELLO fields for `limits`. */
+export function helloLimits(limits: GuestLimits): { diskBytes?: number; pidsMax?: number } {
+  return {
+    ...(limits.diskMib !== undefined && { diskBytes: limits.diskMib * 1048576 }),
+    ...(limits.pidsMax !== undefined && { pidsMax: limits.pidsMax }),
+  };
 }
 
 export class Sandbox {
@@ -80,8 +98,12 @@ export class Sandbox {
   readonly machine: MachineConfig;
   /** Variables every exec of the sandbox inherits. */
   readonly env: Record<string, string>;
+  /** The guest-side limits asked for (undefined: the guest's default), sent in every HELLO. */
+  readonly limits: GuestLimits;
+  /** What the guest reported in effect at the last handshake. */
+  applied: { diskBytes?: number; pidsMax?: number } = {};
 
-  constructor(id: string, pack: string, backend: BackendName, runDir: string, log: Logger, shape: { machine: MachineConfig; env: Record<string, string> }) {
+  constructor(id: string, pack: string, backend: BackendName, runDir: string, log: Logger, shape: { machine: MachineConfig; env: Record<string, string>; limits?: GuestLimits }) {
     this.id = id;
     this.pack = pack;
     this.backend = backend;
@@ -89,6 +111,7 @@ export class Sandbox {
     this.log = log;
     this.machine = shape.machine;
     this.env = shape.env;
+    this.limits = shape.limits ?? {};
     this.sessions = new SessionRegistry(pack, () => (this.state === 'ready' ? this.agent : undefined), this.env);
   }
 
@@ -109,6 +132,8 @@ export class Sandbox {
       boot_mode: this.bootMode ?? null,
       vcpus: this.machine.vcpus,
       memory_mib: this.machine.memoryMib,
+      disk_mib: this.applied.diskBytes === undefined ? null : Math.round(this.applied.diskBytes / 1048576),
+      pids_max: this.applied.pidsMax ?? null,
       env: this.env,
       expires_at: this.expiresAt?.toISOString() ?? null,
       timeout_s: this.timeoutS ?? null,

@@ -13,6 +13,9 @@ export interface SandboxSummary {
   boot_mode: 'cold' | 'restore' | 'pool' | null;
   vcpus: number;
   memory_mib: number;
+  /** The writable disk and the process limit in effect in the guest. */
+  disk_mib: number | null;
+  pids_max: number | null;
   /** Variables every exec of the sandbox inherits. */
   env: Record<string, string>;
   /** When the sandbox will be destroyed; null: no deadline. */
@@ -27,6 +30,10 @@ export interface CreateOptions {
   timeout_s?: number;
   vcpus?: number;
   memory_mib?: number;
+  /** The writable disk (RAM-backed) in MiB. */
+  disk_mib?: number;
+  /** Processes + threads its execs may have; 0: the guest's ceiling. */
+  pids_max?: number;
   env?: Record<string, string>;
 }
 

@@ -38,7 +38,7 @@ export function testManagers(prefix = 'emb-mgr-'): TestManagers {
         backend: new HostAgentBackend(),
         images: { kernel, initramfs: kernel, packs: new Map([['shell', { name: 'shell', image: kernel }], ['python', { name: 'python', image: kernel }]]) },
         runBase: join(base, `run${n++}`),
-        sandboxes: { defaultPack: 'shell', machine: { vcpus: 1, memoryMib: 64 }, maxVcpus: 4, maxMemoryMib: 1024, bootTimeoutMs: 10_000, max: 4, poolSize: 0, timeoutS: 3600, maxTimeoutS: 86_400, ...sandboxes },
+        sandboxes: { defaultPack: 'shell', machine: { vcpus: 1, memoryMib: 64 }, maxVcpus: 4, maxMemoryMib: 1024, maxDiskMib: 1024, bootTimeoutMs: 10_000, max: 4, poolSize: 0, timeoutS: 3600, maxTimeoutS: 86_400, ...sandboxes },
         exec: { defaultTimeoutMs: 10_000, maxTimeoutMs: 60_000, outputCap: 1 << 20 },
         admission: { maxConcurrentBoots: 8, queueTimeoutMs: 60_000, memoryReserveMib: 0 },
         maxUploadBytes: 1 << 20,

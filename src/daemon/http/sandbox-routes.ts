@@ -10,7 +10,15 @@ type IdParams = { Params: { id: string } };
 export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxManager): void {
   app.post('/sandboxes', async (req, reply) => {
     const body = parseBody(createSandboxBody, req.body);
-    const sb = await manager.create({ pack: body?.language_pack, timeoutS: body?.timeout_s, vcpus: body?.vcpus, memoryMib: body?.memory_mib, env: body?.env });
+    const sb = await manager.create({
+      pack: body?.language_pack,
+      timeoutS: body?.timeout_s,
+      vcpus: body?.vcpus,
+      memoryMib: body?.memory_mib,
+      diskMib: body?.disk_mib,
+      pidsMax: body?.pids_max,
+      env: body?.env,
+    });
     return reply.status(201).send(summary(sb));
   });
 
@@ -36,6 +44,6 @@ function summary(sb: Sandbox) {
   const v = sb.view();
   return {
     id: v.id, state: v.state, language_pack: v.language_pack, backend: v.backend, created_at: v.created_at, boot_ms: v.boot_ms, boot_mode: v.boot_mode,
-    vcpus: v.vcpus, memory_mib: v.memory_mib, env: v.env, expires_at: v.expires_at, timeout_s: v.timeout_s,
+    vcpus: v.vcpus, memory_mib: v.memory_mib, disk_mib: v.disk_mib, pids_max: v.pids_max, env: v.env, expires_at: v.expires_at, timeout_s: v.timeout_s,
   };
 }

@@ -2,7 +2,7 @@
 // from them. docs/api.md documents them; the end-to-end tests exercise every rule. Unknown fields
 // are rejected so a typo never silently does nothing.
 import { z } from 'zod';
-import { LONGEST_TIMEOUT_S } from '../../sandbox/manager.ts';
+import { LONGEST_TIMEOUT_S, MIN_MEMORY_MIB } from '../../sandbox/manager.ts';
 import { SESSION_NAME } from '../../sandbox/sessions.ts';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -16,7 +16,11 @@ export const createSandboxBody = z.strictObject({
   language_pack: z.string().min(1).max(64).optional(),
   /** The machine (default --vcpus, --memory; at most --max-vcpus, --max-memory). */
   vcpus: z.number().int().min(1).max(64).optional(),
-  memory_mib: z.number().int().min(64).max(1 << 20).optional(),
+  memory_mib: z.number().int().min(MIN_MEMORY_MIB).max(1 << 20).optional(),
+  /** The writable disk (a tmpfs in the guest's RAM) in MiB (default --disk; at most --max-disk). */
+  disk_mib: z.number().int().min(16).max(1 << 20).optional(),
+  /** Processes + threads the sandbox's execs may have (default --pids-max; 0: the guest's ceiling). */
+  pids_max: z.number().int().min(0).max(1 << 22).optional(),
   /** Variables every exec of the sandbox inherits; an exec's own env wins. */
   env: env.optional(),
   /** Seconds until the sandbox is destroyed (default --sandbox-timeout); 0: never, if allowed. */
