@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createVmCgroup, describeCgroups, detectCgroups, reapEmptyCgroups, type CgroupHost } from './cgroup-v2.ts';
+import { createVmCgroup, describeCgroups, detectCgroups, isStaleCgroup, reapEmptyCgroups, type CgroupHost } from './cgroup-v2.ts';
 import { vmLimits } from './vm-limits.ts';
 
 const HYBRID = [
@@ -72,15 +72,15 @@ test('names that could leave the parent are refused', async () => {
   }
 });
 
-test('reaping removes only the empty cgroups with the prefix', () => {
+test('reaping removes the empty cgroups it is asked to, never a busy one', () => {
   const host = fakeMount('');
   try {
-    for (const n of ['qemu-aaaa-sb_1', 'qemu-aaaa-sb_2', 'qemu-bbbb-sb_3']) mkdirSync(join(host.parent, n));
+    for (const n of ['qemu-aaaa-sb_1', 'qemu-aaaa-sb_2', 'qemu-bbbb-sb_3', 'qemu-cccc-sb_4']) mkdirSync(join(host.parent, n));
     writeFileSync(join(host.parent, 'qemu-aaaa-sb_2', 'cgroup.procs'), '123'); // stands for a busy cgroup
-    assert.equal(reapEmptyCgroups(host, 'qemu-aaaa-'), 1);
-    assert.equal(existsSync(join(host.parent, 'qemu-aaaa-sb_1')), false);
-    assert.equal(existsSync(join(host.parent, 'qemu-aaaa-sb_2')), true);
-    assert.equal(existsSync(join(host.parent, 'qemu-bbbb-sb_3')), true, 'another daemon\'s');
+    const old = new Date(Date.now() - 120_000);
+    utimesSync(join(host.parent, 'qemu-cccc-sb_4'), old, old);
+    assert.equal(reapEmptyCgroups(host, (name, ageMs) => isStaleCgroup(name, ageMs, 'qemu-aaaa-', 'qemu-')), 2);
+    assert.deepEqual(readdirSync(host.parent).filter((n) => n.startsWith('qemu-')).sort(), ['qemu-aaaa-sb_2', 'qemu-bbbb-sb_3'], 'the busy one and another daemon\'s fresh one stay');
   } finally {
     host.cleanup();
   }

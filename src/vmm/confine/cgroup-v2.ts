@@ -3,7 +3,7 @@
 // gone, and removing the empty ones a killed predecessor left. A host whose cgroup2 offers none
 // of cpu/memory/pids (cgroup v1 hybrids, like the machines emberd is tested on) still gets the
 // grouping (placement, accounting in cpu.stat, clean removal), just no limits; `missing` says so.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LIMIT_CONTROLLERS, type LimitController, type LimitFile } from './vm-limits.ts';
@@ -119,15 +119,32 @@ export async function removeVmCgroup(dir: string): Promise<void> {
 }
 
 /**
- * Removes the empty cgroups under the parent whose names start with `prefix` (a predecessor's:
- * its VMMs died with it). A cgroup that still holds a process is left alone. Returns how many.
+ * Which empty cgroups to remove: this run base's (`ownPrefix`: a predecessor's, whose VMMs died
+ * with it), and any of the VMM's `family` empty for a minute (its daemon was killed, e.g. a test
+ * run; a live daemon's cgroup is empty only between its mkdir and the VMM joining, or between its
+ * VM's end and the rmdir).
  */
-export function reapEmptyCgroups(host: CgroupHost, prefix: string): number {
+export function isStaleCgroup(name: string, ageMs: number, ownPrefix: string, family: string): boolean {
+  return name.startsWith(ownPrefix) || (name.startsWith(family) && ageMs > 60_000);
+}
+
+/**
+ * Removes the empty cgroups under the parent that `stale(name, ageMs)` picks (a predecessor's:
+ * its VMMs died with it). A cgroup that still holds a process is left alone (rmdir fails). Returns
+ * how many.
+ */
+export function reapEmptyCgroups(host: CgroupHost, stale: (name: string, ageMs: number) => boolean): number {
   let names: string[];
   try { names = readdirSync(host.parent); } catch { return 0; }
   let n = 0;
-  for (const name of names.filter((x) => x.startsWith(prefix))) {
-    try { rmdirSync(join(host.parent, name)); n++; } catch { /* busy (live) or gone */ }
+  for (const name of names) {
+    const dir = join(host.parent, name);
+    try {
+      const st = statSync(dir);
+      if (!st.isDirectory() || !stale(name, Date.now() - st.mtimeMs)) continue;
+      rmdirSync(dir);
+      n++;
+    } catch { /* busy (live) or gone */ }
   }
   return n;
 }

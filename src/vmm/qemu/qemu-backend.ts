@@ -12,7 +12,7 @@ import { connectUnix } from '../../agent/connect.ts';
 import { EmberdError, isEmberdError } from '../../errors.ts';
 import { hostTscKhz, probeKvm } from '../host.ts';
 import { onlyChildOf, SETPRIV, spawnVmm } from '../vmm-process.ts';
-import { createVmCgroup, probeCgroups, reapEmptyCgroups, removeVmCgroup, type VmCgroup } from '../confine/cgroup-v2.ts';
+import { createVmCgroup, isStaleCgroup, probeCgroups, reapEmptyCgroups, removeVmCgroup, type VmCgroup } from '../confine/cgroup-v2.ts';
 import { vmLimits } from '../confine/vm-limits.ts';
 import { QmpClient } from './qmp.ts';
 import { qemuArgs, type QemuOptions } from './cmdline.ts';
@@ -155,7 +155,7 @@ export class QemuBackend implements Backend {
       if (c.cgroups) {
         const runBase = dirname(spec.runDir);
         const prefix = `qemu-${tagOf(runBase)}-`;
-        if (!reaped.has(runBase)) { reaped.set(runBase, true); reapEmptyCgroups(c.cgroups, prefix); }
+        if (!reaped.has(runBase)) { reaped.set(runBase, true); reapEmptyCgroups(c.cgroups, (name, ageMs) => isStaleCgroup(name, ageMs, prefix, 'qemu-')); }
         const limits = vmLimits({ machine: spec.machine, accel: this.opts.accel, hostMemBytes: totalmem() });
         cgroup = await createVmCgroup(c.cgroups, `${prefix}${spec.id.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64)}`, limits);
       }
