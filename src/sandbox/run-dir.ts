@@ -3,7 +3,10 @@ import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { isSandboxId } from './ids.ts';
 
-/** Longest socket path a sandbox uses below its run dir: "<base>/<sb_id>/control.sock". */
+/**
+ * Longest socket path a sandbox uses below its run dir: Firecracker's "/<sb_id>/firecracker.vsock_1024",
+ * which a confined QEMU's "/<sb_id>/v<3 base36>/root/migrate.sock" exactly matches (src/vmm/qemu/jail.ts).
+ */
 const LONGEST_SUFFIX = '/sb_xxxxxxxxxxxxxxxxxxxx/firecracker.vsock_1024'.length;
 const SUN_PATH_MAX = 107;
 
