@@ -80,6 +80,12 @@ export interface PackMeta {
   size: number;
   sha256: string;
   packages: { name: string; version: string }[];
+  /** Optional: one line for GET /packs. */
+  description?: string;
+  /** Optional: variables every exec of the pack's sandboxes inherits (a sandbox's env wins). */
+  env?: Record<string, string>;
+  /** Optional: built by `emberd packs build|import`, not by `emberd images build`. */
+  custom?: boolean;
 }
 
 /** A built language pack, as the sandbox manager uses it (structurally its PackImage). */
@@ -92,7 +98,13 @@ export interface PackImage {
   size: number;
   sha256: string;
   packages: { name: string; version: string }[];
+  description?: string;
+  env?: Record<string, string>;
+  custom?: boolean;
 }
+
+/** A pack listed in the manifest that cannot be used, and why (the others still load). */
+export interface BrokenPack { name: string; error: string }
 
 /** What the daemon boots from. All paths absolute. */
 export interface ImageSet {
@@ -110,6 +122,8 @@ export interface ImageSet {
   initramfsModules: string[];
   /** by pack name ("python", "shell") */
   packs: Map<string, PackImage>;
+  /** packs whose files are missing or do not match their record: left out of `packs` */
+  brokenPacks: BrokenPack[];
   manifest: Manifest;
 }
 
@@ -212,23 +226,18 @@ export function loadImageSet(dir?: string): ImageSet {
   const bzImage = need(BZIMAGE_REL);
   const initramfs = need(INITRAMFS_REL);
 
+  // One broken pack (a custom one half-written, a file deleted) must not take the others down.
   const packs = new Map<string, PackImage>();
+  const brokenPacks: BrokenPack[] = [];
   for (const rel of Object.keys(m.files).sort()) {
     const match = /^packs\/([^/]+)\.json$/.exec(rel);
     if (match === null) continue;
     const name = match[1] as string;
-    const jsonPath = need(rel);
-    let meta: PackMeta;
     try {
-      meta = JSON.parse(readFileSync(jsonPath, 'utf8')) as PackMeta;
+      packs.set(name, loadPack(name, need(rel), need(packSqfsRel(name)), m.files[packSqfsRel(name)]?.sha256, hint));
     } catch (e) {
-      throw new ImagesError('IMAGES_INVALID', `${jsonPath} is not valid JSON: ${hint} --force`, { cause: e });
+      brokenPacks.push({ name, error: (e as Error).message });
     }
-    const image = need(packSqfsRel(name));
-    if (m.files[packSqfsRel(name)]?.sha256 !== meta.sha256 || !Array.isArray(meta.interpreter)) {
-      throw new ImagesError('IMAGES_INVALID', `${jsonPath} does not match the manifest: ${hint} --force`);
-    }
-    packs.set(name, { name, image, interpreter: meta.interpreter, size: meta.size, sha256: meta.sha256, packages: meta.packages });
   }
 
   return {
@@ -240,7 +249,32 @@ export function loadImageSet(dir?: string): ImageSet {
     initSha256: init.sha256,
     initramfsModules: m.inputs.initramfsModules ?? [],
     packs,
+    brokenPacks,
     manifest: m,
+  };
+}
+
+/** One pack's json, checked against the manifest's record of its image. */
+function loadPack(name: string, jsonPath: string, image: string, imageSha256: string | undefined, hint: string): PackImage {
+  let meta: PackMeta;
+  try {
+    meta = JSON.parse(readFileSync(jsonPath, 'utf8')) as PackMeta;
+  } catch (e) {
+    throw new ImagesError('IMAGES_INVALID', `${jsonPath} is not valid JSON: ${hint} --force`, { cause: e });
+  }
+  if (imageSha256 !== meta.sha256 || !Array.isArray(meta.interpreter)) {
+    throw new ImagesError('IMAGES_INVALID', `${jsonPath} does not match the manifest: ${hint} --force`);
+  }
+  return {
+    name,
+    image,
+    interpreter: meta.interpreter,
+    size: meta.size,
+    sha256: meta.sha256,
+    packages: meta.packages,
+    ...(meta.description !== undefined && { description: meta.description }),
+    ...(meta.env !== undefined && { env: meta.env }),
+    ...(meta.custom !== undefined && { custom: meta.custom }),
   };
 }
 
