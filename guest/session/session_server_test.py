@@ -3,6 +3,7 @@
 with this machine's python3 and no VM: cells, values, output capture, caps, interrupts, and
 nothing lost when the interpreter dies. Usage: session_server_test.py [path/to/session-server.py].
 Prints "N passed, M failed"."""
+import base64
 import json
 import os
 import select
@@ -74,10 +75,13 @@ class Session:
             import base64
             req['stdin'] = base64.b64encode(stdin).decode()
         self.send(b'C', json.dumps(req).encode())
-        out, err = bytearray(), bytearray()
+        out, err, results = bytearray(), bytearray(), []
         while True:
             kind, payload = self.next_frame()
-            if kind == b'O':
+            if kind == b'B':
+                results.append(json.loads(payload))
+                results[-1]['after_stdout'] = len(out)  # where it came in the cell's output
+            elif kind == b'O':
                 out += payload
                 if interrupt_on is not None and interrupt_on in out:
                     interrupt_on = None
@@ -87,9 +91,9 @@ class Session:
             elif kind == b'E':
                 err += payload
             elif kind == b'D':
-                return dict(json.loads(payload), stdout=bytes(out), stderr=bytes(err), ended=False)
+                return dict(json.loads(payload), stdout=bytes(out), stderr=bytes(err), results=results, ended=False)
             elif kind == b'X':
-                return dict(json.loads(payload), stdout=bytes(out), stderr=bytes(err), ended=True)
+                return dict(json.loads(payload), stdout=bytes(out), stderr=bytes(err), results=results, ended=True)
             elif kind is None:
                 status = self.proc.wait(TIMEOUT)
                 code = status if status >= 0 else 128 - status
@@ -258,6 +262,220 @@ def test_eof_from_the_host_ends_the_server_and_what_the_session_started():
     assert not left, f'processes of the session (sleep pid {r["value"]}) outlived it'
 
 
+# ---- rich outputs ---------------------------------------------------------------------------
+
+class Skip(Exception):
+    """A case that cannot run here; the reason is printed."""
+
+
+def png_size(data):
+    """(width, height) of PNG bytes, checking the signature and that IHDR comes first."""
+    assert data[:8] == b'\x89PNG\r\n\x1a\n', f'not a PNG: {data[:8]!r}'
+    assert data[12:16] == b'IHDR', f'first chunk {data[12:16]!r}'
+    return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+
+
+def bundles(r):
+    """The cell's bundles without the test's position marker."""
+    return [{k: v for k, v in b.items() if k != 'after_stdout'} for b in r['results']]
+
+
+# One class per _repr_*_ method: display() of each gives that MIME type (binary ones base64) and text/plain.
+REPR_CLASSES = '''
+import base64
+class Png:
+    def _repr_png_(self): return b"\\x89PNG fake"
+    def __repr__(self): return "<Png>"
+class PngText:
+    def _repr_png_(self): return base64.b64encode(b"already").decode()
+class Jpeg:
+    def _repr_jpeg_(self): return b"\\xff\\xd8jpeg"
+class Svg:
+    def _repr_svg_(self): return "<svg/>"
+class Html:
+    def _repr_html_(self): return "<b>hi</b>"
+class Md:
+    def _repr_markdown_(self): return "# hi"
+class Latex:
+    def _repr_latex_(self): return "$x^2$"
+class Json:
+    def _repr_json_(self): return {"a": [1, 2]}
+class WithMeta:
+    def _repr_html_(self): return ("<i>m</i>", {"isolated": True})
+class Bundle:
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/html": "<p>from the bundle</p>", "text/plain": "plain from the bundle", "application/x-custom": "c"}
+    def _repr_html_(self): return "<p>not used: the bundle has text/html</p>"
+    def _repr_markdown_(self): return "used: the bundle has no text/markdown"
+class Nothing:
+    def _repr_html_(self): return None
+    def __repr__(self): return "<Nothing>"
+'''
+
+
+def test_display_of_each_repr_method_gives_its_mime_type_and_text_plain():
+    s = Session()
+    try:
+        assert s.run(REPR_CLASSES)['exit_code'] == 0
+        r = s.run('for c in (Png, PngText, Jpeg, Svg, Html, Md, Latex, Json, WithMeta, Bundle, Nothing):\n    display(c())')
+        assert (r['exit_code'], r['stderr'], r['value']) == (0, b'', None), r
+        got = bundles(r)
+        assert len(got) == 11, got
+        assert got[0] == {'image/png': base64.b64encode(b'\x89PNG fake').decode(), 'text/plain': '<Png>', 'is_main_result': False}
+        assert got[1]['image/png'] == base64.b64encode(b'already').decode(), 'base64 text is kept as it is'
+        assert got[2]['image/jpeg'] == base64.b64encode(b'\xff\xd8jpeg').decode()
+        assert [got[3]['image/svg+xml'], got[4]['text/html'], got[5]['text/markdown'], got[6]['text/latex']] == ['<svg/>', '<b>hi</b>', '# hi', '$x^2$']
+        assert got[7]['application/json'] == {'a': [1, 2]}, 'JSON is an object, not a string'
+        assert got[8]['text/html'] == '<i>m</i>', '(data, metadata) gives the data'
+        assert got[9] == {'text/html': '<p>from the bundle</p>', 'text/plain': 'plain from the bundle', 'application/x-custom': 'c',
+                          'text/markdown': 'used: the bundle has no text/markdown', 'is_main_result': False}, got[9]
+        assert got[10] == {'text/plain': '<Nothing>', 'is_main_result': False}
+        for b in got[2:8]:
+            assert b['text/plain'].startswith('<__main__.'), 'text/plain is always there: the repr'
+    finally:
+        s.close()
+
+
+def test_the_final_expression_is_the_main_result_and_value_stays_its_repr():
+    s = Session()
+    try:
+        s.run(REPR_CLASSES)
+        r = s.run('display(Md())\nHtml()')
+        assert r['value'].startswith('<__main__.Html object at'), r
+        assert bundles(r)[0]['is_main_result'] is False
+        assert bundles(r)[1] == {'text/html': '<b>hi</b>', 'text/plain': r['value'], 'is_main_result': True}
+        assert bundles(s.run('6*7')) == [{'text/plain': '42', 'is_main_result': True}]
+        for code in ('x = 1', 'None', 'print(1)', 'display()'):
+            assert bundles(s.run(code)) == [], f'{code}: no result'
+        r = s.run('display(6, 7, raw=False)\ndisplay({"text/plain": "raw", "image/png": b"\\x01"}, raw=True)')
+        assert bundles(r) == [{'text/plain': '6', 'is_main_result': False}, {'text/plain': '7', 'is_main_result': False},
+                              {'text/plain': 'raw', 'image/png': 'AQ==', 'is_main_result': False}], bundles(r)
+        assert bundles(s.run('display(Html, Png)')) == [{'text/plain': "<class '__main__.Html'>", 'is_main_result': False},
+                                                        {'text/plain': "<class '__main__.Png'>", 'is_main_result': False}], 'a class is not rendered by its methods'
+    finally:
+        s.close()
+
+
+def test_bundle_overtaken_by_output_written_after_it():
+    """Regression: the pump forwarded what the pipes held when a B came, which could include what
+    the cell printed after its display(); now display() waits for the pump's A."""
+    s = Session()
+    try:
+        s.run(REPR_CLASSES)
+        r = s.run('print("before")\ndisplay(Html())\nprint("after")\nMd()')
+        assert r['stdout'] == b'before\nafter\n'
+        assert [b['after_stdout'] for b in r['results']] == [len(b'before\n'), len(b'before\nafter\n')], r['results']
+    finally:
+        s.close()
+
+
+def test_a_failing_repr_method_is_reported_and_skipped():
+    s = Session()
+    try:
+        r = s.run('class Bad:\n    def _repr_html_(self): raise ValueError("no html")\n'
+                  '    def _repr_json_(self): return {"x": object()}\n    def __repr__(self): return "<Bad>"\nBad()')
+        assert r['exit_code'] == 0, r
+        assert bundles(r) == [{'text/plain': '<Bad>', 'is_main_result': True}], bundles(r)
+        assert b'ValueError: no html' in r['stderr'] and b'application/json dropped' in r['stderr'], r['stderr']
+    finally:
+        s.close()
+
+
+def test_a_bundle_that_does_not_fit_the_cap_is_dropped_whole_and_flags_truncated():
+    s = Session()
+    try:
+        s.run(REPR_CLASSES)
+        big = 'class Big:\n    def _repr_png_(self): return b"p" * 300000\n'
+        r = s.run(big + 'print("x" * 1000)\ndisplay(Big())\nprint("kept")\nHtml()', cap=65536)
+        assert r['truncated'] is True, r
+        assert r['stdout'] == b'x' * 1000 + b'\nkept\n', 'output after a dropped bundle is kept while it fits'
+        assert [b['text/html'] for b in bundles(r)] == ['<b>hi</b>'], 'the small main result fits'
+        r = s.run('print("y" * 65490)\nHtml()', cap=65536)
+        assert (r['truncated'], bundles(r)) == (True, []), 'a bundle over what is left of the cap'
+        r = s.run('display(Html())\n1', cap=65536)
+        assert (r['truncated'], len(bundles(r)), r['value']) == (False, 2, '1'), r
+    finally:
+        s.close()
+
+
+def test_an_interrupt_during_display_keeps_the_framing():
+    """SIGINT while display() sends (held back until the bundle and its answer are through): the
+    cell gets KeyboardInterrupt, the session goes on with whole frames."""
+    for i in range(5):
+        s = Session()
+        try:
+            r = s.run('print("looping", flush=True)\nwhile True:\n    display("x" * 100000)', interrupt_on=b'looping')
+            assert (r['exit_code'], r['interrupted'], r['ended']) == (130, True, False), f'run {i}: {r["exit_code"]} {r["stderr"][-300:]}'
+            assert all(b['text/plain'] == repr('x' * 100000) for b in bundles(r))
+            assert bundles(s.run('1')) == [{'text/plain': '1', 'is_main_result': True}], f'run {i}'
+        finally:
+            s.close()
+
+
+def test_display_from_a_thread_after_its_cell_ended_is_dropped():
+    s = Session()
+    try:
+        r = s.run('import threading\ngo = threading.Event()\n'
+                  't = threading.Thread(target=lambda: (go.wait(), display("late")))\nt.start()')
+        assert bundles(r) == []
+        r = s.run('go.set(); t.join()\n"now"')
+        # The thread's display() came during this cell: it belongs to it; nothing before it leaked.
+        assert [b['text/plain'] for b in bundles(r)] == ["'late'", "'now'"], bundles(r)
+        assert bundles(s.run('1'))[0]['text/plain'] == '1'
+    finally:
+        s.close()
+
+
+def test_no_cell_imports_matplotlib_unless_it_does():
+    s = Session()
+    try:
+        s.run('display(1)')
+        r = s.run('import sys, os\n(sorted(m for m in sys.modules if m.startswith("matplotlib")), os.environ.get("MPLBACKEND"))')
+        assert r['value'] == "([], 'agg')", r
+    finally:
+        s.close()
+
+
+def need_matplotlib():
+    if subprocess.run([sys.executable, '-c', 'import matplotlib.pyplot'], capture_output=True).returncode != 0:
+        raise Skip(f'{sys.executable} has no matplotlib (python3-matplotlib); the VM test test/rich-outputs.test.ts covers it')
+
+
+def test_matplotlib_show_sends_a_png_of_the_figure_size_and_closes_it():
+    need_matplotlib()
+    s = Session()
+    try:
+        r = s.run('import matplotlib\nimport matplotlib.pyplot as plt\nplt.figure(figsize=(3, 2), dpi=50)\nplt.plot([1, 2])\nplt.show()\n'
+                  'plt.figure(figsize=(4, 1), dpi=100)\nplt.plot([2, 1])\nplt.show()\n(matplotlib.get_backend(), plt.get_fignums())')
+        assert (r['exit_code'], r['value']) == (0, "('agg', [])"), r
+        got = bundles(r)
+        assert [b['text/plain'] for b in got[:2]] == ['<Figure size 150x100 with 1 Axes>', '<Figure size 400x100 with 1 Axes>'], got
+        assert [png_size(base64.b64decode(b['image/png'])) for b in got[:2]] == [(150, 100), (400, 100)]
+        assert [b['is_main_result'] for b in got] == [False, False, True]
+    finally:
+        s.close()
+
+
+def test_matplotlib_figures_left_open_are_sent_at_the_end_of_the_cell():
+    need_matplotlib()
+    s = Session()
+    try:
+        r = s.run('import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2), dpi=40)\nax.plot([1, 2])\n'
+                  'plt.figure(figsize=(1, 1), dpi=30)\nax.get_title()')
+        got = bundles(r)
+        assert got[0] == {'text/plain': "''", 'is_main_result': True}, 'the main result, then the open figures'
+        assert [png_size(base64.b64decode(b['image/png'])) for b in got[1:]] == [(80, 80), (30, 30)], got
+        assert s.run('plt.get_fignums()')['value'] == '[]', 'they were closed'
+        r = s.run('fig = plt.figure(figsize=(1, 2), dpi=10)\ndisplay(fig)\nfig')
+        assert [(b['text/plain'], png_size(base64.b64decode(b['image/png'])), b['is_main_result']) for b in bundles(r)] == \
+            [('<Figure size 10x20 with 0 Axes>', (10, 20), False), ('<Figure size 10x20 with 0 Axes>', (10, 20), True)], \
+            'a figure shown by display() and as the value is not sent again at the end'
+        r = s.run('plt.plot([1])\nraise ValueError("after plotting")')
+        assert r['exit_code'] == 1 and len(bundles(r)) == 1, 'a cell that fails still shows its figures'
+    finally:
+        s.close()
+
+
 def main():
     tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith('test_')]
     passed = failed = 0
@@ -267,6 +485,8 @@ def main():
             fn()
             passed += 1
             print(f'ok   {name} ({time.monotonic() - t0:.2f}s)')
+        except Skip as e:
+            print(f'skip {name}: {e}')
         except Exception:
             failed += 1
             print(f'FAIL {name}')
