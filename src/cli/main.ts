@@ -137,6 +137,16 @@ program.command('ls')
     ].join('\n'));
   });
 
+program.command('packs')
+  .description('list the daemon\'s language packs: size, snapshot state, description (broken ones say why)')
+  .action(async () => {
+    const packs = await client().listPacks();
+    print(packs, () => [
+      'NAME            SIZE      SNAPSHOT   DESCRIPTION',
+      ...packs.map((p) => `${p.name.padEnd(16)}${(p.size === null ? '-' : `${(p.size / 1048576).toFixed(1)}M`).padEnd(10)}${(p.snapshot?.status ?? '-').padEnd(11)}${p.error ? `BROKEN: ${p.error}` : p.description ?? ''}`),
+    ].join('\n'));
+  });
+
 program.command('rm')
   .description('destroy a sandbox')
   .argument('<id...>', 'sandbox ids')

@@ -14,6 +14,7 @@ import { INITRAMFS_REL, VMLINUX_REL, loadImageSet, type ImageSet } from '../imag
 import { goldenName, type SnapshotInputs } from '../sandbox/snapshots.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { runImagesCommand } from '../images/cli.ts';
+import { watchPacks } from './pack-watch.ts';
 import { VERSION } from '../version.ts';
 
 async function main(argv: string[]): Promise<number> {
@@ -27,6 +28,7 @@ async function main(argv: string[]): Promise<number> {
   if (!images.packs.has(cfg.sandboxes.defaultPack)) {
     throw new ConfigError(`default pack "${cfg.sandboxes.defaultPack}" is not built; built packs: ${[...images.packs.keys()].join(', ')}`);
   }
+  for (const b of images.brokenPacks) log.warn({ pack: b.name }, `pack ${b.name} cannot be used: ${b.error}`);
   const vmmLog = log.child({ component: 'vmm' });
   const backend = selectBackend({ ...cfg.vmm, log: (msg) => vmmLog.warn(msg) });
   log.info({ backend: backend.info.name, version: backend.info.version, accel: backend.info.accel }, `backend ${backend.info.name} ${backend.info.version} (${backend.info.accel}): ${backend.info.reason}`);
@@ -57,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
       version: VERSION,
       api_version: 1,
       backend: backend.info,
-      language_packs: [...images.packs.keys()],
+      language_packs: manager.packNames(),
       default_language_pack: cfg.sandboxes.defaultPack,
       sandboxes: { live: manager.list().length, limit: cfg.sandboxes.max },
       machine: { vcpus: cfg.sandboxes.machine.vcpus, memory_mib: cfg.sandboxes.machine.memoryMib },
@@ -67,7 +69,14 @@ async function main(argv: string[]): Promise<number> {
   await http.listen({ ...cfg.listen, listenTextResolver: (address) => `listening on ${address}` });
   manager.start(); // golden snapshots and the warm pool fill in the background
 
+  const packs = watchPacks(images.dir, (now) => {
+    const { added, removed, changed } = manager.updatePacks(now.packs, now.brokenPacks, goldens(now, backend, cfg));
+    if (added.length || removed.length || changed.length) log.info({ added, removed, changed }, `packs: ${[...now.packs.keys()].join(', ')}`);
+    for (const b of now.brokenPacks) log.warn({ pack: b.name }, `pack ${b.name} cannot be used: ${b.error}`);
+  }, log);
+
   const signal = await stopSignal();
+  packs.close();
   log.info({ signal }, 'shutting down: destroying every sandbox');
   await Promise.all([http.close(), manager.shutdown()]);
   releaseRunDir(cfg.runDir);

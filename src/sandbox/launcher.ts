@@ -10,8 +10,18 @@ import type { Backend, BootSpec, MachineConfig, VmHandle } from '../vmm/backend.
 import { helloLimits, type Sandbox } from './sandbox.ts';
 import { goldenName, type SnapshotStore } from './snapshots.ts';
 
-/** What a language pack boots from. */
-export interface PackImage { name: string; image: string }
+/** What a language pack boots from, and what GET /packs says of it. */
+export interface PackImage {
+  name: string;
+  image: string;
+  interpreter?: string[];
+  size?: number;
+  sha256?: string;
+  description?: string;
+  /** Variables every exec of the pack's sandboxes inherits (a sandbox's env wins). */
+  env?: Record<string, string>;
+  custom?: boolean;
+}
 
 export interface LauncherConfig {
   backend: Backend;

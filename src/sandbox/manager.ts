@@ -19,7 +19,8 @@ import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
 import { Sandbox, helloLimits, type GuestLimits } from './sandbox.ts';
 import type { SessionInfo, SessionResult } from './sessions.ts';
-import { SnapshotStore, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
+import { SnapshotStore, goldenName, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
+import type { BrokenPack } from '../images/manifest.ts';
 
 export type { PackImage } from './launcher.ts';
 
@@ -45,6 +46,25 @@ export interface SandboxOptions {
   timeoutS: number;
   /** The longest timeout_s a create or POST .../timeout may ask (--max-sandbox-timeout); 0: no limit, and 0 (none) allowed. */
   maxTimeoutS: number;
+}
+
+/** One golden snapshot: a pack in a machine shape, and what its saved state depends on. */
+export interface GoldenSpec { pack: string; machine: MachineConfig; inputs: SnapshotInputs }
+
+/** A pack as GET /packs shows it. */
+export interface PackView {
+  name: string;
+  description: string | null;
+  custom: boolean;
+  size: number | null;
+  sha256: string | null;
+  /** argv prefix `code` runs with */
+  interpreter: string[] | null;
+  env: Record<string, string>;
+  /** its default-shape golden snapshot (null: snapshots off) */
+  snapshot: SnapshotView | null;
+  /** why it cannot be used (null: it can) */
+  error: string | null;
 }
 
 /** What a host accepts before it refuses or queues creates (--max-concurrent-boots, ...). */
@@ -82,7 +102,7 @@ export interface ExecLimits {
 
 export interface ManagerConfig {
   backend: Backend;
-  images: { kernel: string; initramfs: string; packs: Map<string, PackImage> };
+  images: { kernel: string; initramfs: string; packs: Map<string, PackImage>; brokenPacks?: BrokenPack[] };
   /** Per-sandbox run dirs go under it. */
   runBase: string;
   sandboxes: SandboxOptions;
@@ -93,7 +113,7 @@ export interface ManagerConfig {
    * Golden snapshots (when the backend supports them), by golden name (snapshots.ts goldenName):
    * each pack in the default shape and in every --snapshot-shapes shape. Absent: always cold boot.
    */
-  snapshots?: { dir: string; goldens: Map<string, { pack: string; machine: MachineConfig; inputs: SnapshotInputs }> };
+  snapshots?: { dir: string; goldens: Map<string, GoldenSpec> };
   admission: AdmissionOptions;
   /** The host's available memory in MiB (tests give their own). */
   hostMemoryMib?: () => number;
@@ -150,6 +170,10 @@ export class SandboxManager {
   private readonly launcher: Launcher;
   /** VMs booted to become golden snapshots, so shutdown can stop them too. */
   private readonly goldens = new Set<Sandbox>();
+  /** The packs sandboxes can be made of now, those that could not be loaded, and the goldens (updatePacks changes them). */
+  private packs: Map<string, PackImage>;
+  private brokenPacks: BrokenPack[] = [];
+  private goldenSpecs: Map<string, GoldenSpec>;
   /** Ids that ended recently, for a 404 that says how. */
   private readonly ended = new EndedSandboxes();
   private readonly slots: BootSlots;
@@ -158,6 +182,9 @@ export class SandboxManager {
   constructor(cfg: ManagerConfig) {
     this.cfg = cfg;
     this.log = cfg.log;
+    this.packs = new Map(cfg.images.packs);
+    this.brokenPacks = cfg.images.brokenPacks ?? [];
+    this.goldenSpecs = new Map(cfg.snapshots?.goldens ?? []);
     this.slots = new BootSlots(cfg.admission.maxConcurrentBoots);
     this.hostMemoryMib = cfg.hostMemoryMib ?? memAvailableMib;
     if (cfg.snapshots && cfg.backend.snapshots) {
@@ -184,8 +211,8 @@ export class SandboxManager {
   start(): void {
     const pruned = this.snapshots?.prune() ?? 0;
     if (pruned) this.log.info({ pruned }, `removed ${pruned} outdated snapshots`);
-    if (this.pool) for (const pack of this.cfg.images.packs.keys()) this.pool.refill(pack);
-    for (const name of this.cfg.snapshots?.goldens.keys() ?? []) void this.snapshots?.ensure(name);
+    if (this.pool) for (const pack of this.packs.keys()) this.pool.refill(pack);
+    for (const name of this.goldenSpecs.keys()) void this.snapshots?.ensure(name);
   }
 
   /** Snapshot, pool and admission state, for GET /. */
@@ -195,6 +222,48 @@ export class SandboxManager {
       pool: this.pool?.view() ?? null,
       admission: { boots: this.slots.view(), memory_reserve_mib: this.cfg.admission.memoryReserveMib, host_available_mib: this.hostMemoryMib() },
     };
+  }
+
+  // ---- packs ----------------------------------------------------------------------------------
+
+  /**
+   * The packs changed on disk (SIGHUP, or a pack built or imported while the daemon runs): from
+   * now on creates see `packs`; each new or rebuilt pack gets its golden snapshot on first use.
+   * Running sandboxes keep what they booted from. `broken` packs are listed with their reason.
+   */
+  updatePacks(packs: Map<string, PackImage>, broken: BrokenPack[], goldens: Map<string, GoldenSpec>): { added: string[]; removed: string[]; changed: string[] } {
+    const added = [...packs.keys()].filter((n) => !this.packs.has(n));
+    const removed = [...this.packs.keys()].filter((n) => !packs.has(n));
+    const changed = [...packs.keys()].filter((n) => this.packs.has(n) && this.packs.get(n)!.sha256 !== packs.get(n)!.sha256);
+    this.packs = new Map(packs);
+    this.brokenPacks = broken;
+    this.goldenSpecs = new Map(goldens);
+    this.snapshots?.sync(new Map([...goldens].map(([name, g]) => [name, g.inputs])));
+    return { added, removed, changed };
+  }
+
+  /** Every pack, usable or broken, for GET /packs. */
+  listPacks(): PackView[] {
+    const usable = [...this.packs.values()].map((p): PackView => ({
+      name: p.name,
+      description: p.description ?? null,
+      custom: p.custom ?? false,
+      size: p.size ?? null,
+      sha256: p.sha256 ?? null,
+      interpreter: p.interpreter ?? null,
+      env: p.env ?? {},
+      snapshot: this.snapshots?.viewOf(p.name) ?? null,
+      error: null,
+    }));
+    const broken = this.brokenPacks.map((b): PackView => ({
+      name: b.name, description: null, custom: false, size: null, sha256: null, interpreter: null, env: {}, snapshot: null, error: b.error,
+    }));
+    return [...usable, ...broken].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Names of the packs creates can use now. */
+  packNames(): string[] {
+    return [...this.packs.keys()];
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------
@@ -221,9 +290,11 @@ export class SandboxManager {
     const limits = this.checkLimits(o);
     const env = o.env ?? {};
     const name = o.pack ?? this.cfg.sandboxes.defaultPack;
-    const pack = this.cfg.images.packs.get(name);
+    const pack = this.packs.get(name);
     if (!pack) {
-      throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.cfg.images.packs.keys()].join(', ')}`);
+      const broken = this.brokenPacks.find((b) => b.name === name);
+      if (broken) throw new EmberdError('PACK_BROKEN', `language pack "${name}" cannot be used: ${broken.error}`);
+      throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.packs.keys()].join(', ')} (GET /packs lists them)`);
     }
     const live = this.list().filter((s) => s.state === 'creating' || s.state === 'ready');
     if (live.length >= this.cfg.sandboxes.max) {
@@ -235,7 +306,9 @@ export class SandboxManager {
       return pooled;
     }
     this.checkHostMemory(machine.memoryMib);
-    const sb = this.newSandbox(name, machine, env, limits);
+    // A pack whose golden is not made yet (a new pack, a listed shape) gets it now, for the next create.
+    void this.snapshots?.ensure(goldenName(name, machine, this.cfg.sandboxes.machine));
+    const sb = this.newSandbox(name, machine, { ...pack.env, ...env }, limits);
     this.sandboxes.set(sb.id, sb);
     sb.created = this.boot(sb, pack, 'create');
     await sb.created;
@@ -515,8 +588,10 @@ export class SandboxManager {
   private async prepare(packName: string): Promise<Sandbox> {
     await this.snapshots?.ensure(packName);
     this.checkHostMemory(this.cfg.sandboxes.machine.memoryMib);
-    const sb = this.newSandbox(packName, this.cfg.sandboxes.machine, {});
-    sb.created = this.boot(sb, this.cfg.images.packs.get(packName)!, 'background');
+    const pack = this.packs.get(packName);
+    if (!pack) throw new Error(`pack ${packName} is gone`);
+    const sb = this.newSandbox(packName, this.cfg.sandboxes.machine, { ...pack.env });
+    sb.created = this.boot(sb, pack, 'background');
     await sb.created;
     if (sb.state !== 'ready') throw new Error(sb.failure?.message ?? 'the sandbox failed to start');
     return sb;
@@ -524,12 +599,14 @@ export class SandboxManager {
 
   /** Golden VM `name` (a pack in one machine shape), saved into `dir` (SnapshotStore's builder). */
   private async buildGolden(name: string, dir: string): Promise<{ bytes: number }> {
-    const golden = this.cfg.snapshots!.goldens.get(name)!;
+    const golden = this.goldenSpecs.get(name);
+    const pack = golden && this.packs.get(golden.pack);
+    if (!golden || !pack) throw new Error(`golden ${name}: its pack is gone`);
     const sb = this.newSandbox(golden.pack, golden.machine, {});
     this.goldens.add(sb);
     const slot = await this.slots.acquire('background');
     try {
-      return await this.launcher.saveGolden(sb, this.cfg.images.packs.get(golden.pack)!, dir, () => !this.shuttingDown);
+      return await this.launcher.saveGolden(sb, pack, dir, () => !this.shuttingDown);
     } finally {
       slot.release();
       this.goldens.delete(sb);

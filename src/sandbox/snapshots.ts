@@ -64,11 +64,27 @@ export class SnapshotStore {
     this.base = base;
     this.build = build;
     this.log = log;
-    for (const [pack, inp] of inputs) {
+    this.sync(inputs);
+  }
+
+  /**
+   * The goldens there should be now (the packs changed): new names get an entry (a snapshot on
+   * disk with their key is ready at once), names whose inputs changed get the new key, names no
+   * longer wanted are forgotten. Nothing is built here; ensure() does that.
+   */
+  sync(inputs: Map<string, SnapshotInputs>): void {
+    for (const name of [...this.entries.keys()]) if (!inputs.has(name)) this.entries.delete(name);
+    for (const [name, inp] of inputs) {
       const key = snapshotKey(inp);
+      if (this.entries.get(name)?.key === key) continue;
       const meta = this.readMeta(key);
-      this.entries.set(pack, meta ? { key, vmm: inp.vmm, status: 'ready', bytes: meta.bytes, buildMs: meta.build_ms } : { key, vmm: inp.vmm, status: 'missing' });
+      this.entries.set(name, meta ? { key, vmm: inp.vmm, status: 'ready', bytes: meta.bytes, buildMs: meta.build_ms } : { key, vmm: inp.vmm, status: 'missing' });
     }
+  }
+
+  /** The state of golden `name`, if there is such a golden. */
+  viewOf(name: string): SnapshotView | undefined {
+    return this.view()[name];
   }
 
   /** The directory to restore `pack` from, if its golden snapshot is ready. */

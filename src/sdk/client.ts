@@ -23,6 +23,20 @@ export interface SandboxSummary {
   timeout_s: number | null;
 }
 
+/** One entry of GET /packs. */
+export interface PackInfo {
+  name: string;
+  description: string | null;
+  custom: boolean;
+  size: number | null;
+  sha256: string | null;
+  interpreter: string[] | null;
+  env: Record<string, string>;
+  snapshot: { status: string; key: string; bytes: number | null; build_ms: number | null; error: string | null } | null;
+  /** Why it cannot be used; null when it can. */
+  error: string | null;
+}
+
 /** What a create may ask for; everything defaults to the daemon's flags. */
 export interface CreateOptions {
   language_pack?: string;
@@ -137,6 +151,11 @@ export class EmberdClient {
   /** `timeout_s`: seconds until the daemon destroys it (default: the daemon's --sandbox-timeout). */
   createSandbox(opts: CreateOptions = {}): Promise<SandboxSummary> {
     return this.request('POST', '/sandboxes', opts);
+  }
+
+  /** Every language pack the daemon knows (usable ones have `error: null`). */
+  async listPacks(): Promise<PackInfo[]> {
+    return (await this.request<{ packs: PackInfo[] }>('GET', '/packs')).packs;
   }
 
   /** Resets the sandbox's deadline to now + timeoutS seconds (0: none, if the daemon allows it). */

@@ -8,6 +8,7 @@ import { registerSandboxRoutes } from './sandbox-routes.ts';
 import { registerExecRoutes } from './exec-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
+import { registerPackRoutes } from './pack-routes.ts';
 import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
@@ -84,6 +85,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerExecRoutes(app, manager);
   registerFileRoutes(app, manager);
   registerSessionRoutes(app, manager);
+  registerPackRoutes(app, manager);
   return app;
 }
 

@@ -1,0 +1,7 @@
+// GET /packs: every language pack the daemon knows, usable or broken (docs/api.md, "Packs").
+import type { FastifyInstance } from 'fastify';
+import type { SandboxManager } from '../../sandbox/manager.ts';
+
+export function registerPackRoutes(app: FastifyInstance, manager: SandboxManager): void {
+  app.get('/packs', async () => ({ packs: manager.listPacks() }));
+}
