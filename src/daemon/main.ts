@@ -14,11 +14,13 @@ import { INITRAMFS_REL, VMLINUX_REL, loadImageSet, type ImageSet } from '../imag
 import { goldenName, type SnapshotInputs } from '../sandbox/snapshots.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { runImagesCommand } from '../images/cli.ts';
+import { runPacksCommand } from '../images/packs-cli.ts';
 import { watchPacks } from './pack-watch.ts';
 import { VERSION } from '../version.ts';
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'images') return runImagesCommand(argv.slice(1));
+  if (argv[0] === 'packs') return runPacksCommand(argv.slice(1));
 
   const cfg = parseConfig(argv);
   if (cfg === 'help') { console.log(USAGE); return 0; }
