@@ -1,14 +1,16 @@
 // An image tarball made ready for umoci: extracted, a Docker-format `docker save` converted to an
 // OCI layout (docker-archive.ts), the one image to import chosen (by --tag, or the only one; from
 // a multi-platform index the linux/amd64 one), Docker media types rewritten to their OCI names
-// (umoci reads OCI's only), and index.json naming it IMPORT_REF.
+// (umoci reads OCI's only), zstd layers decompressed (umoci 0.4.7 reads plain and gzip ones), and
+// index.json naming it IMPORT_REF.
 
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { sha256File } from '../manifest.ts';
 import { CommandError, run } from '../util.ts';
 import { dockerArchiveToOci } from './docker-archive.ts';
 import { CustomPackError } from './errors.ts';
-import { IMAGE_NAME, MT, REF_NAME, readJsonBlob, writeIndex, writeJsonBlob, type Descriptor, type ImageConfig, type ImageManifest, type Index } from './oci-layout.ts';
+import { IMAGE_NAME, MT, REF_NAME, blobPath, readJsonBlob, writeIndex, writeJsonBlob, type Descriptor, type ImageConfig, type ImageManifest, type Index } from './oci-layout.ts';
 
 /** The name index.json gives the chosen image (what umoci is asked to unpack). */
 export const IMPORT_REF = 'emberd-import';
@@ -115,21 +117,43 @@ function checkPlatform(config: ImageConfig): void {
   }
 }
 
-/** The manifest with OCI media types (a new blob if anything changed). */
+/**
+ * The manifest with OCI media types (a new blob if anything changed). umoci 0.4.7 (bookworm) reads
+ * plain and gzip layers only: a zstd layer is decompressed here into a plain one (same diff_id).
+ */
 async function toOciManifest(layout: string, m: ImageManifest, desc: Descriptor): Promise<Descriptor> {
   if (!Array.isArray(m.layers) || m.config === undefined) throw invalid(`the manifest ${desc.digest} is not an image manifest`);
   let changed = m.mediaType !== undefined && m.mediaType !== MT.ociManifest;
-  const layers = m.layers.map((l, i) => {
+  const layers: Descriptor[] = [];
+  for (const [i, l] of m.layers.entries()) {
     const mt = l.mediaType ?? MT.ociLayer;
+    if (mt === MT.ociLayerZstd) {
+      layers.push(await unzstdLayer(layout, l));
+      changed = true;
+      continue;
+    }
     const oci = LAYER_TYPES[mt];
     if (oci === undefined) {
-      const why = mt === MT.dockerForeign ? 'a foreign layer (its bytes are not in the archive)' : `of media type ${mt}, which umoci cannot apply`;
+      const why = mt === MT.dockerForeign ? 'a foreign layer (its bytes are not in the archive)' : `of media type ${mt}, which emberd cannot apply`;
       throw invalid(`layer ${i} of the image is ${why}`);
     }
     if (oci !== mt) changed = true;
-    return { ...l, mediaType: oci };
-  });
+    layers.push({ ...l, mediaType: oci });
+  }
   if (m.config.mediaType !== MT.ociConfig) changed = true;
   if (!changed) return { mediaType: MT.ociManifest, digest: desc.digest, size: desc.size };
   return writeJsonBlob(layout, { schemaVersion: 2, mediaType: MT.ociManifest, config: { ...m.config, mediaType: MT.ociConfig }, layers }, MT.ociManifest);
+}
+
+/** A zstd layer as a plain tar blob. */
+async function unzstdLayer(layout: string, l: Descriptor): Promise<Descriptor> {
+  const tmp = join(layout, 'blobs', `unzstd-${l.digest.slice(7, 23)}`);
+  try {
+    await run('zstd', ['-q', '-d', '-f', blobPath(layout, l.digest), '-o', tmp]);
+  } catch (e) {
+    throw invalid(`the zstd layer ${l.digest} cannot be decompressed: ${(e as Error).message}`);
+  }
+  const digest = `sha256:${await sha256File(tmp)}`;
+  await rename(tmp, blobPath(layout, digest));
+  return { mediaType: MT.ociLayer, digest, size: (await stat(blobPath(layout, digest))).size };
 }
