@@ -12,8 +12,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # qemu-system-x86: the VMM; squashfs-tools, cpio, zstd, lz4, xz-utils: image building;
 # busybox-static: the shell pack; musl-tools, make, gcc: the static guest agent; util-linux: setpriv;
 # clang, libclang-rt-dev: the guest codec's libFuzzer harness (guest/fuzz; libFuzzer's runtime is
-# in libclang-rt, clang alone cannot link -fsanitize=fuzzer).
-packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates clang libclang-rt-dev)
+# in libclang-rt, clang alone cannot link -fsanitize=fuzzer); umoci: `emberd packs import --oci-archive`
+# (applies an image's layers and whiteouts; no daemon).
+packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates clang libclang-rt-dev umoci)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
