@@ -3,7 +3,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MANIFEST_NAME, defaultImagesDir, packJsonRel, packSqfsRel, type Manifest } from '../manifest.ts';
@@ -117,7 +117,9 @@ export function writeDockerSaveArchive(out: string, img: TestImage & { repoTag?:
   return out;
 }
 
+/** Tars `dir`'s contents into `out`, then removes `dir`. */
 function tarDir(dir: string, out: string): void {
   const r = spawnSync('tar', ['-C', dir, '-cf', out, '.']);
+  rmSync(dir, { recursive: true, force: true });
   if (r.status !== 0) throw new Error(`tar: ${r.stderr.toString()}`);
 }
