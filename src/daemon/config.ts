@@ -34,6 +34,7 @@ export interface DaemonConfig {
 export const USAGE = `usage: emberd [options]            run the daemon
        emberd images build [--dir DIR] [--only LIST] [--force]
        emberd images path | verify
+       emberd packs build SPEC | import NAME (--oci-archive FILE | --rootfs DIR) | list   (docs/packs.md)
 
 options (environment variable in brackets):
   --addr HOST:PORT         listen address [EMBERD_ADDR] (default 127.0.0.1:7777)
