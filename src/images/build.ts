@@ -17,16 +17,23 @@ import { StepCache, type Step, type StepOutcome } from './step-cache.ts';
 import { initramfsStep } from './targets/initramfs.ts';
 import { KERNEL_META_PACKAGE, kernelStep } from './targets/kernel.ts';
 import { packStep, type PackSpec } from './targets/pack.ts';
+import { NODE_PACK } from './targets/node-pack.ts';
+import { PYTHON_DATA_PACK } from './targets/python-data-pack.ts';
 import { PYTHON_PACK } from './targets/python-pack.ts';
 import { SHELL_PACK } from './targets/shell-pack.ts';
 import { acquireLock } from './util.ts';
 
-const PACK_TARGETS = ['shell', 'python'] as const;
+const PACK_TARGETS = ['shell', 'python', 'node', 'python-data'] as const;
 /** Everything `--only` can name, in build order. */
 export const TARGETS = ['kernel', 'initramfs', ...PACK_TARGETS] as const;
 export type ImageTarget = (typeof TARGETS)[number];
 
-const PACKS: Record<(typeof PACK_TARGETS)[number], PackSpec> = { shell: SHELL_PACK, python: PYTHON_PACK };
+export const PACKS: Record<(typeof PACK_TARGETS)[number], PackSpec> = {
+  shell: SHELL_PACK,
+  python: PYTHON_PACK,
+  node: NODE_PACK,
+  'python-data': PYTHON_DATA_PACK,
+};
 
 export interface BuildOptions {
   dir: string;

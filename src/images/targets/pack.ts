@@ -1,5 +1,6 @@
-// Targets `shell`, `python`, ...: a language pack is a root tree made from Debian packages (each
-// pack's own recipe: ./shell-pack.ts, ./python-pack.ts), packed as a reproducible zstd squashfs
+// Targets `shell`, `python`, `node`, `python-data`: a language pack is a root tree made from Debian
+// packages (each pack's own recipe: ./shell-pack.ts, ./python-pack.ts, ./node-pack.ts,
+// ./python-data-pack.ts), packed as a reproducible zstd squashfs
 // (packs/<name>.sqfs) and described by packs/<name>.json for the daemon.
 
 import { rm, stat, writeFile } from 'node:fs/promises';
@@ -26,7 +27,7 @@ export interface PackSpec extends PackPackages {
  * Bumped whenever this step or a pack's makeRoot changes its outputs (part of the step key: the
  * key holds the packages, not the recipe's code).
  */
-export const PACK_RECIPE_VERSION = 1;
+export const PACK_RECIPE_VERSION = 2;
 
 /**
  * @param pkgs the pack's packages, extracted in this order
