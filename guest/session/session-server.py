@@ -131,8 +131,11 @@ class _Cell:
         """A B from the interpreter: after what the pipes hold now (written before it), if it fits."""
         for fd in list(self.pipes):
             left = _pending(fd)  # not more: a background writer may never stop
-            while left > 0:
-                left -= self.read(fd, min(left, 65536))
+            while left > 0 and fd in self.pipes:
+                n = self.read(fd, min(left, 65536))
+                if not n:
+                    break
+                left -= n
         if self.take_whole(len(payload)):
             _write_all(_PROTO_OUT, _frame(b'B', payload))
 
@@ -144,7 +147,10 @@ class _Cell:
 
     def read(self, fd, most=65536):
         """Forwards what one read of the pipe gives; its length (0 at EOF, which closes it)."""
-        data = os.read(fd, most)
+        try:
+            data = os.read(fd, most)
+        except BlockingIOError:
+            return 0  # select said readable, but a bundle's drain took it all since
         if fd in self.owed:
             self.owed[fd] -= len(data)
         if not data:
@@ -226,6 +232,8 @@ def _pump(child, sock):
                     if kind == b'C' and status is None:
                         started = time.monotonic()
                         (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+                        os.set_blocking(out_r, False)  # readiness from select can be stale (see _Cell.bundle)
+                        os.set_blocking(err_r, False)
                         cell = _Cell(json.loads(payload), out_r, err_r)
                         hdr = _frame(b'C', payload)
                         socket.send_fds(sock, [hdr[:_HEADER]], [out_w, err_w])

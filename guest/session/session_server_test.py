@@ -398,6 +398,19 @@ def test_a_bundle_that_does_not_fit_the_cap_is_dropped_whole_and_flags_truncated
         s.close()
 
 
+def test_pump_blocked_on_a_pipe_drained_by_a_bundle():
+    """Regression: select said a pipe was readable, a bundle that came on the socket in the same
+    round drained it, and the pump's next (blocking) read of it hung the session."""
+    s = Session()
+    try:
+        s.run(REPR_CLASSES)
+        for i in range(200):
+            r = s.run('import sys\nprint("a", flush=True)\nprint("e", file=sys.stderr, flush=True)\ndisplay(Html())\nprint("b")\nHtml()')
+            assert (r['stdout'], r['stderr'], len(r['results'])) == (b'a\nb\n', b'e\n', 2), f'run {i}: {r}'
+    finally:
+        s.close()
+
+
 def test_an_interrupt_during_display_keeps_the_framing():
     """SIGINT while display() sends (held back until the bundle and its answer are through): the
     cell gets KeyboardInterrupt, the session goes on with whole frames."""

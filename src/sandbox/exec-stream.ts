@@ -4,11 +4,14 @@
 import type { AgentClient, ExecRequest, ExitInfo } from '../agent/client.ts';
 import { PacedReadable } from '../agent/paced-readable.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
+import type { ResultBundle } from './sessions.ts';
 
+/** What a streamed exec emits; `result` and the exit's `session` come from session cells only. */
 export type ExecEvent =
   | { type: 'stdout'; data: Buffer }
   | { type: 'stderr'; data: Buffer }
-  | { type: 'exit'; exit: ExitInfo }
+  | { type: 'result'; bundle: ResultBundle }
+  | { type: 'exit'; exit: ExitInfo; session?: { value: string | null; sessionReset: boolean } }
   | { type: 'error'; error: EmberdError };
 
 /** Events waiting for the consumer; each holds at most one output frame of credit (64 KiB). */

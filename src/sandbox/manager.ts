@@ -18,6 +18,7 @@ import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
 import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
 import { Sandbox, helloLimits, type GuestLimits } from './sandbox.ts';
+import { SessionEventStream } from './session-stream.ts';
 import type { SessionInfo, SessionResult } from './sessions.ts';
 import { SnapshotStore, goldenName, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
 import type { BrokenPack } from '../images/manifest.ts';
@@ -435,6 +436,17 @@ export class SandboxManager {
       outputCap: this.cfg.exec.outputCap,
       stdin: p.stdin,
     });
+  }
+
+  /**
+   * Runs a cell as runInSession does, its output and results as events while it runs; errors
+   * before it runs reject `started`. Destroying the stream interrupts the cell.
+   */
+  streamInSession(id: string, name: string, p: SessionParams): SessionEventStream {
+    this.checkTimeout(p.timeoutMs);
+    const sessions = this.ready(id).sessions;
+    const opts = { timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs, outputCap: this.cfg.exec.outputCap, stdin: p.stdin };
+    return new SessionEventStream((hooks) => sessions.run(name, p.code, { ...opts, ...hooks }));
   }
 
   listSessions(id: string): SessionInfo[] {

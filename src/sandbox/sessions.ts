@@ -13,7 +13,11 @@
 // session keeps its state. If no answer comes within INTERRUPT_GRACE_MS the host asks the pump to
 // kill the interpreter (K): the answer says session_reset: true, with the output up to the kill,
 // and the next use of the name starts a new interpreter. A pump that does not answer that either
-// is SIGKILLed with its whole group.
+// is SIGKILLed with its whole group. Aborting a streamed cell (its client went away) does the same
+// at once.
+//
+// Rich outputs (display(), matplotlib figures, the final expression's value) come as B frames:
+// MIME bundles in Jupyter's convention, in `results` (or to a streamed cell's listener).
 import { readFileSync } from 'node:fs';
 import type { AgentClient, ExecHandle, ExitInfo } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
@@ -22,11 +26,31 @@ import { settlesWithin } from '../settles-within.ts';
 export interface SessionRunOptions {
   /** Interrupt the cell after this long (required, > 0). */
   timeoutMs: number;
-  /** stdout + stderr + value bytes kept; beyond it output is dropped and `truncated` is set. 0: no cap. */
+  /** stdout + stderr + bundle + value bytes kept; beyond it output is dropped (a bundle whole) and
+   * `truncated` is set. 0: no cap. */
   outputCap: number;
   /** Bytes for the cell's stdin (else it reads /dev/null). */
   stdin?: Buffer;
+  /** A streamed cell: output and results go here as they come, and are not kept in the result. */
+  listener?: SessionListener;
+  /** Aborted: a cell still queued never runs; a running one is interrupted as by its timeout. */
+  signal?: AbortSignal;
 }
+
+export interface SessionListener {
+  /** The cell was sent to the interpreter (it waited for the cells before it). */
+  started?(): void;
+  stdout?(data: Buffer): void;
+  stderr?(data: Buffer): void;
+  result?(bundle: ResultBundle): void;
+}
+
+/**
+ * A rich output in Jupyter's convention: MIME type -> data (base64 for binary types such as
+ * image/png, a JSON value for JSON types, text otherwise; text/plain always), and whether it is
+ * the final expression's value.
+ */
+export type ResultBundle = { is_main_result: boolean } & Record<string, unknown>;
 
 export interface SessionResult {
   stdout: Buffer;
@@ -39,6 +63,8 @@ export interface SessionResult {
   truncated: boolean;
   /** repr() of the cell's final expression, null when it ends with a statement (or is None). */
   value: string | null;
+  /** MIME bundles in the order the cell made them (display(), figures, the main result). */
+  results: ResultBundle[];
   /** The interpreter is gone (killed after a timeout, or it exited): its state is lost. */
   sessionReset: boolean;
 }
@@ -53,8 +79,9 @@ export interface SessionInfo {
 
 export const SESSION_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 export const MAX_SESSIONS = 16;
-/** The pack whose interpreter can host sessions. */
+/** The pack whose interpreter can host sessions, and the packs built on it (python-data). */
 export const SESSION_PACK = 'python';
+const SESSION_PACKS = /^python(-|$)/;
 const START_TIMEOUT_MS = 60_000;
 export const INTERRUPT_GRACE_MS = 1000;
 /** After K (or a delete), how long the pump has to report the interpreter's end before SIGKILL. */
@@ -84,10 +111,13 @@ interface Cell {
   cap: number;
   stdout: Buffer[];
   stderr: Buffer[];
+  results: ResultBundle[];
+  listener: SessionListener | undefined;
   kept: number;
   truncated: boolean;
   interrupted: boolean;
   timers: NodeJS.Timeout[];
+  unlisten?: () => void;
   resolve: (r: SessionResult) => void;
   reject: (e: Error) => void;
 }
@@ -95,6 +125,19 @@ interface Cell {
 interface DoneFrame { id: number; exit_code: number; value: string | null; interrupted: boolean; truncated: boolean; duration_us: number }
 /** The interpreter ended; every byte it wrote came before this. */
 interface EndFrame { exit_code: number; signal: number; duration_us: number }
+
+/** A B frame's bundle; undefined for anything that is not a JSON object (then it is dropped). */
+function parseBundle(payload: Buffer): ResultBundle | undefined {
+  let b: unknown;
+  try {
+    b = JSON.parse(payload.toString());
+  } catch {
+    return undefined;
+  }
+  if (typeof b !== 'object' || b === null || Array.isArray(b)) return undefined;
+  const bundle = b as Record<string, unknown>;
+  return { ...bundle, is_main_result: bundle.is_main_result === true };
+}
 
 /** Thrown by a session that ended before a queued cell could run: the registry retries on a new one. */
 class SessionGone extends Error {}
@@ -167,24 +210,33 @@ class Session {
 
   private async runNow(code: string, opts: SessionRunOptions): Promise<SessionResult> {
     await this.ready;
+    if (opts.signal?.aborted) throw new EmberdError('INTERNAL', 'the cell was abandoned before it ran (its client went away)');
     if (!this.alive) throw new SessionGone();
     this.execs++;
     this.lastUsedAt = new Date();
     const id = ++this.nextId;
     return new Promise<SessionResult>((resolve, reject) => {
       const cell: Cell = {
-        id, startedAt: performance.now(), cap: opts.outputCap, stdout: [], stderr: [], kept: 0,
-        truncated: false, interrupted: false, timers: [], resolve, reject,
+        id, startedAt: performance.now(), cap: opts.outputCap, stdout: [], stderr: [], results: [], listener: opts.listener,
+        kept: 0, truncated: false, interrupted: false, timers: [], resolve, reject,
       };
       this.cell = cell;
       const req = { id, code, cap: opts.outputCap, stdin: opts.stdin?.length ? opts.stdin.toString('base64') : null };
       this.handle.writeStdin(frame('C', Buffer.from(JSON.stringify(req)))).catch(() => {});
-      cell.timers.push(setTimeout(() => {
-        cell.interrupted = true;
-        this.handle.signal(2); // SIGINT: KeyboardInterrupt in the cell
-        cell.timers.push(setTimeout(() => this.killInterpreter(), INTERRUPT_GRACE_MS));
-      }, opts.timeoutMs));
+      cell.listener?.started?.();
+      cell.timers.push(setTimeout(() => this.interrupt(cell), opts.timeoutMs));
+      const onAbort = () => this.interrupt(cell);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      cell.unlisten = () => opts.signal?.removeEventListener('abort', onAbort);
     });
+  }
+
+  /** SIGINT (KeyboardInterrupt in the cell); K if it has not answered a grace second later. */
+  private interrupt(cell: Cell): void {
+    if (cell.interrupted || this.cell !== cell) return;
+    cell.interrupted = true;
+    this.handle.signal(2);
+    cell.timers.push(setTimeout(() => this.killInterpreter(), INTERRUPT_GRACE_MS));
   }
 
   private onData(chunk: Buffer): void {
@@ -224,7 +276,25 @@ class Session {
           cell.truncated = true;
         }
         cell.kept += data.length;
-        if (data.length) (type === 'O' ? cell.stdout : cell.stderr).push(data);
+        if (!data.length) break;
+        if (type === 'O') {
+          if (cell.listener) cell.listener.stdout?.(data);
+          else cell.stdout.push(data);
+        } else if (cell.listener) cell.listener.stderr?.(data);
+        else cell.stderr.push(data);
+        break;
+      }
+      case 'B': { // a MIME bundle: whole or not at all, under the same cap
+        if (!cell) break;
+        if (cell.cap && cell.kept + payload.length > cell.cap) {
+          cell.truncated = true;
+          break;
+        }
+        const bundle = parseBundle(payload);
+        if (!bundle) break;
+        cell.kept += payload.length;
+        if (cell.listener) cell.listener.result?.(bundle);
+        else cell.results.push(bundle);
         break;
       }
       case 'D': {
@@ -239,6 +309,7 @@ class Session {
           timedOut: cell.interrupted && d.interrupted,
           truncated: cell.truncated || d.truncated,
           value: d.value,
+          results: cell.results,
           sessionReset: false,
         });
         break;
@@ -265,12 +336,14 @@ class Session {
       timedOut: cell.interrupted,
       truncated: cell.truncated,
       value: null,
+      results: cell.results,
       sessionReset: true,
     };
   }
 
   private finishCell(cell: Cell, r: SessionResult | Error): void {
     for (const t of cell.timers) clearTimeout(t);
+    cell.unlisten?.();
     if (this.cell === cell) this.cell = undefined;
     if (r instanceof Error) cell.reject(r);
     else cell.resolve(r);
@@ -315,7 +388,7 @@ export class SessionRegistry {
   }
 
   get supported(): boolean {
-    return this.pack === SESSION_PACK;
+    return SESSION_PACKS.test(this.pack);
   }
 
   /** Runs `code` in session `name`, created on first use. */
@@ -358,7 +431,7 @@ export class SessionRegistry {
 
   private checkSupported(): void {
     if (!this.supported) {
-      throw new EmberdError('SESSIONS_UNSUPPORTED', `sessions need a persistent interpreter; the "${this.pack}" language pack has none (create the sandbox with language_pack "${SESSION_PACK}")`);
+      throw new EmberdError('SESSIONS_UNSUPPORTED', `sessions need a persistent interpreter; the "${this.pack}" language pack has none (create the sandbox with language_pack "${SESSION_PACK}" or "python-data")`);
     }
   }
 

@@ -1,6 +1,7 @@
 // Exec and background-process routes: parse -> one manager call -> shape the answer (docs/api.md).
 import { constants } from 'node:os';
-import type { FastifyInstance } from 'fastify';
+import type { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { EmberdError } from '../../errors.ts';
 import type { ExecParams, SandboxManager } from '../../sandbox/manager.ts';
 import { parseBody, parseQuery } from './parse.ts';
@@ -17,9 +18,15 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     const enc: OutputEncoding = body.output_encoding ?? 'utf8';
     const streamed = wantsNdjson(req.headers.accept);
     if (body.session !== undefined) {
-      if (streamed) throw new EmberdError('INVALID_REQUEST', 'session cells are not streamed; drop the Accept: application/x-ndjson header');
-      const r = await manager.runInSession(id, body.session, { code: body.code!, stdin: stdinOf(body), timeoutMs: body.timeout_ms });
-      return { ...execAnswer(r, enc), value: r.value, session_reset: r.sessionReset };
+      const cell = { code: body.code!, stdin: stdinOf(body), timeoutMs: body.timeout_ms };
+      if (streamed) {
+        const events = manager.streamInSession(id, body.session, cell);
+        reply.raw.once('close', () => events.destroy()); // a client that goes away interrupts the cell
+        await events.started; // what keeps the cell from running is answered as an error
+        return sendEvents(reply, events, enc);
+      }
+      const r = await manager.runInSession(id, body.session, cell);
+      return { ...execAnswer(r, enc), value: r.value, session_reset: r.sessionReset, results: r.results };
     }
     if (body.background) {
       const p = manager.startProcess(id, execParams(body));
@@ -28,7 +35,7 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     if (streamed) {
       const events = manager.execStream(id, execParams(body));
       reply.raw.once('close', () => events.destroy()); // a client that goes away kills the process
-      return reply.header('content-type', 'application/x-ndjson; charset=utf-8').header('cache-control', 'no-store').send(events.pipe(execEventLines(enc)));
+      return sendEvents(reply, events, enc);
     }
     return execAnswer(await manager.exec(id, execParams(body)), enc);
   });
@@ -67,6 +74,11 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     await manager.removeProcess(req.params.id, req.params.pid);
     return reply.status(204).send();
   });
+}
+
+/** A stream of ExecEvents as NDJSON lines. */
+function sendEvents(reply: FastifyReply, events: Readable, enc: OutputEncoding) {
+  return reply.header('content-type', 'application/x-ndjson; charset=utf-8').header('cache-control', 'no-store').send(events.pipe(execEventLines(enc)));
 }
 
 /** The v1 exec answer (the seed's four fields first). */

@@ -27,9 +27,10 @@ export class ChunkEncoder {
 }
 
 /**
- * Streamed exec events -> NDJSON lines: `{"type":"stdout"|"stderr","data"}` per chunk, then one
- * `{"type":"exit",...}` or `{"type":"error","code","message"}`. One event buffered on each side,
- * so the exec's pacing (PacedReadable) follows the client.
+ * Streamed exec events -> NDJSON lines: `{"type":"stdout"|"stderr","data"}` per chunk,
+ * `{"type":"result",...bundle}` per rich output of a session cell, then one `{"type":"exit",...}`
+ * (with `value` and `session_reset` for a session cell) or `{"type":"error","code","message"}`.
+ * One event buffered on each side, so the exec's pacing (PacedReadable) follows the client.
  */
 export function execEventLines(enc: OutputEncoding): Transform {
   const encoders = { stdout: new ChunkEncoder(enc), stderr: new ChunkEncoder(enc) };
@@ -41,6 +42,10 @@ export function execEventLines(enc: OutputEncoding): Transform {
       if (e.type === 'stdout' || e.type === 'stderr') {
         const data = encoders[e.type].write(e.data);
         done(null, data ? line({ type: e.type, data }) : undefined);
+        return;
+      }
+      if (e.type === 'result') { // MIME keys have a "/": they never collide with "type"
+        done(null, line({ type: 'result', ...e.bundle }));
         return;
       }
       let out = '';
@@ -57,5 +62,6 @@ export function execEventLines(enc: OutputEncoding): Transform {
 function lastEvent(e: Extract<ExecEvent, { type: 'exit' | 'error' }>): object {
   if (e.type === 'error') return { type: 'error', code: e.error.code, message: e.error.message };
   const x = e.exit;
-  return { type: 'exit', exit_code: x.exitCode, duration_ms: Math.round(x.durationUs / 1000), timed_out: x.timedOut, truncated: x.truncated };
+  const exit = { type: 'exit', exit_code: x.exitCode, duration_ms: Math.round(x.durationUs / 1000), timed_out: x.timedOut, truncated: x.truncated };
+  return e.session ? { ...exit, value: e.session.value, session_reset: e.session.sessionReset } : exit;
 }
