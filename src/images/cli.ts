@@ -6,7 +6,7 @@ import { ImagesError, defaultImagesDir, readManifest, verifyImages } from './man
 import { createProgress } from './progress.ts';
 import { formatBytes } from './util.ts';
 
-export const IMAGES_USAGE = `usage: emberd images build [--dir DIR] [--only kernel,initramfs,python,shell] [--force]
+export const IMAGES_USAGE = `usage: emberd images build [--dir DIR] [--only TARGET,...] [--force]
                           [--init PATH] [--downloads DIR]
        emberd images path [--dir DIR]
        emberd images verify [--dir DIR]
