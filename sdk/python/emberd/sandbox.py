@@ -1,0 +1,125 @@
+"""Sandbox: one microVM on an emberd daemon, and the ways to get one (create, connect, list)."""
+from typing import Any, Dict, List, Optional, Union
+
+from .commands import Commands
+from .connection import Connection
+from .errors import EmberdError
+from .execution import Execution, OnResult, OnText, run_exec, stdin_fields
+from .files import Files
+
+
+class Sandbox:
+    """A sandbox: ``with Sandbox.create() as sb:`` kills it when the block ends. Every method is
+    one request to the daemon; the object holds no state beyond the id, so one sandbox may be used
+    from several Sandbox objects, processes or threads."""
+
+    def __init__(self, info: Dict[str, Any], conn: Connection):
+        self.id: str = info["id"]
+        #: The daemon's summary of the sandbox as last seen (state, language_pack, vcpus,
+        #: memory_mib, env, expires_at, ...; docs/api.md).
+        self.info: Dict[str, Any] = info
+        self.commands = Commands(conn, self.id)
+        self.files = Files(conn, self.id)
+        self._conn = conn
+
+    # ---- getting one ----
+
+    @classmethod
+    def create(
+        cls,
+        pack: Optional[str] = "python",
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        timeout_s: Optional[int] = None,
+        env: Optional[Dict[str, str]] = None,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        disk_mib: Optional[int] = None,
+        pids_max: Optional[int] = None,
+    ) -> "Sandbox":
+        """Boots a sandbox of language pack ``pack`` (None: the daemon's default) and returns once
+        it serves. Unset options take the daemon's defaults: ``timeout_s`` (seconds until the daemon
+        destroys it; 3600), ``vcpus``, ``memory_mib``, ``disk_mib``, ``pids_max``; ``env``: variables
+        every exec inherits. ``url`` and ``token``: see the package docs (EMBERD_URL, the token
+        file)."""
+        conn = Connection(url, token)
+        body = {
+            "language_pack": pack, "vcpus": vcpus, "memory_mib": memory_mib, "timeout_s": timeout_s,
+            "env": env, "disk_mib": disk_mib, "pids_max": pids_max,
+        }
+        return cls(conn.json("POST", "/sandboxes", {k: v for k, v in body.items() if v is not None}), conn)
+
+    @classmethod
+    def connect(cls, sandbox_id: str, url: Optional[str] = None, token: Optional[str] = None) -> "Sandbox":
+        """The running sandbox ``sandbox_id`` (EmberdError SANDBOX_NOT_FOUND if there is none)."""
+        conn = Connection(url, token)
+        return cls(conn.json("GET", conn.path("sandboxes", sandbox_id)), conn)
+
+    @classmethod
+    def list(cls, url: Optional[str] = None, token: Optional[str] = None) -> List["Sandbox"]:
+        """Every sandbox of the daemon (failed ones included until they are killed)."""
+        conn = Connection(url, token)
+        return [cls(info, conn) for info in conn.json("GET", "/sandboxes")["sandboxes"]]
+
+    # ---- using it ----
+
+    def run_code(
+        self,
+        code: str,
+        session: Optional[str] = None,
+        on_stdout: OnText = None,
+        on_stderr: OnText = None,
+        on_result: OnResult = None,
+        timeout_ms: Optional[int] = None,
+        env: Optional[Dict[str, str]] = None,
+        cwd: Optional[str] = None,
+        stdin: Union[str, bytes, None] = None,
+    ) -> Execution:
+        """Runs ``code`` with the pack's interpreter (``python3 -c``, ``sh -c``, ...) and waits.
+        With ``session`` (a name; python pack) it runs in that persistent interpreter, created on
+        first use: variables survive between calls, the final expression is ``value`` and rich
+        outputs are ``results``. ``on_stdout``/``on_stderr`` get output text and ``on_result``
+        each rich output as it happens (the exec is then streamed); an exception in a callback
+        stops the code. ``timeout_ms``: default the daemon's --exec-timeout (a session cell is then
+        interrupted as by Ctrl-C)."""
+        body: Dict[str, Any] = {"code": code, "session": session, "timeout_ms": timeout_ms, "env": env, "cwd": cwd}
+        body.update(stdin_fields(stdin))
+        return run_exec(self._conn, self.id, body, on_stdout=on_stdout, on_stderr=on_stderr, on_result=on_result)
+
+    def set_timeout(self, timeout_s: int) -> None:
+        """The daemon destroys the sandbox ``timeout_s`` seconds from now (instead of its previous
+        deadline)."""
+        self.info = self._conn.json("POST", self._conn.path("sandboxes", self.id, "timeout"), {"timeout_s": timeout_s})
+
+    def get_info(self) -> Dict[str, Any]:
+        """The daemon's details now: the summary plus ready_at, vmm_pid, error, boot_log_tail."""
+        details = self._conn.json("GET", self._conn.path("sandboxes", self.id))
+        self.info = details
+        return details
+
+    def is_running(self) -> bool:
+        try:
+            return self.get_info()["state"] == "ready"
+        except EmberdError as e:
+            if e.code == "SANDBOX_NOT_FOUND":
+                return False
+            raise
+
+    def kill(self) -> bool:
+        """Ends the VM and everything in it. True if this ended it, False if it was gone already."""
+        try:
+            self._conn.json("DELETE", self._conn.path("sandboxes", self.id))
+            return True
+        except EmberdError as e:
+            if e.code == "SANDBOX_NOT_FOUND":
+                return False
+            raise
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(id={self.id!r}, pack={self.info.get('language_pack')!r}, url={self._conn.url!r})"

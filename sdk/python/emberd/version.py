@@ -1,0 +1,1 @@
+__version__ = "0.1.0"  # follows the daemon's (src/version.ts)
