@@ -16,6 +16,7 @@ import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { runImagesCommand } from '../images/cli.ts';
 import { runPacksCommand } from '../images/packs-cli.ts';
 import { watchPacks } from './pack-watch.ts';
+import { DaemonMetrics } from './metrics.ts';
 import { VERSION } from '../version.ts';
 
 async function main(argv: string[]): Promise<number> {
@@ -40,6 +41,7 @@ async function main(argv: string[]): Promise<number> {
   const auth = cfg.auth.enabled ? { ...loadOrCreateToken(cfg.auth.tokenFile), tokenFile: cfg.auth.tokenFile } : undefined;
   if (auth) log.info({ token_file: auth.tokenFile }, `auth on: requests need the bearer token in ${auth.tokenFile}${auth.created ? ' (created now)' : ''}`);
   else log.info('auth off: any process on this host can use this daemon (it listens on loopback only); --auth on requires a token');
+  const metrics = new DaemonMetrics();
   const manager = new SandboxManager({
     backend,
     images,
@@ -49,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
     exec: cfg.exec,
     maxUploadBytes: cfg.http.maxUpload,
     snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), goldens: goldens(images, backend, cfg) } : undefined,
+    observer: metrics,
     log,
   });
 
@@ -56,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
     bodyLimit: cfg.http.maxBody,
     log,
     auth,
+    metrics,
     info: () => ({
       name: 'emberd',
       version: VERSION,

@@ -7,6 +7,7 @@ import { AgentClient } from '../agent/client.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import { settlesWithin } from '../settles-within.ts';
 import type { Backend, BootSpec, MachineConfig, VmHandle } from '../vmm/backend.ts';
+import type { SandboxObserver, VmEndReason } from './observer.ts';
 import { helloLimits, type Sandbox } from './sandbox.ts';
 import { goldenName, type SnapshotStore } from './snapshots.ts';
 
@@ -30,6 +31,8 @@ export interface LauncherConfig {
   /** The daemon's default machine shape (whose goldens are named after the pack alone). */
   machine: MachineConfig;
   bootTimeoutMs: number;
+  /** Told when each VMM process exits, and why. */
+  observer?: SandboxObserver;
 }
 
 /** After the control channel closed, how long the VMM gets to exit before the sandbox is failed. */
@@ -49,6 +52,9 @@ export function hostnameOf(id: string): string {
 export class Launcher {
   private readonly cfg: LauncherConfig;
   private readonly snapshots: SnapshotStore | undefined;
+  /** Why a sandbox's VM is being stopped, and why a discarded VM was (for observer.vmEnded). */
+  private readonly stopping = new WeakMap<Sandbox, VmEndReason>();
+  private readonly discarded = new WeakMap<VmHandle, VmEndReason>();
 
   constructor(cfg: LauncherConfig, snapshots: SnapshotStore | undefined) {
     this.cfg = cfg;
@@ -72,7 +78,7 @@ export class Launcher {
           // (Limits the guest refused are the request's fault, not the snapshot's.)
           if (sb.cancelled || isEmberdError(e, 'INVALID_REQUEST')) throw e;
           this.snapshots!.invalidate(golden, (e as Error).message);
-          await this.discardVm(sb);
+          await this.discardVm(sb, 'restore_failed');
         }
       }
       if (!sb.vm) await this.launch(sb, pack, deadline);
@@ -84,6 +90,7 @@ export class Launcher {
       sb.failure ??= sb.cancelled
         ? { code: 'SANDBOX_NOT_FOUND', message: 'the sandbox was deleted while it was starting' }
         : this.startFailure(sb, e);
+      this.stopReason(sb, 'boot_failed');
       await this.release(sb, 0);
       sb.state = 'failed';
     }
@@ -95,6 +102,7 @@ export class Launcher {
    * is gone afterwards, whatever happened.
    */
   async saveGolden(sb: Sandbox, pack: PackImage, dir: string, stillWanted: () => boolean): Promise<{ bytes: number }> {
+    this.stopReason(sb, 'golden');
     try {
       await this.launch(sb, pack, Date.now() + this.cfg.bootTimeoutMs);
       await sb.agent!.run({ code: '', timeoutMs: 60_000 });
@@ -103,6 +111,11 @@ export class Launcher {
     } finally {
       await this.discardVm(sb);
     }
+  }
+
+  /** Says why the sandbox's VM is about to be stopped (the first reason given wins). */
+  stopReason(sb: Sandbox, reason: VmEndReason): void {
+    if (!this.stopping.has(sb)) this.stopping.set(sb, reason);
   }
 
   /**
@@ -124,8 +137,9 @@ export class Launcher {
   }
 
   /** Drops a VM that failed to become ready (or a golden), so the sandbox can try another way. */
-  async discardVm(sb: Sandbox): Promise<void> {
+  async discardVm(sb: Sandbox, reason?: VmEndReason): Promise<void> {
     const { vm, agent } = sb;
+    if (vm && reason) this.discarded.set(vm, reason);
     sb.vm = undefined;
     sb.agent = undefined;
     agent?.close();
@@ -139,7 +153,11 @@ export class Launcher {
     const vm = snapshot ? await this.cfg.backend.snapshots!.restore(spec, snapshot) : await this.cfg.backend.boot(spec);
     sb.vm = vm;
     sb.bootMode = snapshot ? 'restore' : 'cold';
-    void vm.exited.then((exit) => { if (sb.vm === vm) this.onVmExit(sb, exit.reason); });
+    void vm.exited.then((exit) => {
+      const reason = this.endReason(sb, vm);
+      if (sb.vm === vm) this.onVmExit(sb, exit.reason);
+      this.cfg.observer?.vmEnded(reason);
+    });
     const agent = new AgentClient(vm.control, {
       onProtocolError: (code, message) => sb.log.warn({ code }, `guest protocol error: ${message}`),
     });
@@ -162,6 +180,12 @@ export class Launcher {
       kernelArgs: [],
       deadline,
     };
+  }
+
+  /** Why `vm` ended, as it exits: on its own while in use, else what its stopper said. */
+  private endReason(sb: Sandbox, vm: VmHandle): VmEndReason {
+    if (sb.vm === vm && sb.state === 'ready' && !sb.released) return 'crashed';
+    return this.discarded.get(vm) ?? this.stopping.get(sb) ?? (sb.state === 'creating' ? 'boot_failed' : 'crashed');
   }
 
   /** A VM that exits on its own while ready: the sandbox fails and its resources are freed. */
@@ -187,6 +211,7 @@ export class Launcher {
     sb.failure = { code: reason?.code ?? 'AGENT_DISCONNECTED', message: `${reason?.message ?? 'the guest closed its control channel'}; delete this sandbox and create a new one` };
     sb.log.warn({ code: sb.failure.code }, sb.failure.message);
     sb.state = 'failed';
+    this.stopReason(sb, 'agent_lost');
     void this.release(sb, 0);
   }
 

@@ -15,6 +15,7 @@ import { BootSlots, type BootPriority, type BootSlot, type BootSlotsView } from 
 import { EndedSandboxes } from './ended.ts';
 import { memAvailableMib } from './host-memory.ts';
 import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
+import type { ExecKind, ExecOutcome, SandboxObserver } from './observer.ts';
 import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
 import { Sandbox, helloLimits, type GuestLimits } from './sandbox.ts';
@@ -118,6 +119,8 @@ export interface ManagerConfig {
   admission: AdmissionOptions;
   /** The host's available memory in MiB (tests give their own). */
   hostMemoryMib?: () => number;
+  /** Told of creates, execs and VM exits (the daemon's metrics). */
+  observer?: SandboxObserver;
   log: Logger;
 }
 
@@ -198,9 +201,14 @@ export class SandboxManager {
       initramfs: cfg.images.initramfs,
       machine: cfg.sandboxes.machine,
       bootTimeoutMs: cfg.sandboxes.bootTimeoutMs,
+      observer: cfg.observer,
     }, this.snapshots);
     if (cfg.sandboxes.poolSize) {
-      this.pool = new WarmPool(cfg.sandboxes.poolSize, (pack) => this.prepare(pack), (sb) => this.launcher.release(sb, 0).then(() => { sb.state = 'gone'; }), this.log.child({ component: 'pool' }));
+      const discard = (sb: Sandbox) => {
+        this.launcher.stopReason(sb, this.shuttingDown ? 'shutdown' : 'pool_discarded');
+        return this.launcher.release(sb, 0).then(() => { sb.state = 'gone'; });
+      };
+      this.pool = new WarmPool(cfg.sandboxes.poolSize, (pack) => this.prepare(pack), discard, this.log.child({ component: 'pool' }));
     }
   }
 
@@ -285,6 +293,18 @@ export class SandboxManager {
 
   /** Boots a VM and resolves once its agent has answered the handshake. */
   async create(o: CreateOptions = {}): Promise<Sandbox> {
+    const t0 = performance.now();
+    try {
+      const sb = await this.createSandbox(o);
+      this.cfg.observer?.sandboxCreated(sb.bootMode!, sb.pack, (performance.now() - t0) / 1000);
+      return sb;
+    } catch (e) {
+      this.cfg.observer?.createFailed(isEmberdError(e) ? e.code : 'INTERNAL');
+      throw e;
+    }
+  }
+
+  private async createSandbox(o: CreateOptions): Promise<Sandbox> {
     if (this.shuttingDown) throw new EmberdError('SHUTTING_DOWN', 'emberd is shutting down; retry against a running daemon');
     const timeoutS = this.checkLifetime(o.timeoutS ?? this.cfg.sandboxes.timeoutS);
     const machine = this.checkMachine(o);
@@ -337,6 +357,7 @@ export class SandboxManager {
     const sb = this.get(id);
     clearTimeout(sb.expiryTimer);
     sb.destroying ??= (async () => {
+      this.launcher.stopReason(sb, this.shuttingDown ? 'shutdown' : reason);
       if (sb.state === 'creating') {
         sb.cancelled = true;
         sb.abort.abort(); // a create waiting for a boot slot stops waiting
@@ -368,7 +389,7 @@ export class SandboxManager {
   /** Runs to completion and buffers the output (capped by the daemon's output cap). */
   async exec(id: string, p: ExecParams): Promise<ExecResult> {
     const sb = this.ready(id);
-    return sb.agent!.run(this.request(sb, p));
+    return this.observeExec('exec', sb.agent!.run(this.request(sb, p)));
   }
 
   /**
@@ -377,7 +398,9 @@ export class SandboxManager {
    */
   execStream(id: string, p: ExecParams): ExecEventStream {
     const sb = this.ready(id);
-    return new ExecEventStream(sb.agent!, this.request(sb, p));
+    const stream = new ExecEventStream(sb.agent!, this.request(sb, p));
+    void this.observeExec('exec', stream.handle!.exited).catch(() => {});
+    return stream;
   }
 
   // ---- background processes -------------------------------------------------------------------
@@ -431,11 +454,11 @@ export class SandboxManager {
    */
   async runInSession(id: string, name: string, p: SessionParams): Promise<SessionResult> {
     this.checkTimeout(p.timeoutMs);
-    return this.ready(id).sessions.run(name, p.code, {
+    return this.observeExec('session', this.ready(id).sessions.run(name, p.code, {
       timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs,
       outputCap: this.cfg.exec.outputCap,
       stdin: p.stdin,
-    });
+    }));
   }
 
   /**
@@ -446,7 +469,7 @@ export class SandboxManager {
     this.checkTimeout(p.timeoutMs);
     const sessions = this.ready(id).sessions;
     const opts = { timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs, outputCap: this.cfg.exec.outputCap, stdin: p.stdin };
-    return new SessionEventStream((hooks) => sessions.run(name, p.code, { ...opts, ...hooks }));
+    return new SessionEventStream((hooks) => this.observeExec('session', sessions.run(name, p.code, { ...opts, ...hooks })));
   }
 
   listSessions(id: string): SessionInfo[] {
@@ -653,6 +676,21 @@ export class SandboxManager {
       timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs,
       outputCap: this.cfg.exec.outputCap,
     };
+  }
+
+  /**
+   * Tells the observer how `run` (an exec or a cell, accepted now) ends; resolves as it does. A
+   * 4xx refusal (a bad session name, too many sessions) is the request's, not an exec that failed.
+   */
+  private observeExec<R extends { exitCode: number; signal?: number; timedOut: boolean }>(kind: ExecKind, run: Promise<R>): Promise<R> {
+    const observer = this.cfg.observer;
+    if (!observer) return run;
+    const t0 = performance.now();
+    const done = (outcome: ExecOutcome) => observer.execDone(kind, outcome, (performance.now() - t0) / 1000);
+    return run.then(
+      (r) => { done(r.timedOut ? 'timeout' : r.exitCode === 0 && !r.signal ? 'ok' : 'nonzero_exit'); return r; },
+      (e: unknown) => { if (!(isEmberdError(e) && e.status < 500)) done('error'); throw e; },
+    );
   }
 
   private checkTimeout(ms: number | undefined): void {

@@ -22,6 +22,7 @@ interface Operation {
 export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/', summary: 'Daemon info: version, backend and why it was chosen, packs, snapshots, pool', ok: 200 },
   { method: 'get', path: '/openapi.json', summary: 'This document', ok: 200 },
+  { method: 'get', path: '/metrics', summary: 'Prometheus metrics, text format (docs/metrics.md)', ok: 200 },
   { method: 'get', path: '/packs', summary: 'Language packs: description, size, sha256, interpreter, snapshot state; broken ones with the reason', ok: 200 },
   { method: 'post', path: '/sandboxes', summary: 'Boot a sandbox; answers once the guest serves', body: createSandboxBody, ok: 201 },
   { method: 'get', path: '/sandboxes', summary: 'List sandboxes', ok: 200 },

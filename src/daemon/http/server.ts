@@ -13,6 +13,8 @@ import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
 import { openApiDocument } from './openapi.ts';
+import { registerMetricsRoutes } from './metrics-routes.ts';
+import { DaemonMetrics } from '../metrics.ts';
 
 /** Request size limits: --max-body (JSON bodies), --max-upload (file uploads). */
 export interface HttpLimits {
@@ -27,6 +29,8 @@ export interface HttpOptions {
   log?: Logger;
   /** When set, every request must carry this bearer token (auth.ts). */
   auth?: { token: string; tokenFile: string };
+  /** The daemon's metrics, which the manager also feeds (absent: the server's own, for tests). */
+  metrics?: DaemonMetrics;
 }
 
 /** Longest path parameter routed; the URL itself is bounded by Node's 16 KiB header limit. */
@@ -86,6 +90,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerFileRoutes(app, manager);
   registerSessionRoutes(app, manager);
   registerPackRoutes(app, manager);
+  registerMetricsRoutes(app, opts.metrics ?? new DaemonMetrics({ processMetrics: false }), manager);
   return app;
 }
 
