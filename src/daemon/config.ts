@@ -35,6 +35,8 @@ export const USAGE = `usage: emberd [options]            run the daemon
        emberd images build [--dir DIR] [--only LIST] [--force]
        emberd images path | verify
        emberd packs build SPEC | import NAME (--oci-archive FILE | --rootfs DIR) | list   (docs/packs.md)
+       emberd mcp [--addr HOST:PORT] [--token-file PATH]   MCP server on stdio for the running daemon
+       emberd mcp config [--addr HOST:PORT]   agent-host configuration (docs/mcp.md)
 
 options (environment variable in brackets):
   --addr HOST:PORT         listen address [EMBERD_ADDR] (default 127.0.0.1:7777)
@@ -92,6 +94,8 @@ options (environment variable in brackets):
                            as root, else $XDG_STATE_HOME/emberd)
   --log-level LEVEL        fatal, error, warn, info, debug, trace or silent [EMBERD_LOG_LEVEL] (default info);
                            JSON lines on stderr, one readable line each when stderr is a terminal
+  EMBERD_MCP_ALLOWED_HOSTS host names (comma-separated) the /mcp endpoint accepts in Host and Origin besides
+                           loopback (DNS rebinding protection; environment only)
   -h, --help               this text`;
 
 export class ConfigError extends Error {}

@@ -15,6 +15,7 @@ import { goldenName, type SnapshotInputs } from '../sandbox/snapshots.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
 import { runImagesCommand } from '../images/cli.ts';
 import { runPacksCommand } from '../images/packs-cli.ts';
+import { runMcpCommand } from '../mcp/cli.ts';
 import { watchPacks } from './pack-watch.ts';
 import { DaemonMetrics } from './metrics.ts';
 import { VERSION } from '../version.ts';
@@ -22,6 +23,7 @@ import { VERSION } from '../version.ts';
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'images') return runImagesCommand(argv.slice(1));
   if (argv[0] === 'packs') return runPacksCommand(argv.slice(1));
+  if (argv[0] === 'mcp') return runMcpCommand(argv.slice(1));
 
   const cfg = parseConfig(argv);
   if (cfg === 'help') { console.log(USAGE); return 0; }

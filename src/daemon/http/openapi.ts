@@ -44,6 +44,9 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/sandboxes/{id}/files/list', summary: 'List a directory', query: pathQuery, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/sessions', summary: 'List interpreter sessions', ok: 200 },
   { method: 'delete', path: '/sandboxes/{id}/sessions/{name}', summary: 'End a session', ok: 204 },
+  { method: 'post', path: '/mcp', summary: 'MCP over Streamable HTTP (JSON-RPC; both protocol eras; docs/mcp.md)', ok: 200 },
+  { method: 'get', path: '/mcp', summary: 'MCP: no standalone stream (stateless server): 405', ok: 405 },
+  { method: 'delete', path: '/mcp', summary: 'MCP: no session to end (stateless server): 405', ok: 405 },
 ];
 
 const jsonSchema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' });

@@ -13,6 +13,7 @@ import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
 import { openApiDocument } from './openapi.ts';
+import { registerMcpRoutes } from '../../mcp/http.ts';
 import { registerMetricsRoutes } from './metrics-routes.ts';
 import { DaemonMetrics } from '../metrics.ts';
 
@@ -90,6 +91,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerFileRoutes(app, manager);
   registerSessionRoutes(app, manager);
   registerPackRoutes(app, manager);
+  registerMcpRoutes(app, { authToken: opts.auth?.token });
   registerMetricsRoutes(app, opts.metrics ?? new DaemonMetrics({ processMetrics: false }), manager);
   return app;
 }
