@@ -7,6 +7,7 @@ import type { ExecParams, SandboxManager } from '../../sandbox/manager.ts';
 import { parseBody, parseQuery } from './parse.ts';
 import { execBody, processOutputQuery, processSignalBody, processStdinBody, processWaitQuery, type ExecBody } from './schemas.ts';
 import { encodeOutput, execEventLines, type OutputEncoding } from './output.ts';
+import type { BackgroundStarted, ExecAnswer, ProcessAnswer, ProcessList, ProcessOutputAnswer, SessionExecAnswer } from './responses.ts';
 
 type IdParams = { Params: { id: string } };
 type ProcParams = { Params: { id: string; pid: string } };
@@ -26,11 +27,11 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
         return sendEvents(reply, events, enc);
       }
       const r = await manager.runInSession(id, body.session, cell);
-      return { ...execAnswer(r, enc), value: r.value, session_reset: r.sessionReset, results: r.results };
+      return { ...execAnswer(r, enc), value: r.value, session_reset: r.sessionReset, results: r.results } satisfies SessionExecAnswer;
     }
     if (body.background) {
       const p = manager.startProcess(id, execParams(body));
-      return reply.status(202).send({ process_id: p.id, state: 'running' });
+      return reply.status(202).send({ process_id: p.id, state: 'running' } satisfies BackgroundStarted);
     }
     if (streamed) {
       const events = manager.execStream(id, execParams(body));
@@ -40,13 +41,13 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     return execAnswer(await manager.exec(id, execParams(body)), enc);
   });
 
-  app.get<IdParams>('/sandboxes/:id/processes', async (req) => ({
+  app.get<IdParams>('/sandboxes/:id/processes', async (req): Promise<ProcessList> => ({
     processes: manager.listProcesses(req.params.id).map((p) => p.view()),
   }));
 
-  app.get<ProcParams>('/sandboxes/:id/processes/:pid', async (req) => manager.getProcess(req.params.id, req.params.pid).view());
+  app.get<ProcParams>('/sandboxes/:id/processes/:pid', async (req): Promise<ProcessAnswer> => manager.getProcess(req.params.id, req.params.pid).view());
 
-  app.get<ProcParams>('/sandboxes/:id/processes/:pid/output', async (req) => {
+  app.get<ProcParams>('/sandboxes/:id/processes/:pid/output', async (req): Promise<ProcessOutputAnswer> => {
     const q = parseQuery(processOutputQuery, req.query);
     const o = manager.readProcessOutput(req.params.id, req.params.pid, { stream: q.stream, offset: q.offset, maxBytes: q.max_bytes });
     return { data: encodeOutput(o.data, q.output_encoding), next_offset: o.nextOffset, eof: o.eof, truncated: o.truncated };
@@ -65,7 +66,7 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
     return reply.status(204).send();
   });
 
-  app.get<ProcParams>('/sandboxes/:id/processes/:pid/wait', async (req) => {
+  app.get<ProcParams>('/sandboxes/:id/processes/:pid/wait', async (req): Promise<ProcessAnswer> => {
     const q = parseQuery(processWaitQuery, req.query);
     return (await manager.waitProcess(req.params.id, req.params.pid, q.timeout_ms)).view();
   });
@@ -82,7 +83,7 @@ function sendEvents(reply: FastifyReply, events: Readable, enc: OutputEncoding) 
 }
 
 /** The v1 exec answer (the seed's four fields first). */
-function execAnswer(r: { stdout: Buffer; stderr: Buffer; exitCode: number; durationUs: number; timedOut: boolean; truncated: boolean }, enc: OutputEncoding) {
+function execAnswer(r: { stdout: Buffer; stderr: Buffer; exitCode: number; durationUs: number; timedOut: boolean; truncated: boolean }, enc: OutputEncoding): ExecAnswer {
   return {
     stdout: encodeOutput(r.stdout, enc),
     stderr: encodeOutput(r.stderr, enc),

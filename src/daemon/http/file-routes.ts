@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { EmberdError } from '../../errors.ts';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import { parseQuery } from './parse.ts';
+import type { FileList, FileStatAnswer, FileWritten } from './responses.ts';
 import { FILE_QUERY_HINT, deleteFileQuery, getFileQuery, pathQuery, putFileQuery } from './schemas.ts';
 
 type IdParams = { Params: { id: string } };
@@ -30,7 +31,7 @@ export function registerFileRoutes(app: FastifyInstance, manager: SandboxManager
         const r = q.format === 'tar'
           ? await manager.writeTar(req.params.id, q.path ?? '', body)
           : await manager.writeFile(req.params.id, q.path ?? '', body, q.mode);
-        return reply.status(201).send(r);
+        return reply.status(201).send(r satisfies FileWritten);
       } catch (e) {
         lingerIfUnread(req, reply);
         throw e;
@@ -50,9 +51,9 @@ export function registerFileRoutes(app: FastifyInstance, manager: SandboxManager
       return reply.header('content-type', tar ? 'application/x-tar' : 'application/octet-stream').send(stream);
     });
 
-    scope.get<IdParams>('/sandboxes/:id/files/stat', async (req) => manager.statPath(req.params.id, query(pathQuery, req.query).path ?? ''));
+    scope.get<IdParams>('/sandboxes/:id/files/stat', async (req): Promise<FileStatAnswer> => manager.statPath(req.params.id, query(pathQuery, req.query).path ?? ''));
 
-    scope.get<IdParams>('/sandboxes/:id/files/list', async (req) => ({
+    scope.get<IdParams>('/sandboxes/:id/files/list', async (req): Promise<FileList> => ({
       entries: await manager.listDir(req.params.id, query(pathQuery, req.query).path ?? ''),
     }));
 

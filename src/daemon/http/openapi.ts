@@ -1,9 +1,10 @@
 // The HTTP API as an OpenAPI 3.1 document, served at GET /openapi.json. Request bodies and query
-// strings are generated from the same zod schemas the routes parse with, and a test checks that
-// this table and the server's routes are the same set, so the document cannot drift from the code.
+// strings are generated from the same zod schemas the routes parse with, responses from the zod
+// schemas of responses.ts (which type the handlers' answers); a test checks that this table and the
+// server's routes are the same set, and the e2e tests check every answer against the document.
 import { z } from 'zod';
-import { ERROR_STATUS } from '../../errors.ts';
 import { VERSION } from '../../version.ts';
+import { SCHEMAS, errorBodyFor, responsesOf, type Body, type RouteResponses } from './responses.ts';
 import {
   createSandboxBody, deleteFileQuery, execBody, getFileQuery, pathQuery, processOutputQuery, processSignalBody, processStdinBody,
   processWaitQuery, putFileQuery, sandboxTimeoutBody,
@@ -16,6 +17,7 @@ interface Operation {
   body?: z.ZodType;
   rawBody?: boolean;
   query?: z.ZodObject;
+  /** The success status (all of them, with their bodies: responses.ts). */
   ok: number;
 }
 
@@ -51,36 +53,109 @@ export const OPERATIONS: Operation[] = [
 
 const jsonSchema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' });
 
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+
+/** Statuses every route can answer: 401 when auth is on, 500 for a bug in emberd. */
+const ALWAYS = [401, 500];
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'the request is invalid (the message says which part and how to fix it)',
+  401: 'auth is on (--auth) and the bearer token is missing or wrong',
+  403: 'the guest refused (permissions)',
+  404: 'no such sandbox, process, session, file or route',
+  405: 'method not allowed',
+  406: 'not acceptable',
+  409: 'not in a state to do this (not ready, failed, exited, broken pack, not empty)',
+  413: 'too large (--max-body, --max-upload, the disk)',
+  415: 'unsupported media type',
+  429: 'a limit is reached (sandboxes, processes, sessions): free some, or retry after Retry-After',
+  500: 'emberd failed (a bug, a boot failure, a session that did not start)',
+  502: 'the VM or its agent failed',
+  503: 'emberd is busy, short of host memory or shutting down: retry after Retry-After',
+  504: 'the VM or its agent did not answer in time',
+  507: 'the sandbox\'s disk is full',
+};
+const RETRY_AFTER = { 'Retry-After': { description: 'seconds until a retry may succeed', schema: { type: 'integer', minimum: 1 } } };
+const WWW_AUTHENTICATE = { 'WWW-Authenticate': { schema: { type: 'string', const: 'Bearer realm="emberd"' } } };
+
+function content(bodies: Body[]): Record<string, unknown> | undefined {
+  const out: Record<string, unknown> = {};
+  for (const b of bodies) {
+    if ('json' in b) out['application/json'] = { schema: ref(schemaName(b.json)) };
+    else if ('ndjson' in b) out['application/x-ndjson'] = { schema: { ...ref(schemaName(b.ndjson)), description: 'each line (a JSON object and a newline) is one of these' } };
+    else if ('binary' in b) for (const t of b.binary) out[t] = { schema: { type: 'string', contentMediaType: t } };
+    else if ('text' in b) out[b.text] = { schema: { type: 'string' } };
+    else if ('any' in b) out['*/*'] = {};
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+function schemaName(s: z.ZodType): string {
+  const name = Object.entries(SCHEMAS).find(([, v]) => v === s)?.[0];
+  if (!name) throw new Error('a response schema is not named in responses.ts SCHEMAS');
+  return name;
+}
+
+function responsesObject(op: Operation, r: RouteResponses | undefined, errorStatuses: Set<number>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (!r) return { default: { description: 'undocumented' } };
+  // Another protocol's route (MCP): its status per method is the OPERATIONS line's, in its own format.
+  if (r.other === 'any' && !r.ok.some((s) => s.status === op.ok)) out[String(op.ok)] = { description: op.summary, content: { '*/*': {} } };
+  for (const s of r.ok) {
+    const c = content(s.bodies);
+    out[String(s.status)] = { description: s.description, ...(c ? { content: c } : {}) };
+  }
+  for (const status of [...new Set([...r.errors, ...ALWAYS])].sort((a, b) => a - b)) {
+    errorStatuses.add(status);
+    out[String(status)] = {
+      description: ERROR_DESCRIPTIONS[status] ?? 'error',
+      ...(status === 429 || status === 503 ? { headers: RETRY_AFTER } : status === 401 ? { headers: WWW_AUTHENTICATE } : {}),
+      content: { 'application/json': { schema: ref(`Error${status}`) } },
+    };
+  }
+  out.default = r.other === 'any'
+    ? { description: 'the protocol\'s own answers', content: { '*/*': {} } }
+    : { description: 'any other error', content: { 'application/json': { schema: ref('Error') } } };
+  return out;
+}
+
+/** The named response schemas (responses.ts) and one error schema per status, as JSON Schema. */
+function componentSchemas(errorStatuses: Set<number>): Record<string, unknown> {
+  const reg = z.registry<{ id: string }>();
+  for (const [id, s] of Object.entries(SCHEMAS)) reg.add(s, { id });
+  for (const status of [...errorStatuses].sort((a, b) => a - b)) reg.add(errorBodyFor(status), { id: `Error${status}` });
+  const { schemas } = z.toJSONSchema(reg, { uri: (id) => `#/components/schemas/${id}`, io: 'output', unrepresentable: 'any' });
+  return Object.fromEntries(Object.entries(schemas).map(([id, s]) => {
+    const { $schema: _s, $id: _i, ...rest } = s as Record<string, unknown>;
+    return [id, rest];
+  }));
+}
+
 export function openApiDocument(): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
-  const errorCodes = Object.keys(ERROR_STATUS);
+  const errorStatuses = new Set<number>();
   for (const op of OPERATIONS) {
     const params = [...op.path.matchAll(/\{(\w+)\}/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
     const query = op.query ? Object.entries((jsonSchema(op.query) as { properties?: Record<string, unknown> }).properties ?? {})
       .map(([name, schema]) => ({ name, in: 'query', required: false, schema })) : [];
     (paths[op.path] ??= {})[op.method] = {
+      operationId: operationId(op),
       summary: op.summary,
       ...(params.length || query.length ? { parameters: [...params, ...query] } : {}),
       ...(op.body ? { requestBody: { required: false, content: { 'application/json': { schema: jsonSchema(op.body) } } } } : {}),
-      ...(op.rawBody ? { requestBody: { required: true, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } } } : {}),
-      responses: {
-        [String(op.ok)]: { description: 'success (shapes in docs/api.md)' },
-        default: { description: 'error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-      },
+      ...(op.rawBody ? { requestBody: { required: true, content: { 'application/octet-stream': { schema: { type: 'string', contentMediaType: 'application/octet-stream' } } } } } : {}),
+      responses: responsesObject(op, responsesOf(op.method, op.path), errorStatuses),
     };
   }
   return {
     openapi: '3.1.0',
     info: { title: 'emberd', version: VERSION, description: 'Local-first microVM sandboxes for AI-agent tool calls. Prose reference: docs/api.md.' },
     paths,
-    components: {
-      schemas: {
-        Error: {
-          type: 'object',
-          required: ['error'],
-          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string', enum: errorCodes }, message: { type: 'string' } } } },
-        },
-      },
-    },
+    components: { schemas: componentSchemas(errorStatuses) },
   };
+}
+
+/** e.g. "get /sandboxes/{id}/files/stat" -> "getSandboxesIdFilesStat"; "/" -> "getRoot". */
+function operationId(op: Operation): string {
+  const words = op.path.split(/[^A-Za-z0-9]+/).filter(Boolean);
+  return op.method + (words.length ? words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('') : 'Root');
 }

@@ -4,6 +4,7 @@ import type { SandboxManager } from '../../sandbox/manager.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { createSandboxBody, sandboxTimeoutBody } from './schemas.ts';
 import { parseBody } from './parse.ts';
+import type { SandboxDetails, SandboxList, SandboxSummary } from './responses.ts';
 
 type IdParams = { Params: { id: string } };
 
@@ -19,17 +20,17 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
       pidsMax: body?.pids_max,
       env: body?.env,
     });
-    return reply.status(201).send(summary(sb));
+    return reply.status(201).send(summary(sb) satisfies SandboxSummary);
   });
 
-  app.post<IdParams>('/sandboxes/:id/timeout', async (req) => {
+  app.post<IdParams>('/sandboxes/:id/timeout', async (req): Promise<SandboxSummary> => {
     const body = parseBody(sandboxTimeoutBody, req.body);
     return summary(await manager.setTimeout(req.params.id, body.timeout_s));
   });
 
-  app.get('/sandboxes', async () => ({ sandboxes: manager.list().map(summary) }));
+  app.get('/sandboxes', async (): Promise<SandboxList> => ({ sandboxes: manager.list().map(summary) }));
 
-  app.get<IdParams>('/sandboxes/:id', async (req) => {
+  app.get<IdParams>('/sandboxes/:id', async (req): Promise<SandboxDetails> => {
     const sb = manager.get(req.params.id);
     return { ...sb.view(), boot_log_tail: sb.consoleTail(4096) };
   });
@@ -40,7 +41,7 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
   });
 }
 
-function summary(sb: Sandbox) {
+function summary(sb: Sandbox): SandboxSummary {
   const v = sb.view();
   return {
     id: v.id, state: v.state, language_pack: v.language_pack, backend: v.backend, created_at: v.created_at, boot_ms: v.boot_ms, boot_mode: v.boot_mode,
