@@ -35,6 +35,11 @@ if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.pack
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# The `emberd` npm package (sdk/typescript, docs/sdk.md): compiled JS and .d.ts from src/sdk, by the
+# pinned TypeScript on the pinned Node (npm run puts node_modules/.bin, with that node, first on PATH).
+log "building the TypeScript SDK package"
+npm run --silent build:sdk
+
 log "building the guest agent"
 make -s -C guest
 

@@ -1,4 +1,6 @@
-// TypeScript SDK for the emberd HTTP API. emberctl is built on it.
+// The low-level TypeScript client of the emberd HTTP API: one method per endpoint, the daemon's
+// snake_case shapes. emberctl and the Sandbox class (sandbox.ts, the package's main API) are built
+// on it; it is shipped in the `emberd` package too (docs/sdk.md).
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { defaultTokenFile } from '../state-dir.ts';
@@ -72,10 +74,19 @@ export interface ExecOptions {
   session?: string;
 }
 
-/** One line of a streamed exec (Accept: application/x-ndjson). */
+/**
+ * A rich output of a python session cell, in Jupyter's convention: MIME type -> data (base64 for
+ * binary types such as image/png, a JSON value for JSON types, text otherwise; text/plain always),
+ * and whether it is the cell's final expression (`is_main_result`).
+ */
+export type ResultBundle = { is_main_result: boolean; 'text/plain'?: string } & Record<string, unknown>;
+
+/** One line of a streamed exec (Accept: application/x-ndjson); `result` and the exit's `value`
+ * and `session_reset` come from session cells only. */
 export type ExecEvent =
   | { type: 'stdout' | 'stderr'; data: string }
-  | { type: 'exit'; exit_code: number; duration_ms: number; timed_out: boolean; truncated: boolean }
+  | ({ type: 'result' } & ResultBundle)
+  | { type: 'exit'; exit_code: number; duration_ms: number; timed_out: boolean; truncated: boolean; value?: string | null; session_reset?: boolean }
   | { type: 'error'; code: string; message: string };
 
 export interface ExecResponse {
@@ -84,6 +95,31 @@ export interface ExecResponse {
   exit_code: number;
   duration_ms: number;
   timed_out: boolean;
+  truncated: boolean;
+}
+
+/** GET /sandboxes/{id}/processes/{pid} and its /wait. */
+export interface ProcessInfo {
+  process_id: string;
+  state: 'running' | 'exited';
+  started_at: string;
+  command: string;
+  exit_code: number | null;
+  signal: number | null;
+  timed_out: boolean;
+  truncated: boolean;
+  duration_ms: number | null;
+  stdout_bytes: number;
+  stderr_bytes: number;
+}
+
+/** A slice of a background process's buffered output. */
+export interface ProcessOutput {
+  data: string;
+  /** Where the next read continues. */
+  next_offset: number;
+  /** The process has exited and everything it wrote was read. */
+  eof: boolean;
   truncated: boolean;
 }
 
@@ -102,17 +138,23 @@ export interface FileStat {
 /** What uploadFile streams: bytes, text (UTF-8), a Node stream or any (async) iterable of chunks, a web stream. */
 export type UploadData = string | Uint8Array | Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ReadableStream<Uint8Array>;
 
-/** An error answered by the daemon: match on `code` (stable), show `message` (says what to do). */
-export class EmberdApiError extends Error {
+/**
+ * Every failure of the SDK: an error answered by the daemon (its stable `code`, the HTTP `status`,
+ * a `message` that says what to do), or one found on this side with status 0 (DAEMON_UNREACHABLE,
+ * TOKEN_UNREADABLE, PROTOCOL_ERROR). Match on `code`.
+ */
+export class EmberdError extends Error {
   readonly code: string;
   readonly status: number;
   constructor(status: number, code: string, message: string) {
     super(message);
-    this.name = 'EmberdApiError';
+    this.name = 'EmberdError';
     this.status = status;
     this.code = code;
   }
 }
+/** The name this class had before the package: the same class. */
+export { EmberdError as EmberdApiError };
 
 export interface ClientOptions {
   /** Bearer token; default EMBERD_TOKEN, else the daemon's default token file when readable; null: none. */
@@ -129,7 +171,7 @@ export function resolveToken(o: ClientOptions = {}, env: NodeJS.ProcessEnv = pro
   try {
     return readFileSync(file ?? defaultTokenFile(env), 'utf8').trim() || undefined;
   } catch (e) {
-    if (file) throw new EmberdApiError(0, 'TOKEN_UNREADABLE', `cannot read the token file ${file}: ${(e as Error).message}`);
+    if (file) throw new EmberdError(0, 'TOKEN_UNREADABLE', `cannot read the token file ${file}: ${(e as Error).message}`);
     return undefined; // no default token file: a daemon without auth
   }
 }
@@ -171,19 +213,32 @@ export class EmberdClient {
     return this.request('GET', `/sandboxes/${encodeURIComponent(id)}`);
   }
 
-  exec(id: string, opts: ExecOptions): Promise<ExecResponse & { value?: string | null; session_reset?: boolean }> {
+  /** A session cell's answer also has `value`, `session_reset` and `results` (its rich outputs). */
+  exec(id: string, opts: ExecOptions): Promise<ExecResponse & { value?: string | null; session_reset?: boolean; results?: ResultBundle[] }> {
     return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/exec`, opts);
   }
 
-  /** Output events as they happen; stopping the iteration early kills the process. */
-  async *execStream(id: string, opts: ExecOptions): AsyncGenerator<ExecEvent> {
+  /**
+   * Output events as they happen; stopping the iteration early, or aborting `signal`, kills the
+   * process (a session cell is interrupted). An abort rejects with the signal's reason.
+   */
+  async *execStream(id: string, opts: ExecOptions, { signal }: { signal?: AbortSignal } = {}): AsyncGenerator<ExecEvent> {
     const ac = new AbortController();
-    const res = await this.fetchRaw(`/sandboxes/${encodeURIComponent(id)}/exec`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
-      body: JSON.stringify(opts),
-      signal: ac.signal,
-    });
+    const onAbort = () => ac.abort(signal!.reason);
+    signal?.throwIfAborted();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let res: Response;
+    try {
+      res = await this.fetchRaw(`/sandboxes/${encodeURIComponent(id)}/exec`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+        body: JSON.stringify(opts),
+        signal: ac.signal,
+      });
+    } catch (e) {
+      signal?.removeEventListener('abort', onAbort);
+      throw e;
+    }
     if (!res.ok) await this.answer(res);
     let buf = '';
     const decoder = new TextDecoder();
@@ -197,7 +252,11 @@ export class EmberdClient {
           if (line) yield JSON.parse(line) as ExecEvent;
         }
       }
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason;
+      throw e;
     } finally {
+      signal?.removeEventListener('abort', onAbort);
       ac.abort();
     }
   }
@@ -209,6 +268,41 @@ export class EmberdClient {
 
   async listProcesses(id: string): Promise<Record<string, unknown>[]> {
     return (await this.request<{ processes: Record<string, unknown>[] }>('GET', `/sandboxes/${encodeURIComponent(id)}/processes`)).processes;
+  }
+
+  getProcess(id: string, pid: string): Promise<ProcessInfo> {
+    return this.request('GET', this.procPath(id, pid, ''));
+  }
+
+  /** Answers when the process exits, or after `timeoutMs` (at most an hour) with state "running". */
+  waitProcess(id: string, pid: string, timeoutMs = 30_000): Promise<ProcessInfo> {
+    return this.request('GET', this.procPath(id, pid, `/wait?timeout_ms=${timeoutMs}`));
+  }
+
+  /** Buffered output from `offset` (bytes), up to `max_bytes` (default 1 MiB). */
+  readProcessOutput(id: string, pid: string, q: { stream?: 'stdout' | 'stderr'; offset?: number; max_bytes?: number; output_encoding?: 'utf8' | 'base64' } = {}): Promise<ProcessOutput> {
+    const params = new URLSearchParams(Object.entries(q).filter((e) => e[1] !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
+    return this.request('GET', this.procPath(id, pid, `/output?${params.toString()}`));
+  }
+
+  /** Writes to the process's stdin; `eof` closes it. */
+  async writeProcessStdin(id: string, pid: string, data: string | Uint8Array | undefined, opts: { eof?: boolean } = {}): Promise<void> {
+    const body = data === undefined ? {} : typeof data === 'string' ? { data } : { data_base64: Buffer.from(data).toString('base64') };
+    await this.request('POST', this.procPath(id, pid, '/stdin'), { ...body, ...(opts.eof ? { eof: true } : {}) });
+  }
+
+  /** Signals the process's whole group (a name such as "SIGTERM", or a number). */
+  async signalProcess(id: string, pid: string, signal: string | number = 'SIGKILL'): Promise<void> {
+    await this.request('POST', this.procPath(id, pid, '/signal'), { signal });
+  }
+
+  /** Kills it if it still runs, and forgets it (its output too). */
+  async removeProcess(id: string, pid: string): Promise<void> {
+    await this.request('DELETE', this.procPath(id, pid, ''));
+  }
+
+  private procPath(id: string, pid: string, sub: string): string {
+    return `/sandboxes/${encodeURIComponent(id)}/processes/${encodeURIComponent(pid)}${sub}`;
   }
 
   async deleteSandbox(id: string): Promise<void> {
@@ -264,19 +358,20 @@ export class EmberdClient {
     try {
       return await fetch(this.baseUrl + path, { ...init, headers: { ...this.authHeader, ...(init.headers as Record<string, string> | undefined) } });
     } catch (e) {
+      if (init.signal?.aborted) throw init.signal.reason; // the caller's abort, not the network
       const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
-      throw new EmberdApiError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Set --addr or EMBERD_ADDR`);
+      throw new EmberdError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Start it with \`emberd\` (scripts/up in a checkout), or point --addr / EMBERD_ADDR at the one that runs`);
     }
   }
 
-  /** The JSON of a successful answer, or the daemon's error as an EmberdApiError. */
+  /** The JSON of a successful answer, or the daemon's error as an EmberdError. */
   private async answer<T>(res: Response): Promise<T> {
     const text = await res.text();
     let json: unknown;
     try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
     if (!res.ok) {
       const err = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-      throw new EmberdApiError(res.status, err?.code ?? 'HTTP_ERROR', err?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+      throw new EmberdError(res.status, err?.code ?? 'HTTP_ERROR', err?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
     }
     return json as T;
   }

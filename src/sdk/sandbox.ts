@@ -1,0 +1,174 @@
+// The Sandbox class, the `emberd` package's main API (docs/sdk.md): one microVM on a running
+// daemon, its code runs, commands and files, and its lifetime (`await using` kills it).
+import { EmberdClient, EmberdError, type ResultBundle, type SandboxSummary } from './client.ts';
+import { Commands } from './commands.ts';
+import { Files } from './files.ts';
+import { gatherRun, type StreamCallbacks } from './run-stream.ts';
+
+/** Which daemon, with which credentials. */
+export interface ConnectionOptions {
+  /** "host:port" or an http(s) URL; default EMBERD_ADDR, else 127.0.0.1:7777. */
+  url?: string;
+  /** Bearer token; default EMBERD_TOKEN, else the daemon's token file when readable; null: none. */
+  token?: string | null;
+  /** Read the token from this file (default EMBERD_TOKEN_FILE, else the daemon's default path). */
+  tokenFile?: string;
+}
+
+/** What a new sandbox gets; everything defaults to the daemon's flags. */
+export interface SandboxCreateOptions extends ConnectionOptions {
+  /** Language pack: python, shell, node, python-data or a custom one (GET /packs). */
+  pack?: string;
+  vcpus?: number;
+  memoryMib?: number;
+  /** The writable disk (RAM-backed) in MiB. */
+  diskMib?: number;
+  /** Processes + threads its commands may have; 0: the guest's ceiling. */
+  pidsMax?: number;
+  /** Seconds until the daemon destroys it (default its --sandbox-timeout, an hour); 0: never, if allowed. */
+  timeoutS?: number;
+  /** Variables every command and code run inherits. */
+  env?: Record<string, string>;
+}
+
+export interface SandboxInfo {
+  id: string;
+  state: SandboxSummary['state'];
+  pack: string;
+  backend: string;
+  createdAt: string;
+  /** When the daemon destroys it; null: never. */
+  expiresAt: string | null;
+  bootMs: number | null;
+  bootMode: SandboxSummary['boot_mode'];
+  vcpus: number;
+  memoryMib: number;
+  diskMib: number | null;
+  env: Record<string, string>;
+}
+
+export interface RunCodeOptions extends StreamCallbacks {
+  /** Run in this persistent interpreter (python packs): variables and imports survive between runs. */
+  session?: string;
+  /** Interrupt after this long (a session gets KeyboardInterrupt and keeps its state). */
+  timeoutMs?: number;
+  /** Text or bytes for the code's stdin. */
+  stdin?: string | Uint8Array;
+  /** Aborting kills the run (interrupts a session cell); the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface RunCodeResult {
+  stdout: string;
+  stderr: string;
+  /** 1 after an uncaught exception (traceback on stderr): an answer, not an error. */
+  exitCode: number;
+  durationMs: number;
+  timedOut: boolean;
+  /** Output past the daemon's --exec-output-cap was dropped. */
+  truncated: boolean;
+  /** Rich outputs of a session cell (display(), matplotlib figures, the final expression), MIME bundles. */
+  results: ResultBundle[];
+  /** repr() of a session cell's final expression; null otherwise. */
+  value: string | null;
+  /** The session's interpreter ended (its state is lost; the next run starts a new one). */
+  sessionReset: boolean;
+}
+
+export class Sandbox implements AsyncDisposable {
+  readonly id: string;
+  readonly pack: string;
+  /** The low-level client this sandbox talks through (every endpoint, the daemon's shapes). */
+  readonly client: EmberdClient;
+  readonly commands: Commands;
+  readonly files: Files;
+  private killed = false;
+
+  private constructor(client: EmberdClient, summary: SandboxSummary) {
+    this.client = client;
+    this.id = summary.id;
+    this.pack = summary.language_pack;
+    this.commands = new Commands(client, this.id);
+    this.files = new Files(client, this.id);
+  }
+
+  /** Boots a sandbox; answers once it serves. */
+  static async create(opts: SandboxCreateOptions = {}): Promise<Sandbox> {
+    const client = clientFor(opts);
+    const summary = await client.createSandbox({
+      language_pack: opts.pack, vcpus: opts.vcpus, memory_mib: opts.memoryMib, disk_mib: opts.diskMib,
+      pids_max: opts.pidsMax, timeout_s: opts.timeoutS, env: opts.env,
+    });
+    return new Sandbox(client, summary);
+  }
+
+  /** A sandbox that already runs (created here or elsewhere); SANDBOX_NOT_FOUND if none has that id. */
+  static async connect(id: string, opts: ConnectionOptions = {}): Promise<Sandbox> {
+    const client = clientFor(opts);
+    return new Sandbox(client, await client.getSandbox(id));
+  }
+
+  /** Every sandbox of the daemon. */
+  static async list(opts: ConnectionOptions = {}): Promise<SandboxInfo[]> {
+    return (await clientFor(opts).listSandboxes()).map(toInfo);
+  }
+
+  async info(): Promise<SandboxInfo> {
+    return toInfo(await this.client.getSandbox(this.id));
+  }
+
+  /**
+   * Runs `code` with the pack's interpreter (python3, node, sh), or in a persistent session.
+   * Callbacks or a signal make it a streamed run: output reaches them as it happens.
+   */
+  async runCode(code: string, opts: RunCodeOptions = {}): Promise<RunCodeResult> {
+    const req = {
+      code,
+      session: opts.session,
+      timeout_ms: opts.timeoutMs,
+      ...(opts.stdin === undefined ? {} : typeof opts.stdin === 'string' ? { stdin: opts.stdin } : { stdin_base64: Buffer.from(opts.stdin).toString('base64') }),
+    };
+    if (opts.onStdout || opts.onStderr || opts.onResult || opts.signal) {
+      return gatherRun(this.client.execStream(this.id, req, { signal: opts.signal }), opts);
+    }
+    const r = await this.client.exec(this.id, req);
+    return {
+      stdout: r.stdout, stderr: r.stderr, exitCode: r.exit_code, durationMs: r.duration_ms, timedOut: r.timed_out,
+      truncated: r.truncated, results: r.results ?? [], value: r.value ?? null, sessionReset: r.session_reset ?? false,
+    };
+  }
+
+  /** The daemon destroys it `seconds` from now (0: never, if the daemon allows it). */
+  async setTimeout(seconds: number): Promise<SandboxInfo> {
+    return toInfo(await this.client.setTimeout(this.id, seconds));
+  }
+
+  /** Destroys the VM and its files. false when it was already gone (killed, expired). */
+  async kill(): Promise<boolean> {
+    try {
+      await this.client.deleteSandbox(this.id);
+      this.killed = true;
+      return true;
+    } catch (e) {
+      if (!(e instanceof EmberdError && e.code === 'SANDBOX_NOT_FOUND')) throw e;
+      this.killed = true;
+      return false;
+    }
+  }
+
+  /** `await using sb = await Sandbox.create()` kills it when the block ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (!this.killed) await this.kill();
+  }
+}
+
+function clientFor(o: ConnectionOptions): EmberdClient {
+  return new EmberdClient(o.url, { token: o.token, tokenFile: o.tokenFile });
+}
+
+function toInfo(s: SandboxSummary): SandboxInfo {
+  return {
+    id: s.id, state: s.state, pack: s.language_pack, backend: s.backend, createdAt: s.created_at, expiresAt: s.expires_at,
+    bootMs: s.boot_ms, bootMode: s.boot_mode, vcpus: s.vcpus, memoryMib: s.memory_mib, diskMib: s.disk_mib, env: s.env,
+  };
+}
