@@ -1,7 +1,8 @@
 // Starts a real emberd process for end-to-end tests: its own port, its own short run dir. Every
-// answer a test daemon gives through fetch (http() below, d.client, a test's own fetch) is checked
-// against the daemon's /openapi.json (response-check.ts): a mismatch fails the request and, in
-// case a test expected that request to fail anyway, stop().
+// answer a test daemon gives is checked against its /openapi.json (response-check.ts): inside the
+// daemon, whoever asked (response-check-preload.ts), and again in this process for fetch (http()
+// below, d.client, a test's own fetch), where a mismatch fails the request itself. stop() fails
+// on any mismatch, in case a test expected that request to fail anyway.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { EmberdClient } from '../../src/sdk/client.ts';
 import { NdjsonLines, ResponseChecker, type Expectation } from './response-check.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/daemon/main.ts', import.meta.url));
+const CHECK_PRELOAD = new URL('./response-check-preload.ts', import.meta.url).href;
 
 export interface TestDaemon {
   url: string;
@@ -101,7 +103,12 @@ export async function startDaemon(extraArgs: string[] = []): Promise<TestDaemon>
   const addr = `127.0.0.1:${port}`;
   // Its own state dir (the token file), never the user's.
   const stateDir = join(runDir, 'state');
-  const proc = spawn(process.execPath, [MAIN, '--addr', addr, '--run-dir', runDir, '--state-dir', stateDir, ...extraArgs], { stdio: ['ignore', 'inherit', 'pipe'] });
+  // Outside the run dir, which the daemon cleans at start.
+  const mismatchFile = `${runDir}.openapi-mismatches`;
+  const proc = spawn(process.execPath, ['--import', CHECK_PRELOAD, MAIN, '--addr', addr, '--run-dir', runDir, '--state-dir', stateDir, ...extraArgs], {
+    stdio: ['ignore', 'inherit', 'pipe'],
+    env: { ...process.env, EMBERD_TEST_RESPONSE_CHECK: mismatchFile },
+  });
   let stderr = '';
   proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
@@ -130,6 +137,10 @@ export async function startDaemon(extraArgs: string[] = []): Promise<TestDaemon>
       const code = await exited;
       rmSync(runDir, { recursive: true, force: true });
       checked.delete(url);
+      if (existsSync(mismatchFile)) {
+        for (const m of readFileSync(mismatchFile, 'utf8').split('\n')) if (m && !mismatches.includes(m)) mismatches.push(m);
+        rmSync(mismatchFile, { force: true });
+      }
       if (mismatches.length) throw new Error(`emberd at ${addr} gave ${mismatches.length} answers that do not match /openapi.json:\n${mismatches.join('\n')}`);
       return code;
     },
