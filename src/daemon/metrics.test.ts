@@ -120,7 +120,7 @@ test('creates, execs by outcome and VM ends by reason are counted; gauges follow
   await app.close();
 });
 
-test('the warm pool: a create from it is boot_mode pool, its gauges count ready sandboxes, shutdown ends them all', async () => {
+test('the warm pool: a create from it is boot_mode pool, its gauges count ready sandboxes, a sandbox that fails its re-handshake is discarded, shutdown ends them all', async () => {
   const metrics = new DaemonMetrics({ processMetrics: false });
   const m = managers.make({ observer: metrics, sandboxes: { poolSize: 1 } });
   const app = serve(m, metrics);
@@ -132,6 +132,14 @@ test('the warm pool: a create from it is boot_mode pool, its gauges count ready 
   assert.equal(valueOf(f, 'emberd_pool_ready_sandboxes', { pack: 'shell' }), 1);
   assert.equal(valueOf(f, 'emberd_pool_ready_sandboxes', { pack: 'python' }), 1);
   assert.equal(valueOf(f, 'emberd_sandboxes', { state: 'ready', pack: 'shell' }), 0, 'pooled sandboxes are not in emberd_sandboxes');
+  // The host-agent "guest" cannot apply pids_max: the pooled sandbox refuses its re-handshake and
+  // is discarded, and the cold boot the create falls back to fails the same way.
+  assert.equal((await post(app, '/sandboxes', { pids_max: 100 })).statusCode, 500);
+  await eventually(() => ready('shell'), 10_000, 'pool refilled');
+  f = await scrape(app);
+  assert.equal(valueOf(f, 'emberd_vmm_exits_total', { reason: 'pool_discarded' }), 1);
+  assert.equal(valueOf(f, 'emberd_vmm_exits_total', { reason: 'boot_failed' }), 1);
+  assert.equal(valueOf(f, 'emberd_sandbox_create_failures_total', { code: 'BOOT_FAILED' }), 1);
   assert.equal((await post(app, '/sandboxes', {})).statusCode, 201);
   await eventually(() => ready('shell'), 10_000, 'pool refilled');
   f = await scrape(app);

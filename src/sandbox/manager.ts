@@ -576,6 +576,7 @@ export class SandboxManager {
       const ack = await sb.agent!.hello(2000, { hostname: hostnameOf(sb.id), ...helloLimits(limits) });
       sb.applied = { diskBytes: ack.diskBytes, pidsMax: ack.pidsMax };
     } catch (e) {
+      this.launcher.stopReason(sb, 'pool_discarded');
       await this.launcher.release(sb, 0);
       if (isEmberdError(e, 'INVALID_REQUEST')) throw e; // the limits, not the VM: a cold boot would refuse them too
       sb.log.warn(`warm pool: discarding a sandbox that did not answer: ${(e as Error).message}`);
