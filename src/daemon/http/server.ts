@@ -16,6 +16,7 @@ import { openApiDocument } from './openapi.ts';
 import { registerMcpRoutes } from '../../mcp/http.ts';
 import { registerMetricsRoutes } from './metrics-routes.ts';
 import { DaemonMetrics } from '../metrics.ts';
+import { registerE2bRoutes } from '../../e2b/routes.ts';
 
 /** Request size limits: --max-body (JSON bodies), --max-upload (file uploads). */
 export interface HttpLimits {
@@ -93,6 +94,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerPackRoutes(app, manager);
   registerMcpRoutes(app, { authToken: opts.auth?.token });
   registerMetricsRoutes(app, opts.metrics ?? new DaemonMetrics({ processMetrics: false }), manager);
+  registerE2bRoutes(app, manager);
   return app;
 }
 
