@@ -16,6 +16,8 @@ const SDK = join(ROOT, 'sdk', 'python');
 /** Debian's interpreter, not whatever python3 comes first on PATH (pyenv): the one CI has. */
 const PYTHON = '/usr/bin/python3';
 const NO_EXTRA_VMS = ['--pool-size', '0', '--snapshots', 'off'];
+/** A small --max-upload, so the suite can see FILE_TOO_LARGE without sending a gigabyte. */
+const MAX_UPLOAD = 2 * 1024 * 1024;
 
 let d: TestDaemon;
 let authed: TestDaemon;
@@ -24,7 +26,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'emberd-sdk-python-'));
 const authStateHome = join(tmp, 'auth-state');
 
 before(async () => {
-  d = await startDaemon(NO_EXTRA_VMS);
+  d = await startDaemon(['--max-upload', String(MAX_UPLOAD), ...NO_EXTRA_VMS]);
   authed = await startDaemon(['--auth', 'on', '--auth-token-file', join(authStateHome, 'emberd', 'token'), ...NO_EXTRA_VMS]);
 });
 
@@ -64,6 +66,7 @@ test('the unittest suite passes against a real daemon, every case run', async ()
     EMBERD_URL: d.url,
     EMBERD_TEST_AUTH_URL: authed.url,
     EMBERD_TEST_AUTH_STATE_HOME: authStateHome,
+    EMBERD_TEST_MAX_UPLOAD: String(MAX_UPLOAD),
     PYTHONPATH: SDK,
   }));
   assert.equal(r.code, 0, `python3 -m unittest failed:\n${r.output}`);

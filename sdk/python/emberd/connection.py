@@ -70,9 +70,14 @@ class Connection:
             ) from None
         conn.sock.settimeout(None)
         all_headers = {**self._headers, **(headers or {})}
-        streamed = body is not None and not isinstance(body, (bytes, bytearray, memoryview))
+        chunked = body is not None and not isinstance(body, (bytes, bytearray, memoryview)) and "content-length" not in all_headers
         try:
-            conn.request(method, self._prefix + path, body=body, headers=all_headers, encode_chunked=streamed)
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=all_headers, encode_chunked=chunked)
+            except OSError:
+                # The daemon may answer before it has read the whole body (an upload over its
+                # --max-upload) and then stop reading: its answer says why, if it can still be read.
+                pass
             res = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()

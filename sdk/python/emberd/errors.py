@@ -15,5 +15,8 @@ class EmberdError(Exception):
         #: X-Request-Id of the answer: the req_id of the daemon's log line for the request.
         self.request_id = request_id
 
+    def __reduce__(self):  # pickles whole (multiprocessing, concurrent.futures)
+        return (type(self), (self.code, self.message, self.status, self.request_id))
+
     def __repr__(self) -> str:
         return f"EmberdError(code={self.code!r}, status={self.status}, message={self.message!r})"

@@ -1,8 +1,11 @@
 """sb.files: the sandbox's filesystem (docs/api.md, "Files"). Paths are absolute paths in the
 sandbox; uploads and downloads are raw bodies, never JSON."""
+import io
 import json
+import os
+import stat
 from dataclasses import dataclass
-from typing import IO, List, Union
+from typing import IO, List, Optional, Union
 
 from .connection import Connection
 from .errors import EmberdError
@@ -48,6 +51,9 @@ class Files:
             mode = format(mode, "04o")
         body = data.encode("utf-8") if isinstance(data, str) else bytes(data) if isinstance(data, (bytearray, memoryview)) else data
         headers = {"content-type": "application/octet-stream"}
+        size = _remaining(body) if not isinstance(body, bytes) else None
+        if size is not None:  # a length lets the daemon refuse an upload over --max-upload at once
+            headers["content-length"] = str(size)
         with self._conn.open("PUT", self._path(path=path, mode=mode), body, headers) as res:
             a = json.loads(res.read())
         return WriteInfo(path=a["path"], size=a["size"])
@@ -83,6 +89,15 @@ class Files:
         """Deletes a file, a symlink or an empty directory; ``recursive=True`` a directory with its
         contents."""
         self._conn.json("DELETE", self._path(path=path, recursive="true" if recursive else None))
+
+
+def _remaining(f: IO[bytes]) -> Optional[int]:
+    """Bytes left in a regular file from its position; None for anything else (sent chunked)."""
+    try:
+        st = os.fstat(f.fileno())
+        return st.st_size - f.tell() if stat.S_ISREG(st.st_mode) else None
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _entry(e: dict) -> FileEntry:

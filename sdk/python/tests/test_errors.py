@@ -1,5 +1,6 @@
 """Errors a user meets first: an id the daemon does not know, a daemon that is not running, a
 pack that does not exist; and the context manager, which kills its sandbox however the block ends."""
+import pickle
 import socket
 import unittest
 
@@ -16,6 +17,8 @@ class Errors(unittest.TestCase):
             self.assertEqual((e.code, e.status), ("SANDBOX_NOT_FOUND", 404), sid)
             self.assertTrue(e.request_id, "the answer's X-Request-Id is kept")
             self.assertIn("SANDBOX_NOT_FOUND", str(e))
+        again = pickle.loads(pickle.dumps(e))  # crosses process boundaries whole
+        self.assertEqual((again.code, again.status, again.message, again.request_id), (e.code, e.status, e.message, e.request_id))
 
     def test_a_daemon_that_does_not_answer_is_DAEMON_UNREACHABLE(self):
         s = socket.socket()

@@ -1,6 +1,8 @@
 """The SDK against a real daemon and a real python microVM. One sandbox serves every case here
 (each uses its own session names and paths); the boots are the slow part."""
 import io
+import os
+import tempfile
 import unittest
 
 from emberd import CommandResult, EmberdError, Execution, Sandbox
@@ -164,6 +166,20 @@ class Files(unittest.TestCase):
         data = b"x" * (1 << 20) + b"end"
         self.assertEqual(sb.files.write("/root/s/big.bin", io.BytesIO(data)).size, len(data))
         self.assertEqual(sb.files.read("/root/s/big.bin", format="bytes"), data)
+
+    @unittest.skipUnless(os.environ.get("EMBERD_TEST_MAX_UPLOAD"), "needs the daemon's --max-upload in EMBERD_TEST_MAX_UPLOAD")
+    def test_an_upload_over_the_daemons_limit_is_FILE_TOO_LARGE_however_it_is_sent(self):
+        over = b"y" * (2 * int(os.environ["EMBERD_TEST_MAX_UPLOAD"]))
+        with tempfile.TemporaryFile() as f:
+            f.write(over)
+            f.seek(0)
+            # bytes and a regular file carry a Content-Length; a BytesIO is sent chunked.
+            for how, data in (("bytes", over), ("a file", f), ("a stream", io.BytesIO(over))):
+                with self.assertRaises(EmberdError, msg=how) as cm:
+                    sb.files.write("/root/big/over.bin", data)
+                self.assertEqual((cm.exception.code, cm.exception.status), ("FILE_TOO_LARGE", 413), how)
+                self.assertIn("--max-upload", cm.exception.message)
+        self.assertFalse(sb.files.exists("/root/big/over.bin"), "a refused upload leaves no file")
 
     def test_list_stat_mode_and_remove(self):
         sb.files.write("/root/l/b.txt", "b")
