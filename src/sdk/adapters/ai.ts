@@ -25,12 +25,13 @@ export interface RunCodeToolOutput {
   images: { mediaType: string; base64: string }[];
 }
 
-export interface EmberdTools {
+/** A type, not an interface, so it is a `ToolSet` (an index signature) for generateText's `tools`. */
+export type EmberdTools = {
   run_code: Tool<{ code: string }, RunCodeToolOutput>;
   run_command: Tool<{ command: string; cwd?: string }, { stdout: string; stderr: string; exitCode: number; timedOut: boolean; truncated: boolean }>;
   read_file: Tool<{ path: string }, { path: string; content: string }>;
   write_file: Tool<{ path: string; content: string }, { path: string; size: number }>;
-}
+};
 
 const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
 
