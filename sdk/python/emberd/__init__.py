@@ -9,9 +9,10 @@ Standard library only. The daemon is found at EMBERD_URL (or EMBERD_ADDR), else 
 its token, when it runs with --auth on, is read from EMBERD_TOKEN or the daemon's token file.
 """
 from .errors import EmberdError
+from .commands import CommandHandle
 from .execution import CommandResult, Execution
 from .files import FileEntry, WriteInfo
 from .sandbox import Sandbox
 from .version import __version__
 
-__all__ = ["Sandbox", "EmberdError", "Execution", "CommandResult", "FileEntry", "WriteInfo", "__version__"]
+__all__ = ["Sandbox", "EmberdError", "Execution", "CommandResult", "CommandHandle", "FileEntry", "WriteInfo", "__version__"]

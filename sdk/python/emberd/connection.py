@@ -65,8 +65,8 @@ class Connection:
             conn.close()
             raise EmberdError(
                 "DAEMON_UNREACHABLE",
-                f"cannot reach emberd at {self.url} ({_reason(e)}); is the daemon running? Start it with "
-                "`scripts/up` (or `bin/emberd`) in the emberd checkout, or point EMBERD_URL at the daemon you run",
+                f"cannot reach emberd at {self.url} ({_reason(e)}); is the daemon running? Start it with `emberd` "
+                "(scripts/up in a checkout), or point EMBERD_URL / EMBERD_ADDR at the one that runs",
             ) from None
         conn.sock.settimeout(None)
         all_headers = {**self._headers, **(headers or {})}

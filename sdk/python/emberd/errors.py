@@ -20,3 +20,6 @@ class EmberdError(Exception):
 
     def __repr__(self) -> str:
         return f"EmberdError(code={self.code!r}, status={self.status}, message={self.message!r})"
+
+
+EmberdError.__module__ = "emberd"  # tracebacks say emberd.EmberdError, the name users import

@@ -22,6 +22,11 @@ class Sandbox:
         self.files = Files(conn, self.id)
         self._conn = conn
 
+    @property
+    def pack(self) -> str:
+        """Its language pack."""
+        return self.info["language_pack"]
+
     # ---- getting one ----
 
     @classmethod
@@ -122,4 +127,4 @@ class Sandbox:
         self.kill()
 
     def __repr__(self) -> str:
-        return f"Sandbox(id={self.id!r}, pack={self.info.get('language_pack')!r}, url={self._conn.url!r})"
+        return f"Sandbox(id={self.id!r}, pack={self.pack!r}, url={self._conn.url!r})"

@@ -5,7 +5,7 @@ import os
 import tempfile
 import unittest
 
-from emberd import CommandResult, EmberdError, Execution, Sandbox
+from emberd import CommandHandle, CommandResult, EmberdError, Execution, Sandbox
 from helpers import coalesce, daemon_url
 
 sb = None
@@ -142,6 +142,25 @@ class Commands(unittest.TestCase):
         self.assertEqual(r.stdout, "00ff\n")
         self.assertEqual("".join(chunks), r.stdout)
 
+    def test_a_background_command_takes_stdin_and_answers_when_it_exits(self):
+        h = sb.commands.run("read line; echo got:$line; echo err >&2; exit 5", background=True)
+        self.assertIsInstance(h, CommandHandle)
+        self.assertTrue(h.is_running(), "it waits for its stdin")
+        self.assertTrue(sb.commands.connect(h.id).is_running())
+        h.send_stdin("hi\n", eof=True)
+        r = h.wait()
+        self.assertEqual((r.stdout, r.stderr, r.exit_code, r.timed_out), ("got:hi\n", "err\n", 5, False))
+        self.assertEqual(h.output(), ("got:hi\n", "err\n"))
+        self.assertFalse(h.is_running())
+
+    def test_a_background_command_killed_answers_its_signal(self):
+        h = sb.commands.run("exec sleep 600", background=True)
+        h.kill()
+        self.assertEqual(h.wait(poll_ms=1000).exit_code, 128 + 9)
+        with self.assertRaises(EmberdError) as cm:
+            sb.commands.connect("p_0000000000000000").info()
+        self.assertEqual((cm.exception.code, cm.exception.status), ("PROCESS_NOT_FOUND", 404))
+
     def test_the_pack_tools_are_on_path(self):
         self.assertEqual(sb.commands.run("python3 -c 'print(6*7)'").stdout, "42\n")
 
@@ -214,7 +233,7 @@ class Lifecycle(unittest.TestCase):
         sb.set_timeout(600)
         self.assertEqual(sb.info["timeout_s"], 600)
         same = Sandbox.connect(sb.id, url=daemon_url())
-        self.assertEqual((same.id, same.info["state"], same.info["language_pack"]), (sb.id, "ready", "python"))
+        self.assertEqual((same.id, same.info["state"], same.pack), (sb.id, "ready", "python"))
         self.assertEqual(same.info["timeout_s"], 600)
         self.assertEqual(same.run_code("print(1)").stdout, "1\n")
         self.assertIn(sb.id, [s.id for s in Sandbox.list(url=daemon_url())])
