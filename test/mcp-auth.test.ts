@@ -27,7 +27,7 @@ after(async () => { assert.equal(await d.stop(), 0, d.log()); });
 const tokenFile = () => join(d.runDir, 'state', 'token');
 
 function httpClient(era: 'legacy' | 'auto', headers: Record<string, string>): { c: Client; transport: StreamableHTTPClientTransport } {
-  // The SDK's protocol answers are checked by the client, not by the test daemon's REST check.
+  // Undici's fetch: the test daemon checks its own answers against /openapi.json (mcp-http.test.ts).
   const transport = new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers }, fetch: plainFetch as unknown as FetchLike });
   return { c: new Client({ name: 'emberd-test', version: '1.0.0' }, { versionNegotiation: { mode: era } }), transport };
 }

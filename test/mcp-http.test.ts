@@ -37,9 +37,9 @@ function qemuOf(runDir: string): string[] {
 
 async function connect(era: 'legacy' | 'auto'): Promise<Client> {
   const c = new Client({ name: 'emberd-test', version: '1.0.0' }, { versionNegotiation: { mode: era } });
-  // The MCP exchange is the SDK's protocol (202 for an accepted notification, SSE streams), which
-  // the MCP client checks itself; the test daemon's /openapi.json check of REST answers (the
-  // global fetch of helpers/daemon.ts) is left to the API's routes.
+  // Undici's own fetch, not the test's global one that checks answers against /openapi.json: the
+  // test daemon checks every answer it gives itself (its preload), MCP's included, so a mismatch
+  // fails stop() with the route named instead of breaking the MCP transport mid-exchange.
   await c.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { fetch: plainFetch as unknown as FetchLike }));
   return c;
 }

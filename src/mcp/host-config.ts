@@ -44,13 +44,15 @@ claude mcp add emberd ${envFlags}-- ${[command, ...args].map(shellQuote).join(' 
 ## Cursor: ~/.cursor/mcp.json (or .cursor/mcp.json in a project)
 ${json({ mcpServers: { emberd: stdio } })}
 
-## Streamable HTTP instead of stdio: the daemon serves ${url}
-##   (only loopback Host/Origin names unless EMBERD_MCP_ALLOWED_HOSTS; with --auth on add the
-##   header, whose token is in ${tokenFile})
+## Streamable HTTP instead of stdio: the daemon itself serves ${url}
+##   (Host and Origin must be loopback names unless the daemon has EMBERD_MCP_ALLOWED_HOSTS)
+# Claude Code, auth off (the default on loopback):
 claude mcp add --transport http emberd ${url}
+# Claude Code, the daemon run with --auth on (the token is in ${tokenFile}):
 claude mcp add --transport http emberd ${url} --header "Authorization: Bearer $(cat ${shellQuote(tokenFile)})"
-# Cursor:
+# Cursor (drop "headers" when auth is off):
 ${json({ mcpServers: { emberd: { url, headers: { Authorization: `Bearer <the token in ${tokenFile}>` } } } })}
+# Claude Desktop's config file takes stdio servers only.
 `;
 }
 
