@@ -143,6 +143,8 @@ test('answers are checked against the document: the handlers\' shapes pass, a dr
   assert.throws(() => checker.expect('GET', `${base}/sandboxes`, 200, 'text/html'), /Content-Type text\/html is not one the document lists/);
   assert.throws(() => checker.expect('GET', `${base}/sandboxes`, 418, 'application/json'), /an error status its responses do not list/);
   assert.throws(() => checker.expect('DELETE', `${base}/sandboxes/sb_1`, 204, 'application/json'), /no body/);
+  assert.deepEqual(checker.expect('POST', `${base}/e2b/sandboxes`, 201, 'application/json').body, { kind: 'opaque' }, 'the E2B API is not emberd\'s');
+  assert.deepEqual(checker.expect('POST', `${base}/mcp`, 202, null).body, { kind: 'opaque' }, 'MCP answers in its own format');
   const route404 = checker.expect('GET', `${base}/nowhere`, 404, 'application/json');
   assert.equal(checker.check(route404, { error: { code: 'ROUTE_NOT_FOUND', message: 'no route' } }), undefined);
 });

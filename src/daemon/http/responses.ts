@@ -304,7 +304,14 @@ export const OTHER_PROTOCOLS: Record<string, RouteResponses> = {
   // Prometheus text exposition format
   '/metrics': { ok: ok(200, 'metrics in the Prometheus text format', { text: 'text/plain' }), errors: [] },
   // MCP Streamable HTTP: JSON-RPC messages as JSON or server-sent events; statuses are the transport's
-  '/mcp': { ok: [{ status: 200, description: 'MCP Streamable HTTP: JSON-RPC as JSON or server-sent events', bodies: [{ any: true }] }], errors: [], other: 'any' },
+  '/mcp': {
+    ok: [
+      { status: 200, description: 'MCP Streamable HTTP: JSON-RPC as JSON or server-sent events', bodies: [{ any: true }] },
+      { status: 202, description: 'a notification or a response accepted: no result', bodies: [{ any: true }] },
+    ],
+    errors: [],
+    other: 'any',
+  },
 };
 
 /** The responses of `METHOD path`, from RESPONSES or, for another protocol's path, OTHER_PROTOCOLS. */
