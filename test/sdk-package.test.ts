@@ -65,7 +65,7 @@ test('the packed package installs offline into an empty folder and runs the docs
   assert.deepEqual(installed.dependencies ?? {}, {}, 'no runtime dependencies');
 
   writeFileSync(join(app, 'example.mjs'), quickStart());
-  const env = { ...process.env, EMBERD_ADDR: d.addr, EMBERD_TOKEN: '' };
+  const env = { ...process.env, EMBERD_URL: d.url, EMBERD_TOKEN: '' };
   const out = await run(process.execPath, ['example.mjs'], { cwd: app, env });
   assert.equal(out.stderr, '');
   assert.deepEqual(out.stdout.trim().split('\n'), [

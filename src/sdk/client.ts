@@ -180,7 +180,8 @@ export class EmberdClient {
   readonly baseUrl: string;
   private readonly authHeader: Record<string, string>;
 
-  constructor(addr: string = process.env.EMBERD_ADDR ?? '127.0.0.1:7777', opts: ClientOptions = {}) {
+  /** `addr`: "host:port" or an http(s) URL; default EMBERD_URL, else EMBERD_ADDR, else 127.0.0.1:7777. */
+  constructor(addr: string = process.env.EMBERD_URL || process.env.EMBERD_ADDR || '127.0.0.1:7777', opts: ClientOptions = {}) {
     this.baseUrl = /^https?:\/\//.test(addr) ? addr.replace(/\/$/, '') : `http://${addr}`;
     const token = resolveToken(opts);
     this.authHeader = token ? { authorization: `Bearer ${token}` } : {};
@@ -360,7 +361,7 @@ export class EmberdClient {
     } catch (e) {
       if (init.signal?.aborted) throw init.signal.reason; // the caller's abort, not the network
       const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
-      throw new EmberdError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Start it with \`emberd\` (scripts/up in a checkout), or point --addr / EMBERD_ADDR at the one that runs`);
+      throw new EmberdError(0, 'DAEMON_UNREACHABLE', `cannot reach emberd at ${this.baseUrl} (${cause}); is the daemon running? Start it with \`emberd\` (scripts/up in a checkout), or set --addr, EMBERD_URL or EMBERD_ADDR to the one that runs`);
     }
   }
 

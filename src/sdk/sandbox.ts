@@ -7,7 +7,7 @@ import { gatherRun, type StreamCallbacks } from './run-stream.ts';
 
 /** Which daemon, with which credentials. */
 export interface ConnectionOptions {
-  /** "host:port" or an http(s) URL; default EMBERD_ADDR, else 127.0.0.1:7777. */
+  /** "host:port" or an http(s) URL; default EMBERD_URL, else EMBERD_ADDR, else 127.0.0.1:7777. */
   url?: string;
   /** Bearer token; default EMBERD_TOKEN, else the daemon's token file when readable; null: none. */
   token?: string | null;
