@@ -56,6 +56,14 @@ test('the packed package installs offline into an empty folder and runs the docs
   }
   assert.ok(!paths.some((p) => p.endsWith('.ts') && !p.endsWith('.d.ts')), 'no TypeScript sources');
 
+  // the compiled adapters load with their framework (the repo's devDependencies) and export what docs/sdk.md says
+  const dist = (m: string) => import(join(PKG, 'dist/sdk/adapters', m));
+  assert.equal(typeof (await dist('ai.js')).emberdTools, 'function');
+  assert.equal(typeof (await dist('openai-agents.js')).emberdShellTool, 'function');
+  const { EmberdSandbox } = await dist('deepagents.js');
+  const { BaseSandbox } = await import('deepagents');
+  assert.ok(EmberdSandbox.prototype instanceof BaseSandbox);
+
   // an empty project; a cache of its own, so nothing can come from a registry or the user's cache
   const app = join(dir, 'app');
   await run('mkdir', ['-p', app]);

@@ -1,7 +1,7 @@
 // The Sandbox class, the `emberd` package's main API (docs/sdk.md): one microVM on a running
 // daemon, its code runs, commands and files, and its lifetime (`await using` kills it).
 import { EmberdClient, EmberdError, type ResultBundle, type SandboxSummary } from './client.ts';
-import { Commands } from './commands.ts';
+import { Commands, stdinField } from './commands.ts';
 import { Files } from './files.ts';
 import { gatherRun, type StreamCallbacks } from './run-stream.ts';
 
@@ -126,7 +126,7 @@ export class Sandbox implements AsyncDisposable {
       code,
       session: opts.session,
       timeout_ms: opts.timeoutMs,
-      ...(opts.stdin === undefined ? {} : typeof opts.stdin === 'string' ? { stdin: opts.stdin } : { stdin_base64: Buffer.from(opts.stdin).toString('base64') }),
+      ...stdinField(opts.stdin),
     };
     if (opts.onStdout || opts.onStderr || opts.onResult || opts.signal) {
       return gatherRun(this.client.execStream(this.id, req, { signal: opts.signal }), opts);
