@@ -5,11 +5,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { execFileSync } from 'node:child_process';
 import { fetch as plainFetch } from 'undici';
 import { Client, StreamableHTTPClientTransport, type FetchLike } from '@modelcontextprotocol/client';
 import { startDaemon, type TestDaemon } from './helpers/daemon.ts';
-import { checkServer, toolSession } from './helpers/mcp-tool-session.ts';
+import { checkServer, toolSession, vmsUnder } from './helpers/mcp-tool-session.ts';
 
 let d: TestDaemon;
 
@@ -25,15 +24,8 @@ after(async () => {
   const runDir = d.runDir;
   assert.deepEqual(await d.client.listSandboxes(), [], 'no sandbox left');
   assert.equal(await d.stop(), 0, d.log());
-  assert.deepEqual(qemuOf(runDir), [], 'no VM of this daemon left');
+  assert.deepEqual(vmsUnder(runDir), [], 'no VM of this daemon left');
 });
-
-/** The QEMU processes whose command line names this daemon's run dir. */
-function qemuOf(runDir: string): string[] {
-  let out = '';
-  try { out = execFileSync('pgrep', ['-a', 'qemu-system'], { encoding: 'utf8' }); } catch { /* none: pgrep exits 1 */ }
-  return out.split('\n').filter((l) => l.includes(runDir));
-}
 
 async function connect(era: 'legacy' | 'auto'): Promise<Client> {
   const c = new Client({ name: 'emberd-test', version: '1.0.0' }, { versionNegotiation: { mode: era } });

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { startDaemon, freePort, processExists, eventually, type TestDaemon } from './helpers/daemon.ts';
-import { TOOL_NAMES, call, checkServer, text, toolError, toolSession } from './helpers/mcp-tool-session.ts';
+import { TOOL_NAMES, call, checkServer, text, toolError, toolSession, vmsUnder } from './helpers/mcp-tool-session.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -25,9 +25,7 @@ after(async () => {
   const runDir = d.runDir;
   assert.deepEqual(await d.client.listSandboxes(), [], 'no sandbox left');
   assert.equal(await d.stop(), 0, d.log());
-  let qemu = '';
-  try { qemu = execFileSync('pgrep', ['-a', 'qemu-system'], { encoding: 'utf8' }); } catch { /* none */ }
-  assert.deepEqual(qemu.split('\n').filter((l) => l.includes(runDir)), [], 'no VM of this daemon left');
+  assert.deepEqual(vmsUnder(runDir), [], 'no VM of this daemon left');
 });
 
 /** The stdio server entry of the Claude Desktop config `emberd mcp config --addr` prints. */

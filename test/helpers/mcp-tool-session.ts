@@ -4,6 +4,8 @@
 // non-zero exit is a result, emberd errors are tool errors with the code, create_sandbox and
 // destroy_sandbox leave nothing behind.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import type { Client } from '@modelcontextprotocol/client';
 import { VERSION } from '../../src/version.ts';
 
@@ -136,4 +138,15 @@ export async function toolSession(c: Client): Promise<void> {
 
 function pick(o: Record<string, unknown>, ...keys: string[]): Record<string, unknown> {
   return Object.fromEntries(keys.map((k) => [k, o[k]]));
+}
+
+/** QEMU processes of the daemon with this run dir (each runs in its sandbox's dir there). */
+export function vmsUnder(runDir: string): string[] {
+  let out = '';
+  try { out = execFileSync('pgrep', ['-a', 'qemu-system'], { encoding: 'utf8' }); } catch { /* none: pgrep exits 1 */ }
+  return out.split('\n').filter(Boolean).filter((line) => {
+    let cwd = '';
+    try { cwd = readlinkSync(`/proc/${line.split(' ')[0]}/cwd`); } catch { /* exited meanwhile */ }
+    return cwd.startsWith(`${runDir}/`) || line.includes(runDir);
+  });
 }
