@@ -117,12 +117,13 @@ test('sandbox: connect by id gives a working handle; setTimeout moves endAt', as
 
 test('sandbox: a wrong access token is refused', async () => {
   const forged = await Sandbox.connect(sbx.sandboxId, opts);
-  (forged as unknown as { envdAccessToken: string }).envdAccessToken = 'ea_forged';
+  (forged as unknown as { envdAccessToken: string }).envdAccessToken = 'ea_forged'; // read by each RPC
+  await assert.rejects(forged.commands.run('true'), /X-Access-Token/);
   const res = await realFetch(`${d.url}/e2b/sbx/process.Process/List`, {
-    method: 'POST', body: '{}', headers: { 'content-type': 'application/json', 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983', 'x-access-token': 'ea_forged' },
+    method: 'POST', body: '{}', headers: { 'content-type': 'application/json', 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983' },
   });
   assert.equal(res.status, 401);
-  assert.equal((await res.json()).code, 'unauthenticated');
+  assert.equal(((await res.json()) as { code: string }).code, 'unauthenticated');
 });
 
 test('sandbox: kill, then it is gone; connecting to an unknown id fails', { timeout: 300_000 }, async () => {

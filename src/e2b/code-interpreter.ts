@@ -79,7 +79,9 @@ async function execute(reg: E2bRegistry, sb: E2bSandbox, req: IncomingMessage, r
   if (Object.keys(envs).length) {
     await cell(reg, sb, ctx.id, `import os as _e2b_os, json as _e2b_json; _e2b_env = _e2b_json.loads(${py(envs)}); _e2b_saved = {k: _e2b_os.environ.get(k) for k in _e2b_env}; _e2b_os.environ.update(_e2b_env)`);
   }
-  const stream = reg.manager.streamInSession(sb.id, ctx.id, { code: body.code });
+  // The SDK bounds a cell by its own timeout (300 s by default) and goes away at it, which
+  // interrupts the cell; the daemon's longest exec timeout is only the backstop.
+  const stream = reg.manager.streamInSession(sb.id, ctx.id, { code: body.code, timeoutMs: reg.manager.config.exec.maxTimeoutMs });
   try {
     await stream.started;
   } catch (e) {

@@ -64,8 +64,10 @@ export async function handleControlPlane(reg: E2bRegistry, req: IncomingMessage,
     if (body.autoPause === true) throw new EmberdError('INVALID_REQUEST', 'emberd cannot pause sandboxes (lifecycle onTimeout: "pause"); leave it at "kill"');
     const sb = await m.create({ pack: packOf(templateID, m.packNames()), env, timeoutS });
     try {
-      // E2B's templates work in /home/user; emberd's packs have no such directory.
-      await m.exec(sb.id, { argv: ['mkdir', '-p', HOME] });
+      // E2B's templates work in /home/user (emberd's packs have no such directory) and mark the
+      // sandbox in /run/e2b, as envd does.
+      const r = await m.exec(sb.id, { argv: ['/bin/sh', '-c', 'mkdir -p "$1" /run/e2b && echo true > /run/e2b/.E2B_SANDBOX && echo "$2" > /run/e2b/.E2B_SANDBOX_ID', 'sh', HOME, sb.id] });
+      if (r.exitCode !== 0) throw new EmberdError('BOOT_FAILED', `preparing the sandbox for E2B failed: ${r.stderr.toString().slice(0, 500)}`);
     } catch (err) {
       await m.destroy(sb.id).catch(() => {});
       throw err;

@@ -8,7 +8,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Filesystem, FileType, type EntryInfoSchema } from './gen/filesystem/filesystem_pb.js';
 import type { FileStat } from '../sandbox/files.ts';
 import type { SandboxManager } from '../sandbox/manager.ts';
-import { EmberdError } from '../errors.ts';
+import { EmberdError, isEmberdError } from '../errors.ts';
 import { connectErrors } from './connect-errors.ts';
 import { envdSandbox } from './envd-process.ts';
 import { HOME, type E2bRegistry } from './registry.ts';
@@ -100,7 +100,8 @@ export function filesystemService(reg: E2bRegistry): ServiceImpl<typeof Filesyst
     async remove(req, ctx) {
       const sb = envdSandbox(reg, ctx);
       return connectErrors(async () => {
-        await m.deletePath(sb.id, resolvePath(req.path), true);
+        // As envd (os.RemoveAll): removing what is not there is not an error.
+        await m.deletePath(sb.id, resolvePath(req.path), true).catch((e: unknown) => { if (!isEmberdError(e, 'FILE_NOT_FOUND')) throw e; });
         return {};
       });
     },

@@ -24,6 +24,7 @@ const POLL_MS = 50;
 /** Events a follower may have unread before the process's output waits for it. */
 const FOLLOWER_BACKLOG = 16;
 const MAX_PROCESSES = 64;
+const FIRST_PID = 1_000_001;
 
 /** One client following a process: its events, in order, as an async iterator. */
 export class Follower implements AsyncIterable<ProcEvent | undefined> {
@@ -194,7 +195,8 @@ function endOf(exitCode: number, signal: number, timedOut: boolean): EndInfo {
 
 export class E2bProcessTable {
   private readonly procs = new Map<number, E2bProcess>();
-  private next = 1;
+  /** Above any guest pid, so a program that hands one to `kill` in the guest hits nothing (init is 1). */
+  private next = FIRST_PID;
   private readonly manager: SandboxManager;
   private readonly sandboxId: string;
 
@@ -208,7 +210,9 @@ export class E2bProcessTable {
       throw new EmberdError('TOO_MANY_PROCESSES', `this sandbox already runs ${this.procs.size} E2B processes (the limit is ${MAX_PROCESSES}); kill some`);
     }
     const pid = this.next++;
-    const p = new E2bProcess(pid, config, o.tag, this.manager, this.sandboxId, o.stdin, o.timeoutMs, (x) => this.procs.delete(x.pid));
+    // What E2B's envd gives every process.
+    const envs = { E2B_SANDBOX: 'true', E2B_SANDBOX_ID: this.sandboxId, ...config.envs };
+    const p = new E2bProcess(pid, { ...config, envs }, o.tag, this.manager, this.sandboxId, o.stdin, o.timeoutMs, (x) => this.procs.delete(x.pid));
     if (!p.ended) this.procs.set(pid, p);
     return p;
   }
