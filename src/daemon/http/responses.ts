@@ -62,8 +62,8 @@ export const sandboxList = z.strictObject({ sandboxes: z.array(sandboxSummary) }
 
 /**
  * A rich output in Jupyter's convention: MIME type -> data (base64 for binary types such as
- * image/png, a JSON value for JSON types, text otherwise), text/plain always, and whether it is
- * the cell's final expression.
+ * image/png, a JSON value for JSON types, text otherwise), text/plain unless display()'s
+ * include/exclude or a raw bundle leave it out, and whether it is the cell's final expression.
  */
 export const resultBundle = z.object({
   is_main_result: z.boolean(),
