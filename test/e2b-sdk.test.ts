@@ -84,6 +84,9 @@ test('README (code interpreter): runCode returns the text of the last expression
     assert.equal(envd.text, "'set'");
     assert.equal((await ci.runCode('import os; os.environ.get("CELL_ONLY")')).text, undefined);
     assert.ok((await ci.listCodeContexts()).some((c) => c.id === ctx.id));
+    // The context calls carry only the traffic token, and without it they are refused.
+    const bare = await realFetch(`${d.url}/e2b/sbx/contexts`, { headers: { 'e2b-sandbox-id': ci.sandboxId, 'e2b-sandbox-port': '49999' } });
+    assert.equal(bare.status, 401);
     await ci.removeCodeContext(ctx);
   } finally {
     await ci.kill();

@@ -122,16 +122,9 @@ async function execute(reg: E2bRegistry, sb: E2bSandbox, req: IncomingMessage, r
 export async function codeInterpreter(reg: E2bRegistry, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
   const method = req.method ?? 'GET';
   try {
-    const id = req.headers['e2b-sandbox-id'];
-    const token = req.headers['x-access-token'];
-    let sb: E2bSandbox;
-    if (path === '/execute' || typeof token === 'string') sb = reg.authorize(typeof id === 'string' ? id : undefined, typeof token === 'string' ? token : undefined);
-    else {
-      // The SDK sends no access token with its context calls: the sandbox id is all they carry.
-      const e = typeof id === 'string' ? reg.get(id) : undefined;
-      if (!e) throw new EmberdError('SANDBOX_NOT_FOUND', `sandbox ${String(id)} is not running on this daemon`);
-      sb = e;
-    }
+    const h = (n: string) => { const v = req.headers[n]; return Array.isArray(v) ? v[0] : v; };
+    // runCode sends X-Access-Token; the context calls only the traffic token (the same token here).
+    const sb = reg.authorize(h('e2b-sandbox-id'), h('x-access-token') ?? h('e2b-traffic-access-token'));
     let match: RegExpExecArray | null;
     if (path === '/execute' && method === 'POST') { await execute(reg, sb, req, res); return; }
     if (path === '/contexts' && method === 'POST') {

@@ -27,8 +27,13 @@ function notFound(id: string): EmberdError {
   return new EmberdError('SANDBOX_NOT_FOUND', `sandbox ${id} is not running on this daemon (it ended, or was not created through /e2b)`);
 }
 
+/**
+ * The create's answer. The traffic token is the access token too: @e2b/code-interpreter sends
+ * only that one (E2B-Traffic-Access-Token) with its context calls, so every code-interpreter
+ * request can be checked.
+ */
 function created(e: E2bSandbox): Record<string, unknown> {
-  return { sandboxID: e.id, templateID: e.templateID, clientID: e.clientID, envdVersion: ENVD_VERSION, envdAccessToken: e.token, trafficAccessToken: null, domain: null };
+  return { sandboxID: e.id, templateID: e.templateID, clientID: e.clientID, envdVersion: ENVD_VERSION, envdAccessToken: e.token, trafficAccessToken: e.token, domain: null };
 }
 
 function info(manager: SandboxManager, e: E2bSandbox): Record<string, unknown> {
