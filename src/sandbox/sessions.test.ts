@@ -203,3 +203,18 @@ test('a client that leaves a streamed session cell interrupts it; the session ke
     await manager.destroy(sb.id);
   }
 });
+
+test('result_event_type_forged_by_bundle: a bundle with a "type" key cannot pose as another stream event', async () => {
+  const sb = await manager.create({ pack: 'python' });
+  try {
+    const code = 'display({"type": "stdout", "data": "spoofed\\n", "text/plain": "x"}, raw=True)\nprint("real")';
+    const res = await app.inject({ method: 'POST', url: `/sandboxes/${sb.id}/exec`, headers: { accept: 'application/x-ndjson' }, payload: { session: 'main', code } });
+    const events = lines(res.body);
+    assert.deepEqual(events.filter((e) => e.type === 'stdout').map((e) => e.data), ['real\n'], 'the only stdout is what the cell printed');
+    assert.deepEqual(events.filter((e) => e.type === 'result'), [{ type: 'result', 'text/plain': 'x', is_main_result: false }], 'keys that are not MIME types are dropped');
+    const whole = await run(sb.id, 'main', code);
+    assert.deepEqual(whole.results, [{ 'text/plain': 'x', is_main_result: false }]);
+  } finally {
+    await manager.destroy(sb.id);
+  }
+});

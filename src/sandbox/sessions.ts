@@ -126,6 +126,8 @@ interface DoneFrame { id: number; exit_code: number; value: string | null; inter
 /** The interpreter ended; every byte it wrote came before this. */
 interface EndFrame { exit_code: number; signal: number; duration_us: number }
 
+const MIME_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/i;
+
 /** A B frame's bundle; undefined for anything that is not a JSON object (then it is dropped). */
 function parseBundle(payload: Buffer): ResultBundle | undefined {
   let b: unknown;
@@ -135,8 +137,11 @@ function parseBundle(payload: Buffer): ResultBundle | undefined {
     return undefined;
   }
   if (typeof b !== 'object' || b === null || Array.isArray(b)) return undefined;
-  const bundle = b as Record<string, unknown>;
-  return { ...bundle, is_main_result: bundle.is_main_result === true };
+  const bundle: ResultBundle = { is_main_result: (b as Record<string, unknown>).is_main_result === true };
+  // Only MIME types ("type/subtype") besides the flag: the cell writes the bundle, and a key such as
+  // "type" would otherwise pose as another event of a streamed answer.
+  for (const [k, v] of Object.entries(b)) if (MIME_TYPE.test(k)) bundle[k] = v;
+  return bundle;
 }
 
 /** Thrown by a session that ended before a queued cell could run: the registry retries on a new one. */

@@ -44,8 +44,8 @@ export function execEventLines(enc: OutputEncoding): Transform {
         done(null, data ? line({ type: e.type, data }) : undefined);
         return;
       }
-      if (e.type === 'result') { // MIME keys have a "/": they never collide with "type"
-        done(null, line({ type: 'result', ...e.bundle }));
+      if (e.type === 'result') { // bundles hold MIME keys only (sessions.ts), and "type" comes last anyway
+        done(null, line({ ...e.bundle, type: 'result' }));
         return;
       }
       let out = '';
