@@ -246,7 +246,13 @@ test('the server, sent arbitrary requests on every route, answers < 500 with the
       // A valid create (on whichever route it came): give the slot back so later creates are tried too.
       for (const sb of manager.list()) if (sb !== live && sb !== failed) await manager.destroy(sb.id);
       if (res.statusCode < 400) return;
-      if (method !== 'HEAD') {
+      if (method !== 'HEAD' && opKey.endsWith(' /mcp') && res.headers['content-type'] === 'application/json' && 'jsonrpc' in (res.json() as object)) {
+        // MCP's own errors are JSON-RPC, which its clients read (auth's 401 stays emberd's shape).
+        const rpc = res.json() as { jsonrpc: unknown; error?: { code?: unknown; message?: unknown } };
+        assert.equal(rpc.jsonrpc, '2.0', where);
+        assert.ok(Number.isInteger(rpc.error?.code) && typeof rpc.error?.message === 'string' && rpc.error.message.length > 0, where);
+        assert.ok(res.statusCode < 500, where);
+      } else if (method !== 'HEAD') {
         assert.match(String(res.headers['content-type']), /^application\/json/, where);
         const json = res.json() as { error?: { code?: unknown; message?: unknown }; code?: unknown };
         assert.deepEqual(Object.keys(json), ['error'], where);
