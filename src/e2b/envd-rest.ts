@@ -6,10 +6,11 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { EmberdError } from '../errors.ts';
 import { sendError, sendJson } from './http.ts';
 import { resolvePath } from './envd-filesystem.ts';
+import { boundaryOf, readMultipart } from './multipart.ts';
 import type { E2bRegistry, E2bSandbox } from './registry.ts';
 
 /** E2B's signature: v1_ + base64(sha256("path:operation:user:token[:expiration]")), unpadded. */
@@ -42,19 +43,17 @@ async function upload(reg: E2bRegistry, e: E2bSandbox, req: IncomingMessage, res
     written.push({ name: posix.basename(r.path), type: 'file', path: r.path });
   };
   if (type.startsWith('multipart/form-data')) {
-    // undici's multipart parser holds the parts in memory: bound the body first.
-    const max = m.config.maxUploadBytes;
-    if (Number(req.headers['content-length'] ?? 0) > max) throw new EmberdError('FILE_TOO_LARGE', `the upload is larger than this daemon accepts (${max} bytes); send less, or start emberd with a higher --max-upload`);
-    const form = await new Request('http://e2b.local/files', {
-      method: 'POST', headers: { 'content-type': req.headers['content-type']! }, body: Readable.toWeb(req) as ReadableStream, duplex: 'half',
-    } as RequestInit).formData().catch((err: Error) => { throw new EmberdError('INVALID_REQUEST', `the multipart body cannot be parsed: ${err.message}`); });
-    const files = form.getAll('file').filter((f): f is File => typeof f !== 'string');
-    if (!files.length) throw new EmberdError('INVALID_REQUEST', 'the multipart body has no "file" part');
+    const boundary = boundaryOf(req.headers['content-type']!);
+    if (!boundary) throw new EmberdError('INVALID_REQUEST', 'the multipart Content-Type has no boundary');
     const one = q.get('path');
-    for (const f of files) {
-      const path = resolvePath(files.length === 1 && one ? one : f.name);
-      await put(path, Readable.fromWeb(f.stream() as import('node:stream/web').ReadableStream));
-    }
+    await readMultipart(req as AsyncIterable<Buffer>, boundary, async (part) => {
+      if (part.name !== 'file') { part.body.resume(); await finished(part.body); return; }
+      // One part with ?path= goes there; several (writeFiles) each name their own path.
+      const path = one && !written.length ? one : part.filename;
+      if (!path) throw new EmberdError('INVALID_REQUEST', 'a "file" part has no filename and the request no path; give one or the other');
+      await put(resolvePath(path), part.body);
+    });
+    if (!written.length) throw new EmberdError('INVALID_REQUEST', 'the multipart body has no "file" part');
   } else {
     const path = q.get('path');
     if (!path) throw new EmberdError('INVALID_REQUEST', 'path is required for an application/octet-stream upload');
