@@ -259,3 +259,28 @@ test('files: uploadUrl and downloadUrl (signed, no headers)', async () => {
   const bad = await realFetch(`${d.url}/files?path=/tmp/signed.txt&signature=v1_forged`);
   assert.equal(bad.status, 401);
 });
+
+// ---- bad input: E2B's error shapes, each with emberd's stable code and how to fix it ----
+
+test('bad input: unknown template, bad JSON, bad timeout, unknown routes, unknown sandbox', async () => {
+  await assert.rejects(Sandbox.create('no-such-pack', opts), /language pack "no-such-pack" is not available; available packs: /);
+  const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+    realFetch(`${d.url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+  const cases: [Response, number, string][] = [
+    [await post('/e2b/v2/sandboxes', '{nope'), 400, 'INVALID_JSON'],
+    [await post('/e2b/v2/sandboxes', JSON.stringify({ templateID: 'shell', timeout: -1 })), 400, 'INVALID_REQUEST'],
+    [await post('/e2b/v2/sandboxes', JSON.stringify({ templateID: 'shell', metadata: { n: 1 } })), 400, 'INVALID_REQUEST'],
+    [await post(`/e2b/sandboxes/${sbx.sandboxId}/timeout`, '{}'), 400, 'INVALID_REQUEST'],
+    [await post('/e2b/sandboxes/sb_nope/timeout', '{"timeout": 5}'), 404, 'SANDBOX_NOT_FOUND'],
+    [await post('/e2b/templates', '{}'), 404, 'ROUTE_NOT_FOUND'],
+    [await post('/e2b/sbx/files', 'x', { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983' }), 401, 'UNAUTHORIZED'],
+  ];
+  for (const [res, status, code] of cases) {
+    const body = (await res.json()) as { code: number; message: string; emberd_code: string };
+    assert.equal(res.status, status, body.message);
+    assert.deepEqual([body.code, body.emberd_code], [status, code]);
+    assert.ok(body.message.length > 20, body.message);
+  }
+  const rpc = await post('/e2b/sbx/process.Process/Nope', '{}', { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983' });
+  assert.equal(rpc.status, 404);
+});
