@@ -42,11 +42,33 @@ export function registerMcpRoutes(app: FastifyInstance, opts: McpRouteOptions = 
       reply.raw.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message: refused } }));
       return;
     }
+    if (depth(req.body) > MAX_NESTING) {
+      // The SDK's message schemas recurse per level: thousands of levels overflow its stack (a 500).
+      reply.raw.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_NESTING} levels` } }));
+      return;
+    }
     self = selfUrl(req);
     await serve(req.raw, reply.raw, req.body);
   };
   // GET and DELETE are the 2025 session operations: the stateless handler answers them 405.
   for (const method of ['POST', 'GET', 'DELETE'] as const) app.route({ method, url: '/mcp', handler: route });
+}
+
+/** Deeper than any tool call's arguments need; far below what overflows the stack. */
+const MAX_NESTING = 64;
+
+/** How deeply arrays and objects nest in a parsed JSON value (iterative: the value may be deep). */
+function depth(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (d + 1 > max) max = d + 1;
+    if (max > MAX_NESTING) return max;
+    for (const child of Object.values(v)) stack.push([child, d + 1]);
+  }
+  return max;
 }
 
 /** Why a request is refused (a Host or Origin not allowed), or undefined. */
