@@ -41,6 +41,9 @@ const AGENT_LOSS_GRACE_MS = 2000;
 /** A restore that has not answered by then is abandoned for a cold boot. */
 const RESTORE_TIMEOUT_MS = 15_000;
 
+/** The most a warm-up exec may take before the sandbox is handed over unwarmed. */
+const WARM_UP_TIMEOUT_MS = 10_000;
+
 /** Codes a failed start keeps; anything else is BOOT_FAILED to the caller. */
 const START_CODES = new Set(['BOOT_TIMEOUT', 'AGENT_TIMEOUT', 'SANDBOX_NOT_FOUND', 'AGENT_VERSION_MISMATCH', 'INVALID_REQUEST']);
 
@@ -65,7 +68,7 @@ export class Launcher {
    * Brings the sandbox's VM up until its agent answered: `ready`, or `failed` with the reason in
    * sb.failure and every resource already freed. Never rejects.
    */
-  async start(sb: Sandbox, pack: PackImage): Promise<void> {
+  async start(sb: Sandbox, pack: PackImage, opts: { warm?: boolean } = {}): Promise<void> {
     const deadline = Date.now() + this.cfg.bootTimeoutMs;
     try {
       const golden = goldenName(pack.name, sb.machine, this.cfg.machine);
@@ -82,6 +85,7 @@ export class Launcher {
         }
       }
       if (!sb.vm) await this.launch(sb, pack, deadline);
+      if (sb.bootMode === 'restore' || opts.warm) await this.warmUp(sb, deadline);
       if (sb.cancelled) throw new EmberdError('SANDBOX_NOT_FOUND', 'the sandbox was deleted while it was starting');
       if (sb.state !== 'creating') return; // the VM died meanwhile; onVmExit recorded why
       sb.state = 'ready';
@@ -110,6 +114,23 @@ export class Launcher {
       return await this.cfg.backend.snapshots!.save(sb.vm!, dir);
     } finally {
       await this.discardVm(sb);
+    }
+  }
+
+  /**
+   * Runs the pack's interpreter once in a VM that just came up, so that its first user exec costs
+   * what later ones do: a new QEMU translates the guest's code again (~22k blocks, ~145 ms under
+   * TCG), and the exec path (forkserver, interpreter start) is that code. Empty code leaves
+   * nothing behind (no file, no process, no session); its output is dropped. A warm-up that fails
+   * is only logged: the VM is as usable as one that was never warmed, and a dead VM is seen by
+   * the caller's state check.
+   */
+  private async warmUp(sb: Sandbox, deadline: number): Promise<void> {
+    if (sb.cancelled || sb.state !== 'creating' || !sb.agent) return;
+    try {
+      await sb.agent.run({ code: '', timeoutMs: Math.max(1000, Math.min(WARM_UP_TIMEOUT_MS, deadline - Date.now())) });
+    } catch (e) {
+      if (!sb.cancelled) sb.log.warn(`warm-up exec failed (the sandbox is used unwarmed): ${(e as Error).message}`);
     }
   }
 

@@ -172,6 +172,8 @@ export class SandboxManager {
   private readonly snapshots: SnapshotStore | undefined;
   private readonly pool: WarmPool | undefined;
   private readonly launcher: Launcher;
+  /** Deleted sandboxes whose VM is still being stopped (DELETE does not wait for it). */
+  private readonly tearingDown = new Set<Sandbox>();
   /** VMs booted to become golden snapshots, so shutdown can stop them too. */
   private readonly goldens = new Set<Sandbox>();
   /** The packs sandboxes can be made of now, those that could not be loaded, and the goldens (updatePacks changes them). */
@@ -352,26 +354,36 @@ export class SandboxManager {
     return sb;
   }
 
-  /** Ends the VM and removes every trace of the sandbox. Idempotent. */
+  /**
+   * Forgets the sandbox at once (later calls on its id are 404, a second DELETE too) and ends its
+   * VM in the background: the caller does not wait for the guest's shutdown. The teardown holds
+   * no boot slot and no --max-sandboxes place, and its memory counts as free for the next create,
+   * so no create is refused because one is still running. `torndown()` waits for it.
+   */
   async destroy(id: string, reason: 'deleted' | 'expired' = 'deleted'): Promise<void> {
     const sb = this.get(id);
     clearTimeout(sb.expiryTimer);
+    this.launcher.stopReason(sb, this.shuttingDown ? 'shutdown' : reason);
+    if (sb.state === 'ready') sb.state = 'destroying';
+    this.sandboxes.delete(sb.id);
+    this.ended.record(sb.id, { reason, at: new Date(), timeoutS: sb.timeoutS });
+    this.tearingDown.add(sb);
     sb.destroying ??= (async () => {
-      this.launcher.stopReason(sb, this.shuttingDown ? 'shutdown' : reason);
       if (sb.state === 'creating') {
         sb.cancelled = true;
         sb.abort.abort(); // a create waiting for a boot slot stops waiting
         sb.agent?.close(); // a pending handshake fails at once
         await sb.created;
       }
-      if (sb.state === 'ready') sb.state = 'destroying';
       await this.launcher.release(sb, SHUTDOWN_GRACE_MS);
       sb.state = 'gone';
-      this.sandboxes.delete(sb.id);
-      this.ended.record(sb.id, { reason, at: new Date(), timeoutS: sb.timeoutS });
       sb.log.info({ reason }, reason === 'expired' ? 'sandbox expired and was destroyed' : 'sandbox destroyed');
-    })();
-    return sb.destroying;
+    })().catch((e: Error) => sb.log.error(`teardown failed: ${e.message}`)).finally(() => this.tearingDown.delete(sb));
+  }
+
+  /** Resolves once every background teardown begun so far has ended (its VM gone, its dir removed). */
+  async torndown(): Promise<void> {
+    await Promise.allSettled([...this.tearingDown].map((sb) => sb.destroying));
   }
 
   /** Destroys every sandbox; used on SIGINT/SIGTERM. */
@@ -379,6 +391,7 @@ export class SandboxManager {
     this.shuttingDown = true;
     await Promise.allSettled([
       ...this.list().map((sb) => this.destroy(sb.id)),
+      this.torndown(),
       this.pool?.close(),
       ...[...this.goldens].map((sb) => this.launcher.discardVm(sb)),
     ]);
@@ -594,7 +607,7 @@ export class SandboxManager {
    * with sb.refusal, TOO_BUSY), background work as long as it takes. Leaves the sandbox ready, or
    * failed with everything freed.
    */
-  private async boot(sb: Sandbox, pack: PackImage, priority: BootPriority): Promise<void> {
+  private async boot(sb: Sandbox, pack: PackImage, priority: BootPriority, opts: { warm?: boolean } = {}): Promise<void> {
     let slot: BootSlot;
     try {
       slot = await this.slots.acquire(priority, priority === 'create' ? this.cfg.admission.queueTimeoutMs : Infinity, sb.abort.signal);
@@ -605,7 +618,7 @@ export class SandboxManager {
       return;
     }
     try {
-      await this.launcher.start(sb, pack);
+      await this.launcher.start(sb, pack, opts);
     } finally {
       slot.release();
     }
@@ -613,7 +626,10 @@ export class SandboxManager {
 
   /** HOST_MEMORY_LOW unless the host keeps its reserve after giving a new guest its memory. */
   private checkHostMemory(guest: number): void {
-    const available = this.hostMemoryMib();
+    // A VM being torn down gives its memory back in a moment: it never makes a create fail.
+    let freeing = 0;
+    for (const sb of this.tearingDown) freeing += sb.machine.memoryMib;
+    const available = this.hostMemoryMib() + freeing;
     const reserve = this.cfg.admission.memoryReserveMib;
     if (available - guest < reserve) {
       throw new EmberdError('HOST_MEMORY_LOW', `the host has ${available} MiB available; a new ${guest} MiB sandbox would leave less than the ${reserve} MiB reserve (--memory-reserve): delete sandboxes or retry later`, { retryAfterS: 5 });
@@ -627,7 +643,7 @@ export class SandboxManager {
     const pack = this.packs.get(packName);
     if (!pack) throw new Error(`pack ${packName} is gone`);
     const sb = this.newSandbox(packName, this.cfg.sandboxes.machine, { ...pack.env });
-    sb.created = this.boot(sb, pack, 'background');
+    sb.created = this.boot(sb, pack, 'background', { warm: true });
     await sb.created;
     if (sb.state !== 'ready') throw new Error(sb.failure?.message ?? 'the sandbox failed to start');
     return sb;
