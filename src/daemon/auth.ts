@@ -40,10 +40,20 @@ export function loadOrCreateToken(path: string): { token: string; created: boole
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-/** A Fastify onRequest hook that answers 401 UNAUTHORIZED unless the request carries `token`. */
-export function requireToken(token: string, tokenFile: string) {
+/** Whether `token` is the daemon's token (constant time), for surfaces that carry it elsewhere. */
+export function tokenMatches(token: string, given: string | undefined): boolean {
+  return given !== undefined && timingSafeEqual(digest(given), digest(token));
+}
+
+/**
+ * A Fastify onRequest hook that answers 401 UNAUTHORIZED unless the request carries `token`.
+ * `exempt` requests are left to their own checks (the E2B surfaces: E2B's SDKs send the daemon's
+ * token as their API key, and per-sandbox access tokens, never a bearer token).
+ */
+export function requireToken(token: string, tokenFile: string, exempt: (url: string) => boolean = () => false) {
   const expected = digest(token);
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (exempt(req.raw.url ?? '')) return;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     if (m && timingSafeEqual(digest(m[1]!), expected)) return;
     void reply.header('www-authenticate', 'Bearer realm="emberd"');

@@ -13,6 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { SandboxManager } from '../sandbox/manager.ts';
 import { EmberdError } from '../errors.ts';
+import { tokenMatches } from '../daemon/auth.ts';
 import { Process } from './gen/process/process_pb.js';
 import { Filesystem } from './gen/filesystem/filesystem_pb.js';
 import { processService } from './envd-process.ts';
@@ -28,7 +29,27 @@ const SANDBOX_PREFIX = '/e2b/sbx';
 /** The largest control-plane or code-interpreter JSON body. */
 const MAX_BODY = 1 << 20;
 
-export function registerE2bRoutes(app: FastifyInstance, manager: SandboxManager): void {
+/**
+ * Whether a request URL is one of the E2B surfaces: the daemon's bearer-token hook leaves them to
+ * their own checks (the API key on the control plane, each sandbox's access token on the rest,
+ * the signature on signed /files URLs).
+ */
+export function isE2bRequest(rawUrl: string): boolean {
+  const path = rawUrl.split('?')[0]!;
+  return path === PREFIX || path.startsWith(`${PREFIX}/`) || (path === '/files' && /[?&]signature=/.test(rawUrl));
+}
+
+export interface E2bRouteOptions {
+  /** The daemon's token when auth is on: the control plane then wants it as the API key (X-API-KEY). */
+  apiKey?: string;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function registerE2bRoutes(app: FastifyInstance, manager: SandboxManager, opts: E2bRouteOptions = {}): void {
   const reg = new E2bRegistry(manager);
   app.addHook('onClose', async () => { reg.close(); });
   const rpc = connectNodeAdapter({
@@ -51,13 +72,14 @@ export function registerE2bRoutes(app: FastifyInstance, manager: SandboxManager)
       return;
     }
     if (path === '/files') return envdRest(reg, req, res, path, url.searchParams);
+    if (opts.apiKey !== undefined && !tokenMatches(opts.apiKey, header(req, 'x-api-key'))) {
+      return sendError(res, new EmberdError('UNAUTHORIZED', 'this daemon runs with auth on: use its token as the E2B API key (E2B_API_KEY=$(cat <token file>), the file the daemon names at start)'));
+    }
     return controlPlane(reg, req, res, path.slice(PREFIX.length) || '/', url.searchParams, MAX_BODY);
   };
 
   app.addHook('onRequest', async (req, reply) => {
-    const path = (req.raw.url ?? '').split('?')[0]!;
-    const signedFiles = path === '/files' && /[?&]signature=/.test(req.raw.url ?? '');
-    if (!(path === PREFIX || path.startsWith(`${PREFIX}/`) || signedFiles)) return;
+    if (!isE2bRequest(req.raw.url ?? '')) return;
     reply.hijack();
     reply.raw.setHeader('x-request-id', String(req.id));
     dispatch(req.raw, reply.raw).catch((e: unknown) => sendError(reply.raw, e));

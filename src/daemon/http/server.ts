@@ -16,7 +16,7 @@ import { openApiDocument } from './openapi.ts';
 import { registerMcpRoutes } from '../../mcp/http.ts';
 import { registerMetricsRoutes } from './metrics-routes.ts';
 import { DaemonMetrics } from '../metrics.ts';
-import { registerE2bRoutes } from '../../e2b/routes.ts';
+import { isE2bRequest, registerE2bRoutes } from '../../e2b/routes.ts';
 
 /** Request size limits: --max-body (JSON bodies), --max-upload (file uploads). */
 export interface HttpLimits {
@@ -55,7 +55,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
     },
   });
   app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
-  if (opts.auth) app.addHook('onRequest', requireToken(opts.auth.token, opts.auth.tokenFile));
+  if (opts.auth) app.addHook('onRequest', requireToken(opts.auth.token, opts.auth.tokenFile, isE2bRequest));
   // Every route, as registered: the OpenAPI test compares this list with the document.
   const routes: { method: string; url: string }[] = [];
   app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) routes.push({ method: m, url: r.url }); });
@@ -94,7 +94,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerPackRoutes(app, manager);
   registerMcpRoutes(app, { authToken: opts.auth?.token });
   registerMetricsRoutes(app, opts.metrics ?? new DaemonMetrics({ processMetrics: false }), manager);
-  registerE2bRoutes(app, manager);
+  registerE2bRoutes(app, manager, { apiKey: opts.auth?.token });
   return app;
 }
 
