@@ -54,7 +54,15 @@ export interface VmHandle {
    * the VMM to quit, then SIGKILLs it. Removes every file the backend created. Idempotent.
    */
   stop(graceMs: number): Promise<VmExit>;
+  /** A clone's restore path (SnapshotSupport.restore); undefined for a cold boot. */
+  readonly restoredFrom?: RestorePath;
 }
+
+/**
+ * `shared-memory`: the clone maps the golden's RAM file copy-on-write and loaded only device state;
+ * `stream`: the whole saved state was loaded (the fallback where the shared file cannot be used).
+ */
+export type RestorePath = 'shared-memory' | 'stream';
 
 export interface BackendInfo {
   name: BackendName;
@@ -90,4 +98,14 @@ export interface SnapshotSupport {
    * `spec` must describe the same machine the snapshot was taken from. Returns like boot().
    */
   restore(spec: BootSpec, dir: string): Promise<VmHandle>;
+  /**
+   * Backends with a shared-memory restore path: the file clones share, for the snapshot in `dir`
+   * (tests remove or corrupt it to check the fallback).
+   */
+  sharedMemoryFile?(dir: string): string;
+  /**
+   * Brings the snapshot's shared-memory path up if it is not (a restore that had to fall back
+   * starts this in the background; concurrent callers share one run). Resolves when done, never rejects.
+   */
+  prepareShared?(spec: BootSpec, dir: string): Promise<void>;
 }

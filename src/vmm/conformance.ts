@@ -3,7 +3,7 @@
 // `skip` with the reason, and the reason is printed.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Backend, BootSpec, VmHandle } from './backend.ts';
@@ -11,17 +11,19 @@ import { AgentClient } from '../agent/client.ts';
 import { isEmberdError } from '../errors.ts';
 import { testBootSpec, TEST_BOOT_DEADLINE_MS } from '../../test/helpers/boot-spec.ts';
 
-export type ConformanceCase = 'boot-and-exec' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel' | 'snapshot-restore';
+export type ConformanceCase = 'boot-and-exec' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel' | 'snapshot-restore' | 'shared-memory-clones' | 'shared-memory-fallback';
 
 /** Runs every case against `makeBackend()`, booting the built `pack` (default shell). */
 export function runBackendConformance(label: string, makeBackend: () => Backend, opts: { pack?: string; skip?: Partial<Record<ConformanceCase, string>> } = {}): void {
+  // A backend without a shared-memory path has nothing to check in those cases.
+  const sharedSkip = (b: Backend) => (b.snapshots?.sharedMemoryFile ? undefined : `${label} has no shared-memory restore path`);
   const skip = opts.skip ?? {};
   const base = mkdtempSync(join(tmpdir(), 'emb-conf-'));
   after(() => rmSync(base, { recursive: true, force: true }));
   let n = 0;
   const spec = (over: Partial<BootSpec> = {}): BootSpec => testBootSpec(`conf${n}`, join(base, String(n++)), { pack: opts.pack ?? 'shell', ...over });
   const caseTest = (name: ConformanceCase, fn: () => Promise<void>) => {
-    const reason = skip[name];
+    const reason = skip[name] ?? (name.startsWith('shared-memory') ? sharedSkip(makeBackend()) : undefined);
     if (reason) test(`${label}: ${name}`, { skip: reason }, () => {});
     else test(`${label}: ${name}`, { timeout: 180_000 }, fn);
   };
@@ -114,6 +116,86 @@ export function runBackendConformance(label: string, makeBackend: () => Backend,
       await Promise.all(clones.map((vm) => vm.stop(0)));
     }
     for (const vm of clones) gone(vm);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A golden of `pack` saved into a fresh dir; the golden VM is gone afterwards. */
+  const saveGolden = async (backend: Backend, pack: string, prepare: (agent: AgentClient) => Promise<void> = async () => {}) => {
+    const golden = await backend.boot(spec({ pack } as Partial<BootSpec>));
+    const dir = join(base, `snapshot${n++}`);
+    try {
+      await prepare(await ready(golden));
+      await backend.snapshots!.save(golden, dir);
+    } finally {
+      await golden.stop(0);
+    }
+    gone(golden);
+    return dir;
+  };
+
+  caseTest('shared-memory-clones', async () => {
+    const backend = makeBackend();
+    const snapshots = backend.snapshots!;
+    const dir = await saveGolden(backend, 'python', async (a) => { await sh(a, 'echo golden > /tmp/state'); });
+    assert.ok(existsSync(snapshots.sharedMemoryFile!(dir)), 'save() leaves the shared memory file');
+    const clones = [await snapshots.restore(spec({ pack: 'python' } as Partial<BootSpec>), dir), await snapshots.restore(spec({ pack: 'python' } as Partial<BootSpec>), dir)];
+    try {
+      for (const vm of clones) assert.equal(vm.restoredFrom, 'shared-memory');
+      const agents = await Promise.all(clones.map(ready));
+      for (const [i, agent] of agents.entries()) {
+        assert.equal(await sh(agent, 'cat /tmp/state'), 'golden\n', `clone ${i} has the saved files`);
+        await sh(agent, `echo ${i} > /tmp/mine-${i}`);
+      }
+      // Each clone sees only its own write: the other's file is absent.
+      for (const [i, agent] of agents.entries()) {
+        assert.equal(await sh(agent, `cat /tmp/mine-${i}; test ! -e /tmp/mine-${1 - i} && echo absent`), `${i}\nabsent\n`);
+      }
+      const urandom = await Promise.all(agents.map((a) => sh(a, 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"')));
+      assert.equal(urandom[0]!.length, 64);
+      assert.notEqual(urandom[0], urandom[1], 'clones read different /dev/urandom bytes');
+      const py = await Promise.all(agents.map(async (a) => {
+        const r = await a.run({ argv: ['python3', '-c', 'import random; print(random.getrandbits(128))'], timeoutMs: 60_000 });
+        assert.equal(r.exitCode, 0, r.stderr.toString());
+        return r.stdout.toString();
+      }));
+      assert.match(py[0]!, /^\d+\n$/);
+      assert.notEqual(py[0], py[1], "clones draw different numbers from Python's random");
+    } finally {
+      await Promise.all(clones.map((vm) => vm.stop(0)));
+    }
+    for (const vm of clones) gone(vm);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  caseTest('shared-memory-fallback', async () => {
+    const backend = makeBackend();
+    const snapshots = backend.snapshots!;
+    const dir = await saveGolden(backend, opts.pack ?? 'shell');
+    const memory = snapshots.sharedMemoryFile!(dir);
+    const restoreOnce = async (want: string, why: string) => {
+      const vm = await snapshots.restore(spec(), dir);
+      try {
+        assert.equal(vm.restoredFrom, want, why);
+        assert.equal(await sh(await ready(vm), 'echo ok'), 'ok\n', `a clone restored from the ${want} path works (${why})`);
+      } finally {
+        await vm.stop(0);
+      }
+      gone(vm);
+    };
+    const damages: [string, () => void][] = [
+      ['the memory file is missing', () => rmSync(memory)],
+      ['the memory file is truncated', () => truncateSync(memory, 4096)],
+      // Same size, so only QEMU (or zstd) can tell: the start itself must fail over.
+      ['the device stream next to the memory file is garbage', () => { const f = join(memory, '..', 'state.zst'); writeFileSync(f, Buffer.alloc(statSync(f).size, 0x55)); }],
+    ];
+    for (const [why, damage] of damages) {
+      damage();
+      await restoreOnce('stream', why);
+      // The restore started rebuilding the shared file from the stream; once built it is used again.
+      await snapshots.prepareShared!(spec(), dir);
+      assert.ok(existsSync(memory), `the shared memory file is rebuilt after: ${why}`);
+      await restoreOnce('shared-memory', `rebuilt after: ${why}`);
+    }
     rmSync(dir, { recursive: true, force: true });
   });
 }

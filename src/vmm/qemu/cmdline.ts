@@ -11,7 +11,20 @@ export interface QemuPaths {
   kernel?: string;
   initramfs?: string;
   pack?: string;
+  /**
+   * Guest RAM in a file instead of anonymous memory (shared-memory snapshots, docs/snapshots.md):
+   * share=true for the VM that fills the file (its writes land in it), false for a clone (a
+   * private copy-on-write mapping: the file's pages are shared with every other clone until written).
+   */
+  memory?: { path: string; share: boolean };
 }
+
+/**
+ * The id of the file-backed RAM object. It is the RAM block's name in the migration stream, so it
+ * is the name microvm gives its default RAM: a stream saved from a VM with ordinary RAM loads into
+ * a file-backed one and back.
+ */
+export const RAM_ID = 'microvm.ram';
 
 export interface QemuOptions {
   accel: 'kvm' | 'tcg';
@@ -41,7 +54,8 @@ export function kernelCommandLine(spec: BootSpec, opts: QemuOptions): string {
 export function qemuArgs(spec: BootSpec, paths: QemuPaths, opts: QemuOptions): string[] {
   return [
     '-name', `emberd-${spec.id}`,
-    '-M', 'microvm',
+    '-M', paths.memory ? `microvm,memory-backend=${RAM_ID}` : 'microvm',
+    ...(paths.memory ? ['-object', `memory-backend-file,id=${RAM_ID},size=${spec.machine.memoryMib}M,mem-path=${paths.memory.path},share=${paths.memory.share ? 'on' : 'off'}`] : []),
     '-accel', opts.accel,
     '-cpu', opts.accel === 'kvm' ? 'host' : 'max',
     '-smp', String(spec.machine.vcpus),

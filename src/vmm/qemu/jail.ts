@@ -31,6 +31,8 @@ export interface JailLayout {
 export const BOOT_FILE_FDS = { kernel: 3, initramfs: 4, pack: 5 } as const;
 /** fd 6 of a restoring QEMU: the decompressed migration stream (`-incoming fd:6`) */
 export const INCOMING_FD = 6;
+/** fd 7 of a QEMU whose RAM is a file (a shared-memory clone, or the VM filling that file): QEMU opens it as /proc/self/fd/7 */
+export const MEMORY_FD = 7;
 
 /**
  * `start` tells the starts in one run dir apart (a counter); it is written in base 36 and kept

@@ -3,11 +3,11 @@
 // out, migration.ts moves snapshots in and out without QEMU starting anything).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Socket } from 'node:net';
-import type { Backend, BackendInfo, BootSpec, SnapshotSupport, VmHandle } from '../backend.ts';
+import type { Backend, BackendInfo, BootSpec, RestorePath, SnapshotSupport, VmHandle } from '../backend.ts';
 import { connectUnix } from '../../agent/connect.ts';
 import { EmberdError, isEmberdError } from '../../errors.ts';
 import { hostTscKhz, probeKvm } from '../host.ts';
@@ -17,9 +17,18 @@ import { vmLimits } from '../confine/vm-limits.ts';
 import { QmpClient } from './qmp.ts';
 import { qemuArgs, type QemuOptions } from './cmdline.ts';
 import { planConfinement, type QemuConfineOptions, type QemuConfinement } from './confinement.ts';
-import { BOOT_FILE_FDS, checkReadableBy, INCOMING_FD, jailLayout, jailQemuArgs, prepareJail, removeJail, wrapperArgv, type WrapperTools } from './jail.ts';
+import { BOOT_FILE_FDS, checkReadableBy, INCOMING_FD, MEMORY_FD, jailLayout, jailQemuArgs, prepareJail, removeJail, wrapperArgv, type WrapperTools } from './jail.ts';
 import { decompressInto, migrateToFile, type StreamSource } from './migration.ts';
 import { describeExit, QemuVm } from './qemu-vm.ts';
+import { checkUnit, removeUnit, sharedPaths, unitDiskBytes, writeUnitRecord, type SharedUnit } from './shared-memory.ts';
+
+/** What a restoring QEMU loads: a stream file, and for a shared-memory clone the RAM file it maps. */
+interface Incoming {
+  file: string;
+  /** -incoming defer: capabilities are set over QMP before migrate-incoming (7.2 has no -global for x-ignore-shared) */
+  defer?: boolean;
+  memory?: { file: string; share: boolean };
+}
 
 export interface QemuBackendOptions {
   binary?: string;
@@ -85,6 +94,8 @@ export class QemuBackend implements Backend {
       fingerprint: `qemu ${version} ${accel} ${SNAPSHOT_FORMAT}`,
       save: (vm, dir) => this.save(vm as QemuVm, dir),
       restore: (spec, dir) => this.restore(spec, dir),
+      sharedMemoryFile: (dir) => sharedPaths(dir).memory,
+      prepareShared: (spec, dir) => this.prepareShared(spec, dir),
     };
     this.info = {
       name: 'qemu',
@@ -108,7 +119,8 @@ export class QemuBackend implements Backend {
   /**
    * Snapshot: QMP stop, then `migrate` the whole state to a socket emberd listens on in QEMU's
    * jail, through zstd into a file. The control connection stays open: the guest agent is idle,
-   * and a clone simply sees a host connect again. The VM is ended afterwards.
+   * and a clone simply sees a host connect again. The VM is ended afterwards; then the
+   * shared-memory unit is built from that stream (buildShared), so the golden itself is never resumed.
    */
   private async save(vm: QemuVm, dir: string): Promise<{ bytes: number }> {
     if (!vm.qmp) throw new EmberdError('INTERNAL', 'cannot snapshot a VM without its QMP connection');
@@ -117,23 +129,105 @@ export class QemuBackend implements Backend {
     await vm.qmp.execute('stop');
     await migrateToFile(vm.qmp, vm.layout.migrate, this.confinement.drop, file);
     await vm.stop(0);
-    return { bytes: statSync(file).size };
+    const bytes = statSync(file).size;
+    // Without the unit every restore still works (from the stream), so a failure here is not the save's.
+    await this.prepareShared({ ...vm.spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
+    const unit = checkUnit(dir, vm.spec.machine.memoryMib);
+    return { bytes: bytes + ('unit' in unit ? unitDiskBytes(unit.unit) : 0) };
   }
 
-  /** Restore: the same machine with `-incoming fd:6` fed by zstd, then QMP `cont`. */
+  /**
+   * Restore: the shared-memory path when the snapshot's unit is whole (shared-memory.ts), else,
+   * or when that start fails, the whole stream; a missing or broken unit is rebuilt in the
+   * background meanwhile. Either way the same machine, then QMP `cont`.
+   */
   private async restore(spec: BootSpec, dir: string): Promise<VmHandle> {
     const file = join(dir, STATE_FILE);
     if (!existsSync(file)) throw new EmberdError('BOOT_FAILED', `snapshot ${file} does not exist`);
-    const vm = await this.launch(spec, file);
+    const checked = checkUnit(dir, spec.machine.memoryMib);
+    if ('unit' in checked) {
+      try {
+        return await this.resume(spec, { file: checked.unit.stream, defer: true, memory: { file: checked.unit.memory, share: false } }, 'shared-memory');
+      } catch (e) {
+        if (Date.now() > spec.deadline) throw e;
+        this.sharedProblems.set(dir, `the shared-memory restore failed: ${(e as Error).message}`);
+        removeUnit(dir);
+      }
+    } else {
+      this.sharedProblems.set(dir, checked.why);
+      if (!checked.missing) removeUnit(dir);
+    }
+    void this.prepareShared({ ...spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
+    return this.resume(spec, { file }, 'stream');
+  }
+
+  /** Why the last restore from `dir` could not use shared memory (for logs and tests). */
+  readonly sharedProblems = new Map<string, string>();
+  private readonly building = new Map<string, Promise<void>>();
+
+  private prepareShared(spec: BootSpec, dir: string): Promise<void> {
+    if ('unit' in checkUnit(dir, spec.machine.memoryMib)) return Promise.resolve();
+    let p = this.building.get(dir);
+    if (!p) {
+      p = this.buildShared(spec, dir)
+        .then(() => { this.sharedProblems.delete(dir); }, (e) => { this.sharedProblems.set(dir, `building the shared-memory unit failed: ${(e as Error).message}`); })
+        .finally(() => this.building.delete(dir));
+      this.building.set(dir, p);
+    }
+    return p;
+  }
+
+  /**
+   * The shared-memory unit, from the snapshot's stream: a QEMU whose RAM is a fresh file mapped
+   * shared loads the whole stream (so the pages land in the file), stays paused (it is never
+   * resumed: the file must stay exactly what the small stream describes), and migrates again with
+   * x-ignore-shared, which leaves the RAM out. Written into a temporary dir, renamed into place.
+   */
+  private async buildShared(spec: BootSpec, dir: string): Promise<void> {
+    const tmp = sharedPaths(dir, `shared.tmp-${process.pid}-${starts}`);
+    const runDir = join(dirname(spec.runDir), `m${(starts % 36 ** 3).toString(36)}`);
+    const s: BootSpec = { ...spec, id: `${spec.id}-mem`.slice(0, 60), runDir };
     try {
+      mkdirSync(tmp.dir, { recursive: true, mode: 0o700 });
+      const fd = openSync(tmp.memory, 'w', 0o600);
+      try { ftruncateSync(fd, spec.machine.memoryMib * 1048576); } finally { closeSync(fd); }
+      const vm = await this.resume(s, { file: join(dir, STATE_FILE), memory: { file: tmp.memory, share: true } }, 'stream', false);
+      try {
+        await vm.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+        await migrateToFile(vm.qmp!, vm.layout.migrate, this.confinement.drop, tmp.stream);
+      } finally {
+        await vm.stop(0);
+      }
+      writeUnitRecord(tmp);
+      removeUnit(dir);
+      renameSync(tmp.dir, sharedPaths(dir).dir);
+    } finally {
+      rmSync(tmp.dir, { recursive: true, force: true });
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Starts QEMU restoring from `incoming`, waits until the state is loaded, then `cont` (unless
+   * `run` is false: the VM stays paused, for buildShared).
+   */
+  private async resume(spec: BootSpec, incoming: Incoming, path: RestorePath, run = true): Promise<QemuVm> {
+    const vm = await this.launch(spec, incoming);
+    const file = incoming.file;
+    try {
+      if (incoming.defer) {
+        await vm.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+        await vm.qmp!.execute('migrate-incoming', { uri: `fd:${INCOMING_FD}` });
+      }
       for (;;) {
         const s = (await vm.qmp!.execute('query-status')) as { status: string };
         if (s.status === 'paused' || s.status === 'postmigrate') break;
         if (s.status !== 'inmigrate') throw new EmberdError('BOOT_FAILED', `restoring ${file} left the VM ${s.status}`);
         if (Date.now() > spec.deadline) throw new EmberdError('BOOT_TIMEOUT', `restoring ${file} did not finish before the deadline`);
-        await delay(10);
+        await delay(5);
       }
-      await vm.qmp!.execute('cont');
+      if (run) await vm.qmp!.execute('cont');
+      vm.restoredFrom = path;
       return vm;
     } catch (e) {
       await vm.stop(0);
@@ -141,12 +235,24 @@ export class QemuBackend implements Backend {
     }
   }
 
-  private async launch(spec: BootSpec, incomingFile?: string): Promise<QemuVm> {
+  private async launch(spec: BootSpec, incoming?: Incoming): Promise<QemuVm> {
+    const incomingFile = incoming?.file;
     const c = this.confinement;
     const bootFiles = [spec.kernel, spec.initramfs, spec.packImage];
     if (c.drop) checkReadableBy(bootFiles, c.drop);
     mkdirSync(spec.runDir, { recursive: true, mode: 0o700 });
     const fds = openBootFiles(bootFiles);
+    // QEMU 7.2 opens a RAM file read-write even for a private mapping, so QEMU's uid must be
+    // able to (docs/snapshots.md "Shared memory": what that means for confinement).
+    if (incoming?.memory) {
+      try {
+        if (c.drop) { chownSync(incoming.memory.file, c.drop.uid, c.drop.gid); chmodSync(incoming.memory.file, 0o600); }
+        fds.push(openSync(incoming.memory.file, 'r+'));
+      } catch (e) {
+        for (const fd of fds) closeSync(fd);
+        throw new EmberdError('BOOT_FAILED', `cannot open the shared memory file ${incoming.memory.file}: ${(e as Error).message}`);
+      }
+    }
     const layout = jailLayout(spec.runDir, c.chroot, starts++);
     let cgroup: VmCgroup | undefined;
     let spawned = false;
@@ -166,18 +272,19 @@ export class QemuBackend implements Backend {
           kernel: `/proc/self/fd/${BOOT_FILE_FDS.kernel}`,
           initramfs: `/proc/self/fd/${BOOT_FILE_FDS.initramfs}`,
           pack: `/proc/self/fd/${BOOT_FILE_FDS.pack}`,
+          memory: incoming?.memory ? { path: `/proc/self/fd/${MEMORY_FD}`, share: incoming.memory.share } : undefined,
         }, this.opts),
         ...jailQemuArgs(c),
-        ...(incomingFile ? ['-incoming', `fd:${INCOMING_FD}`] : []),
+        ...(incoming ? ['-incoming', incoming.defer ? 'defer' : `fd:${INCOMING_FD}`] : []),
       ];
       const proc = spawnVmm(this.binary, args, {
         cwd: layout.dir,
         wrap: wrapperArgv(c, this.tools, cgroup?.procs),
-        extraFds: [...fds, ...(incomingFile ? ['pipe' as const] : [])],
+        extraFds: [...fds.slice(0, 3), ...(incoming ? ['pipe' as const] : []), ...fds.slice(3)],
       });
       spawned = true;
       const source: StreamSource | undefined = incomingFile ? decompressInto((proc.child.stdio as unknown as Socket[])[INCOMING_FD]!, incomingFile) : undefined;
-      const vm = new QemuVm(proc, layout, cgroup, source);
+      const vm = new QemuVm(spec, proc, layout, cgroup, source);
       const died = proc.exited.then((e) => {
         throw new EmberdError('BOOT_FAILED', `QEMU exited during start (${describeExit(e.code, e.signal)}): ${proc.console.tail(2000).trim()}`);
       });
@@ -214,7 +321,9 @@ export class QemuBackend implements Backend {
 }
 
 /** Bumped whenever what save() writes changes meaning. */
-const SNAPSHOT_FORMAT = 'migrate-zstd-1';
+const SNAPSHOT_FORMAT = 'migrate-zstd-1+shared-1';
+/** Loading a whole stream into a file-backed VM and saving it again without RAM. */
+const SHARED_BUILD_TIMEOUT_MS = 120_000;
 const STATE_FILE = 'state.zst';
 
 /** Opens kernel, initramfs and pack for QEMU to inherit; a missing one is a BOOT_FAILED that names it. */

@@ -1,6 +1,6 @@
 // One running QEMU: its process (the spawned wrapper chain, and QEMU itself when a wrapper forked
 // it), QMP, the jail and cgroup it is cleaned up with, and the staged stop.
-import type { VmExit, VmHandle, VmResources } from '../backend.ts';
+import type { BootSpec, RestorePath, VmExit, VmHandle, VmResources } from '../backend.ts';
 import { removeVmCgroup, type VmCgroup } from '../confine/cgroup-v2.ts';
 import { VmBase } from '../vm-base.ts';
 import type { VmmProcess } from '../vmm-process.ts';
@@ -26,13 +26,17 @@ export class QemuVm extends VmBase implements VmHandle {
   readonly exited: Promise<VmExit>;
   readonly layout: JailLayout;
   qmp: QmpClient | undefined;
+  /** What it was started with: a golden's save() builds the shared-memory unit from the same spec. */
+  readonly spec: BootSpec;
+  restoredFrom?: RestorePath;
   private readonly proc: VmmProcess;
   private readonly cgroup: VmCgroup | undefined;
   /** QEMU's own pid when a wrapper forked it (unshare --fork); until then the spawned process is all we know */
   private qemuPid: number | undefined;
 
-  constructor(proc: VmmProcess, layout: JailLayout, cgroup: VmCgroup | undefined, source?: StreamSource) {
+  constructor(spec: BootSpec, proc: VmmProcess, layout: JailLayout, cgroup: VmCgroup | undefined, source?: StreamSource) {
     super(proc.console);
+    this.spec = spec;
     this.proc = proc;
     this.layout = layout;
     this.cgroup = cgroup;
