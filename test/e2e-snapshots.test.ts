@@ -2,7 +2,7 @@
 // Each daemon gets a private images dir, so snapshots are built here and can be damaged here.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { privateImagesDir } from './helpers/private-images.ts';
@@ -74,10 +74,24 @@ describe('restore from a golden snapshot (pool off)', () => {
     await d.client.deleteSandbox(sb.id);
   });
 
+  test('a snapshot whose shared memory file is gone still restores (from the stream) and gets the file back', async () => {
+    const key = (await http(d, 'GET', '/')).json.snapshots.shell.key;
+    const memory = join(images.dir, 'snapshots', key, 'shared', 'memory');
+    assert.ok(existsSync(memory), 'a ready QEMU golden has its shared memory file');
+    rmSync(memory);
+    const sb = await d.client.createSandbox({ language_pack: 'shell' });
+    assert.equal(sb.boot_mode, 'restore', 'the stream serves the restore, not a cold boot');
+    assert.equal((await sh(d, sb.id, 'echo ok')).json.stdout, 'ok\n');
+    await eventually(async () => existsSync(memory), 120_000, 'the shared memory file rebuilt from the stream');
+    await d.client.deleteSandbox(sb.id);
+  });
+
   test('a corrupt snapshot falls back to a cold boot and is rebuilt', async () => {
     const info = (await http(d, 'GET', '/')).json;
     const key = info.snapshots.shell.key;
+    // Both restore paths broken: the stream and the shared-memory unit built from it.
     writeFileSync(join(images.dir, 'snapshots', key, 'state.zst'), 'not a snapshot');
+    writeFileSync(join(images.dir, 'snapshots', key, 'shared', 'state.zst'), 'not a snapshot');
     const sb = await d.client.createSandbox({ language_pack: 'shell' });
     assert.equal(sb.boot_mode, 'cold', 'the create is served by a cold boot');
     assert.equal((await sh(d, sb.id, 'echo ok')).json.stdout, 'ok\n');
