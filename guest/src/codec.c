@@ -37,12 +37,14 @@ static const struct field_spec hello_ack[] = {
 static const struct field_spec exec[] = {
     { 1, K_BYTES, REP, "argv" }, { 2, K_BYTES, 0, "code" }, { 3, K_BYTES, REP, "env" },
     { 4, K_BYTES, 0, "cwd" }, { 5, K_BYTES, 0, "stdin" }, { 6, K_U8, 0, "stdin_open" },
-    { 7, K_U64, 0, "timeout_ms" }, { 8, K_U64, 0, "output_cap" }, { 9, K_U8, 0, "fresh_process" }, { 0 } };
+    { 7, K_U64, 0, "timeout_ms" }, { 8, K_U64, 0, "output_cap" }, { 9, K_U8, 0, "fresh_process" },
+    { 10, K_U8, 0, "tty" }, { 11, K_U32, 0, "rows" }, { 12, K_U32, 0, "cols" }, { 0 } };
 static const struct field_spec exit_[] = {
     { 1, K_U32, REQ, "exit_code" }, { 2, K_U32, 0, "signal" }, { 3, K_U8, 0, "timed_out" },
     { 4, K_U8, 0, "truncated" }, { 5, K_U64, 0, "duration_us" }, { 6, K_U8, 0, "fast_path" }, { 0 } };
 static const struct field_spec signal_[] = { { 1, K_U32, REQ, "signo" }, { 0 } };
 static const struct field_spec window[] = { { 1, K_U32, REQ, "increment" }, { 0 } };
+static const struct field_spec resize[] = { { 1, K_U32, REQ, "rows" }, { 2, K_U32, REQ, "cols" }, { 0 } };
 static const struct field_spec none[] = { { 0 } };
 static const struct field_spec error[] = {
     { 1, K_BYTES, REQ, "code" }, { 2, K_BYTES, REQ, "message" }, { 0 } };
@@ -58,7 +60,7 @@ static const struct msg_spec {
     { MSG_STDERR, "STDERR", NULL },    { MSG_STDIN, "STDIN", NULL },
     { MSG_EXIT, "EXIT", exit_ },       { MSG_SIGNAL, "SIGNAL", signal_ },
     { MSG_WINDOW, "WINDOW", window },  { MSG_SHUTDOWN, "SHUTDOWN", none },
-    { MSG_ERROR, "ERROR", error },
+    { MSG_RESIZE, "RESIZE", resize }, { MSG_ERROR, "ERROR", error },
 };
 
 static const struct msg_spec *msg_spec(uint8_t type)

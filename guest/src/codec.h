@@ -26,6 +26,7 @@ enum msg_type {
     MSG_EXIT = 0x14,
     MSG_SIGNAL = 0x15,
     MSG_WINDOW = 0x16,
+    MSG_RESIZE = 0x17,
     MSG_SHUTDOWN = 0x20,
     MSG_ERROR = 0x7f,
 };

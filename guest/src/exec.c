@@ -12,6 +12,7 @@
 
 #include "fastpath.h"
 #include "forkserver.h"
+#include "pty.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -22,6 +23,7 @@ struct exec {
     bool fast;               /* a forkserver worker runs it */
     struct handoff handoff;  /* while it waits for the forkserver */
     struct pipes io;
+    struct pty pty;          /* on a tty: the master stands in for the pipes */
     bool timed_out, exited;
     int status;
     uint64_t start_ns, end_ns, deadline_ns;
@@ -72,6 +74,7 @@ static void release(struct exec *e)
 {
     handoff_release(&e->handoff);
     pipes_close(&e->io);
+    pty_close(&e->pty);
     memset(e, 0, sizeof *e);
 }
 
@@ -89,8 +92,10 @@ static void mark_exited(struct exec *e, int status)
 const char *exec_start(const struct frame *f, char *msg, size_t msglen)
 {
     const char *code = spawn_check(f, msg, msglen);
-    if (code)
+    if (code || (code = pty_check(f, msg, msglen)))
         return code;
+    uint16_t rows, cols;
+    bool tty = pty_wanted(f, &rows, &cols);
     if (exec_find(f->channel)) {
         snprintf(msg, msglen, "channel %u already has a running exec", f->channel);
         return E_CHANNEL_IN_USE;
@@ -129,12 +134,23 @@ const char *exec_start(const struct frame *f, char *msg, size_t msglen)
         memset(e, 0, sizeof *e);
         return E_SPAWN_FAILED;
     }
+    if (tty && pty_open(&e->pty, &e->io, cfd, rows, cols, msg, msglen) < 0) {
+        for (int i = 0; i < 3; i++)
+            close(cfd[i]);
+        pipes_close(&e->io);
+        memset(e, 0, sizeof *e);
+        return E_SPAWN_FAILED;
+    }
     e->start_ns = mono_ns();
-    if (!handoff_begin(&e->handoff, f, cfd) && (e->pid = spawn_child(f, cfd)) < 0) {
+    /* A tty exec never takes the fast path: the forkserver's workers are not session leaders
+     * of a terminal. */
+    bool fast = !tty && handoff_begin(&e->handoff, f, cfd);
+    if (!fast && (e->pid = spawn_child(f, cfd)) < 0) {
         snprintf(msg, msglen, "fork: %s", strerror(errno));
         for (int i = 0; i < 3; i++)
             close(cfd[i]);
         pipes_close(&e->io);
+        pty_close(&e->pty);
         memset(e, 0, sizeof *e);
         return E_SPAWN_FAILED;
     }
@@ -200,6 +216,8 @@ const char *exec_stdin(struct exec *e, const uint8_t *p, size_t n, struct buf *o
 void exec_signal(struct exec *e, int signo)
 {
     kill_group(e, signo);
+    if (e->pty.on && signo == SIGKILL && e->pid > 0)
+        pty_kill_session(e->pid); /* the shell's jobs have process groups of their own */
     /* A SIGKILL for an exec not started yet must end it now and never let it run: after the
      * memfd is emptied no worker can run the code, and the reports already sent say whether
      * one already has (then it is killed as usual, its pid now known). */
@@ -213,6 +231,11 @@ void exec_signal(struct exec *e, int signo)
 void exec_window(struct exec *e, uint32_t increment)
 {
     pipes_window(&e->io, increment);
+}
+
+int exec_resize(struct exec *e, uint16_t rows, uint16_t cols)
+{
+    return pty_resize(&e->pty, rows, cols);
 }
 
 /* ---- EXIT ---- */
@@ -330,6 +353,8 @@ void execs_kill_all(void)
         if (!e->used)
             continue;
         kill_group(e, SIGKILL);
+        if (e->pty.on && e->pid > 0)
+            pty_kill_session(e->pid);
         release(e);
     }
     memset(ended, 0, sizeof ended);

@@ -28,6 +28,8 @@ bool exec_recently_ended(uint32_t channel);
 const char *exec_stdin(struct exec *e, const uint8_t *p, size_t n, struct buf *out);
 void exec_signal(struct exec *e, int signo);
 void exec_window(struct exec *e, uint32_t increment);
+/* RESIZE: the window size of an exec on a tty (pty.h); -1 for an exec without one. */
+int exec_resize(struct exec *e, uint16_t rows, uint16_t cols);
 
 /* The serve loop: fill pollfds (output pipes only while `out_room`), then act on them. */
 int execs_poll_prepare(struct pollfd *p, bool out_room, int *timeout_ms);

@@ -110,6 +110,7 @@ static void on_hello(const struct frame *f)
     enc_str(&outq, 3, "signal");
     enc_str(&outq, 3, "window");
     enc_str(&outq, 3, "stdin");
+    enc_str(&outq, 3, "pty");
     enc_str(&outq, 4, ctl->name);
     enc_u64(&outq, 5, up);
     limits_report(&outq);
@@ -141,7 +142,7 @@ static void on_frame(const struct frame *f)
     const char *name = msg_name(f->type);
     bool from_host = f->type == MSG_HELLO || f->type == MSG_PING || f->type == MSG_EXEC ||
                      f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW ||
-                     f->type == MSG_SHUTDOWN;
+                     f->type == MSG_RESIZE || f->type == MSG_SHUTDOWN;
     if (!from_host) {
         if (name)
             snprintf(why, sizeof why, "%s is not a host->guest message", name);
@@ -162,7 +163,7 @@ static void on_frame(const struct frame *f)
     }
 
     struct exec *e = NULL;
-    if (f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW) {
+    if (f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW || f->type == MSG_RESIZE) {
         e = exec_find(f->channel);
         if (!e) {
             if (!exec_recently_ended(f->channel)) {
@@ -206,6 +207,16 @@ static void on_frame(const struct frame *f)
         field(f, 1, &t);
         exec_window(e, (uint32_t)t.num);
         break;
+    case MSG_RESIZE: {
+        struct tlv c;
+        field(f, 1, &t);
+        field(f, 2, &c);
+        if (t.num < 1 || t.num > 65535 || c.num < 1 || c.num > 65535)
+            send_error(f->channel, E_BAD_PAYLOAD, "RESIZE rows and cols must be 1-65535");
+        else if (exec_resize(e, (uint16_t)t.num, (uint16_t)c.num) < 0)
+            send_error(f->channel, E_BAD_PAYLOAD, "RESIZE for an exec without a tty");
+        break;
+    }
     }
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "limits.h"
+#include "pty.h"
 #include "util.h"
 
 static const char *const base_env[] = {
@@ -79,6 +80,9 @@ static void __attribute__((noreturn)) child(const struct frame *f, int in, int o
     }
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         _exit(126);
+    bool tty = pty_wanted(f, NULL, NULL);
+    if (tty)
+        pty_child_setup();
     /* Every other fd of ours is O_CLOEXEC. Undo PID 1's signal setup: masks and ignored
      * dispositions survive execve. */
     sigset_t none;
@@ -97,7 +101,7 @@ static void __attribute__((noreturn)) child(const struct frame *f, int in, int o
     const char *cwd = NULL;
     char *code = NULL, *interp = NULL;
     char **argv = calloc(nargs + 64, sizeof *argv);
-    char **env = calloc(nenv + BASE_ENV_LEN + 1, sizeof *env);
+    char **env = calloc(nenv + BASE_ENV_LEN + 2, sizeof *env); /* + TERM on a tty */
     if (!argv || !env)
         _exit(126);
     for (size_t i = 0; i < BASE_ENV_LEN; i++)
@@ -120,6 +124,13 @@ static void __attribute__((noreturn)) child(const struct frame *f, int in, int o
             env[j] = kv; /* override a base entry or an earlier one, else append */
             envc += j == envc;
         }
+    }
+    if (tty) {
+        size_t j = 0;
+        while (j < envc && strncmp(env[j], "TERM=", 5) != 0)
+            j++;
+        if (j == envc)
+            env[envc++] = PTY_TERM;
     }
     if (code) {
         /* The pack's interpreter: one argument per line, then the code as the last argument. */

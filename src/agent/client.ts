@@ -47,6 +47,11 @@ export interface ExecRequest {
   outputCap?: number;
   /** Python `code`: always start a fresh interpreter, never the guest's forkserver (fast path). */
   freshProcess?: boolean;
+  /**
+   * Run on a pseudo-terminal of this size (docs/protocol.md, "PTY"): stdin, stdout and stderr are
+   * its slave, output comes as stdout only, resize() changes the size. Never the fast path.
+   */
+  tty?: { rows: number; cols: number };
 }
 
 export interface ExitInfo {
@@ -119,6 +124,11 @@ export class ExecHandle {
     if (bytes <= 0 || this.settled) return;
     this.outputCredit += bytes;
     this.client.send(encodeMessage('WINDOW', this.channel, { increment: bytes }));
+  }
+
+  /** A tty exec's new window size (RESIZE); the guest's kernel sends SIGWINCH. */
+  resize(rows: number, cols: number): void {
+    if (!this.settled) this.client.send(encodeMessage('RESIZE', this.channel, { rows, cols }));
   }
 
   signal(signo: number): void {
@@ -358,6 +368,9 @@ export class AgentClient {
       timeout_ms: req.timeoutMs ? BigInt(req.timeoutMs) : undefined,
       output_cap: req.outputCap ? BigInt(req.outputCap) : undefined,
       fresh_process: req.freshProcess ? 1 : undefined,
+      tty: req.tty ? 1 : undefined,
+      rows: req.tty?.rows,
+      cols: req.tty?.cols,
     }));
     if (req.stdin !== undefined && payloadStdin === undefined) {
       // Too big for one frame: stream it under flow control, then close.

@@ -21,6 +21,7 @@ export const MsgType = {
   EXIT: 0x14,
   SIGNAL: 0x15,
   WINDOW: 0x16,
+  RESIZE: 0x17,
   SHUTDOWN: 0x20,
   ERROR: 0x7f,
 } as const;
@@ -61,6 +62,9 @@ const SCHEMA: Partial<Record<MsgTypeName, FieldSpec[]>> = {
     { tag: 7, name: 'timeout_ms', kind: 'u64' },
     { tag: 8, name: 'output_cap', kind: 'u64' },
     { tag: 9, name: 'fresh_process', kind: 'u8' },
+    { tag: 10, name: 'tty', kind: 'u8' },
+    { tag: 11, name: 'rows', kind: 'u32' },
+    { tag: 12, name: 'cols', kind: 'u32' },
   ],
   EXIT: [
     { tag: 1, name: 'exit_code', kind: 'u32', required: true },
@@ -72,6 +76,10 @@ const SCHEMA: Partial<Record<MsgTypeName, FieldSpec[]>> = {
   ],
   SIGNAL: [{ tag: 1, name: 'signo', kind: 'u32', required: true }],
   WINDOW: [{ tag: 1, name: 'increment', kind: 'u32', required: true }],
+  RESIZE: [
+    { tag: 1, name: 'rows', kind: 'u32', required: true },
+    { tag: 2, name: 'cols', kind: 'u32', required: true },
+  ],
   SHUTDOWN: [],
   ERROR: [
     { tag: 1, name: 'code', kind: 'bytes', required: true },
