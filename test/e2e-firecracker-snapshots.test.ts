@@ -140,7 +140,8 @@ describe('daemon, Firecracker 1.15 without jailer: golden snapshot, restore-on-c
     assert.equal(again.boot_mode, 'restore');
     assert.equal((await sh(again.id, 'echo ok')).json.stdout, 'ok\n');
     for (const s of [sb, again]) await d.client.deleteSandbox(s.id);
-    assert.deepEqual(readdirSync(d.runDir).filter((n) => n !== 'emberd.pid'), []);
+    // DELETE answers before the VM is torn down (in the background): its run dir goes soon after.
+    await eventually(async () => readdirSync(d.runDir).filter((n) => n !== 'emberd.pid').length === 0, 30_000, `run dirs removed: ${readdirSync(d.runDir).join(', ')}`);
   });
 });
 
@@ -258,5 +259,42 @@ describe('jailer (stand-in): every clone loads from its own chroot', () => {
     }
     // The paths inside a jailed snapshot mean nothing outside a jail: refused up front.
     await assert.rejects(new FirecrackerBackend({ binary: FIRECRACKER_DOUBLE }).snapshots!.restore(specOf('nj'), dir), (e) => isFirecrackerError(e, 'FIRECRACKER_SNAPSHOT') && /jailed/.test(e.message));
+  });
+});
+
+describe('jailer (stand-in), chroot base on another filesystem than the snapshot', () => {
+  test('clones still share one memory file: staged once on the jail filesystem, hard-linked into every clone\'s jail', { timeout: 180_000 }, async () => {
+    const chrootBase = mkdtempSync('/dev/shm/emb-fcjail-'); // tmpfs: another filesystem than the snapshot in /tmp
+    try {
+      assert.notEqual(statSync(chrootBase).dev, statSync(work).dev, 'the test needs /dev/shm on another filesystem than the temp dir');
+      const backend = new FirecrackerBackend({ binary: FIRECRACKER_DOUBLE, jailer: { binary: FAKE_JAILER, uid: 65534, gid: 65534, chrootBase } });
+      const jailDir = (s: BootSpec) => join(chrootBase, 'firecracker-double', jailIdFor(s.id, work));
+      const golden = await backend.boot(specOf('xg'));
+      const dir = join(work, 'snapxfs');
+      const clones: VmHandle[] = [];
+      try {
+        await agentOf(golden);
+        await backend.snapshots.save(golden, dir);
+        const specs = [specOf('xc1'), specOf('xc2')];
+        for (const s of specs) clones.push(await backend.snapshots.restore(s, dir));
+        const inodes = specs.map((s) => statSync(join(jailDir(s), 'root', 'memory')).ino);
+        assert.equal(inodes[0], inodes[1], 'both clones map the same memory file');
+        assert.notEqual(inodes[0], statSync(join(dir, 'memory')).ino, 'a copy on the jail filesystem (a hard link cannot cross filesystems)');
+        for (const c of clones) assert.equal(await run(await agentOf(c), 'echo $((6*7))'), '42\n');
+      } finally {
+        await golden.stop(0);
+        await Promise.all(clones.map((c) => c.stop(0)));
+      }
+      rmSync(dir, { recursive: true, force: true });
+      // The next restore (of any snapshot) removes the copy of a snapshot that is gone.
+      const other = join(work, 'snapxfs2');
+      mkdirSync(other);
+      for (const f of ['vmstate', 'memory']) writeFileSync(join(other, f), f);
+      const { stageOnJailFilesystem } = await import('../src/vmm/firecracker/snapshot.ts');
+      const staged = stageOnJailFilesystem(other, chrootBase);
+      assert.deepEqual(readdirSync(join(chrootBase, '.emberd-snapshots')), [staged.split('/').at(-1)], 'only the live snapshot\'s copy is left');
+    } finally {
+      rmSync(chrootBase, { recursive: true, force: true });
+    }
   });
 });

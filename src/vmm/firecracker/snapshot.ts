@@ -3,7 +3,8 @@
 // restore(): the record checked against this binary and configuration (before any process) -> a
 // fresh process -> GET /version -> [logger/metrics] -> PUT /snapshot/load (resume_vm) -> CONNECT
 // 1024 again. How each clone gets a vsock socket of its own: docs/firecracker.md "Snapshots".
-import { constants as fsc, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { constants as fsc, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { BootSpec, SnapshotSupport, VmHandle } from '../backend.ts';
@@ -126,7 +127,9 @@ export class FirecrackerSnapshots implements SnapshotSupport {
     for (const f of [SNAPSHOT_FILES.state, SNAPSHOT_FILES.memory]) {
       if (!existsSync(join(dir, f))) throw new FirecrackerError('FIRECRACKER_SNAPSHOT', `snapshot ${dir} has no ${f} file`);
     }
-    return this.o.start(spec, this.load(), dir);
+    // Every clone must map the one memory file (the same inode: one page cache, shared until a
+    // clone writes a page), which a hard link into its chroot gives only on the same filesystem.
+    return this.o.start(spec, this.load(), this.o.jailer ? stageOnJailFilesystem(dir, this.o.jailer.chrootBase) : dir);
   }
 
   /** A clone's configuration step: logger/metrics, then PUT /snapshot/load (resumed). */
@@ -160,6 +163,52 @@ function hostCpuModel(): string {
     return 'unknown';
   }
 }
+
+/**
+ * The snapshot's files where a clone's jail can hard-link them: `dir` itself when it is on the
+ * chroot base's filesystem, else one copy per snapshot in <chroot base>/.emberd-snapshots/<hash of
+ * dir>/, made once and reused while the source files are unchanged (size and mtime), so all clones
+ * still share one memory file instead of each getting a copy. Copies of snapshots that no longer
+ * exist are removed on the way.
+ */
+export function stageOnJailFilesystem(dir: string, chrootBase: string): string {
+  mkdirSync(chrootBase, { recursive: true });
+  if (statSync(dir).dev === statSync(chrootBase).dev) return dir;
+  const root = join(chrootBase, STAGE_DIR);
+  mkdirSync(root, { recursive: true, mode: 0o711 });
+  const files = [SNAPSHOT_FILES.state, SNAPSHOT_FILES.memory];
+  const want = { source: dir, files: Object.fromEntries(files.map((f) => { const st = statSync(join(dir, f)); return [f, { size: st.size, mtimeMs: st.mtimeMs }]; })) };
+  const staged = join(root, createHash('sha256').update(dir).digest('hex').slice(0, 16));
+  const current = () => { try { return readFileSync(join(staged, STAGE_RECORD), 'utf8') === JSON.stringify(want); } catch { return false; } };
+  for (const name of readdirSync(root)) {
+    if (join(root, name) === staged || name.includes('.tmp-')) continue;
+    let source: unknown;
+    try { source = JSON.parse(readFileSync(join(root, name, STAGE_RECORD), 'utf8')).source; } catch { source = undefined; }
+    if (typeof source !== 'string' || !existsSync(source)) rmSync(join(root, name), { recursive: true, force: true });
+  }
+  if (current()) return staged;
+  const tmp = `${staged}.tmp-${process.pid}-${stageCount++}`;
+  try {
+    mkdirSync(tmp, { mode: 0o711 });
+    for (const f of files) {
+      copyFileSync(join(dir, f), join(tmp, f), fsc.COPYFILE_FICLONE);
+      const st = statSync(join(dir, f));
+      chownSync(join(tmp, f), st.uid, st.gid);
+    }
+    writeFileSync(join(tmp, STAGE_RECORD), JSON.stringify(want));
+    rmSync(staged, { recursive: true, force: true });
+    try { renameSync(tmp, staged); } catch (e) { if (!current()) throw e; } // a concurrent restore staged it first
+  } catch (e) {
+    throw new FirecrackerError('FIRECRACKER_SNAPSHOT', `cannot copy snapshot ${dir} onto the jail filesystem (${chrootBase}): ${(e as Error).message}; put the images dir on the same filesystem as --jailer-base to hard-link instead`, { cause: e });
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return staged;
+}
+
+const STAGE_DIR = '.emberd-snapshots';
+const STAGE_RECORD = 'source.json';
+let stageCount = 0;
 
 /** rename(2), or copy + unlink across filesystems. */
 function moveFile(src: string, dst: string): void {

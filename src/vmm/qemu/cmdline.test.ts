@@ -46,3 +46,13 @@ test('a confined QEMU opens its boot files where it is told (inherited fds) and 
   assert.deepEqual(flag(args, '-sandbox'), ['on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
   assert.deepEqual(flag(qemuArgs(spec, paths, { accel: 'tcg' }), '-sandbox'), ['on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny'], 'the test double still execs zstd');
 });
+
+test('shared-memory RAM: a file-backed object named like microvm\'s own RAM block, shared for the filler, private for a clone', () => {
+  const clone = qemuArgs(spec, { ...paths, memory: { path: '/proc/self/fd/7', share: false } }, { accel: 'tcg' });
+  assert.deepEqual(flag(clone, '-M'), ['microvm,memory-backend=microvm.ram']);
+  assert.deepEqual(flag(clone, '-object'), ['memory-backend-file,id=microvm.ram,size=512M,mem-path=/proc/self/fd/7,share=off']);
+  const filler = qemuArgs(spec, { ...paths, memory: { path: '/proc/self/fd/7', share: true } }, { accel: 'tcg' });
+  assert.match(flag(filler, '-object')[0]!, /,share=on$/);
+  const ro = qemuArgs(spec, { ...paths, memory: { path: '/proc/self/fd/7', share: false, readOnlyFile: true } }, { accel: 'tcg' });
+  assert.match(flag(ro, '-object')[0]!, /,share=off,readonly=on,rom=off$/);
+});

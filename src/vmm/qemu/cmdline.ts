@@ -15,8 +15,10 @@ export interface QemuPaths {
    * Guest RAM in a file instead of anonymous memory (shared-memory snapshots, docs/snapshots.md):
    * share=true for the VM that fills the file (its writes land in it), false for a clone (a
    * private copy-on-write mapping: the file's pages are shared with every other clone until written).
+   * readOnlyFile (QEMU 8.2+, `rom=off`): a clone opens the file read-only and still gets writable
+   * private RAM; older QEMU opens it read-write even for a private mapping.
    */
-  memory?: { path: string; share: boolean };
+  memory?: { path: string; share: boolean; readOnlyFile?: boolean };
 }
 
 /**
@@ -55,7 +57,7 @@ export function qemuArgs(spec: BootSpec, paths: QemuPaths, opts: QemuOptions): s
   return [
     '-name', `emberd-${spec.id}`,
     '-M', paths.memory ? `microvm,memory-backend=${RAM_ID}` : 'microvm',
-    ...(paths.memory ? ['-object', `memory-backend-file,id=${RAM_ID},size=${spec.machine.memoryMib}M,mem-path=${paths.memory.path},share=${paths.memory.share ? 'on' : 'off'}`] : []),
+    ...(paths.memory ? ['-object', `memory-backend-file,id=${RAM_ID},size=${spec.machine.memoryMib}M,mem-path=${paths.memory.path},share=${paths.memory.share ? 'on' : 'off'}${paths.memory.readOnlyFile ? ',readonly=on,rom=off' : ''}`] : []),
     '-accel', opts.accel,
     '-cpu', opts.accel === 'kvm' ? 'host' : 'max',
     '-smp', String(spec.machine.vcpus),

@@ -72,6 +72,8 @@ export class QemuBackend implements Backend {
   private readonly binary: string;
   private readonly opts: QemuOptions;
   private readonly tools: WrapperTools;
+  /** Whether a clone can open the shared RAM file read-only (QEMU 8.2+); else QEMU's uid must be able to write it. */
+  private readonly readOnlyRamFile: boolean;
 
   constructor(o: QemuBackendOptions = {}) {
     this.binary = findQemu(o.binary);
@@ -89,6 +91,8 @@ export class QemuBackend implements Backend {
       cgroups: probeCgroups(isRoot),
     });
     this.tools = { setpriv: SETPRIV ?? 'setpriv', unshare: UNSHARE ?? 'unshare', sh: '/bin/sh' };
+    // QEMU 8.2 added `rom` to memory-backend-file: readonly=on,rom=off maps a read-only file as writable private RAM.
+    this.readOnlyRamFile = /\brom=/.test(execFileSync(this.binary, ['-object', 'memory-backend-file,help'], { encoding: 'utf8' }));
     const version = (/version ([\d.]+)/.exec(execFileSync(this.binary, ['--version'], { encoding: 'utf8' }))?.[1]) ?? 'unknown';
     this.snapshots = {
       fingerprint: `qemu ${version} ${accel} ${SNAPSHOT_FORMAT}`,
@@ -242,12 +246,15 @@ export class QemuBackend implements Backend {
     if (c.drop) checkReadableBy(bootFiles, c.drop);
     mkdirSync(spec.runDir, { recursive: true, mode: 0o700 });
     const fds = openBootFiles(bootFiles);
-    // QEMU 7.2 opens a RAM file read-write even for a private mapping, so QEMU's uid must be
-    // able to (docs/snapshots.md "Shared memory": what that means for confinement).
+    // QEMU before 8.2 opens a RAM file read-write even for a private mapping, so QEMU's uid must
+    // be able to (docs/snapshots.md "Shared memory": what that means for confinement); 8.2+ gets
+    // a clone's file read-only. The file is passed as fd 7: QEMU's uid need not reach its path.
+    const readOnlyFile = !!incoming?.memory && !incoming.memory.share && this.readOnlyRamFile;
     if (incoming?.memory) {
       try {
-        if (c.drop) { chownSync(incoming.memory.file, c.drop.uid, c.drop.gid); chmodSync(incoming.memory.file, 0o600); }
-        fds.push(openSync(incoming.memory.file, 'r+'));
+        if (c.drop && !readOnlyFile) { chownSync(incoming.memory.file, c.drop.uid, c.drop.gid); chmodSync(incoming.memory.file, 0o600); }
+        if (c.drop && readOnlyFile) { chownSync(incoming.memory.file, process.getuid?.() ?? 0, process.getgid?.() ?? 0); chmodSync(incoming.memory.file, 0o644); }
+        fds.push(openSync(incoming.memory.file, readOnlyFile ? 'r' : 'r+'));
       } catch (e) {
         for (const fd of fds) closeSync(fd);
         throw new EmberdError('BOOT_FAILED', `cannot open the shared memory file ${incoming.memory.file}: ${(e as Error).message}`);
@@ -272,7 +279,7 @@ export class QemuBackend implements Backend {
           kernel: `/proc/self/fd/${BOOT_FILE_FDS.kernel}`,
           initramfs: `/proc/self/fd/${BOOT_FILE_FDS.initramfs}`,
           pack: `/proc/self/fd/${BOOT_FILE_FDS.pack}`,
-          memory: incoming?.memory ? { path: `/proc/self/fd/${MEMORY_FD}`, share: incoming.memory.share } : undefined,
+          memory: incoming?.memory ? { path: `/proc/self/fd/${MEMORY_FD}`, share: incoming.memory.share, readOnlyFile } : undefined,
         }, this.opts),
         ...jailQemuArgs(c),
         ...(incoming ? ['-incoming', incoming.defer ? 'defer' : `fd:${INCOMING_FD}`] : []),
