@@ -60,6 +60,8 @@ function usernsWorks(): boolean {
 
 /** Numbers every start: each gets a jail dir, and so socket paths, of its own (jail.ts). */
 let starts = 0;
+/** Numbers every shared-unit build: its temporary dir and its run dir beside the sandboxes' (`m<n>`). */
+let builds = 0;
 
 /** Per run base (one daemon's): the predecessor's empty cgroups are removed before the first VM. */
 const reaped = new Map<string, true>();
@@ -161,8 +163,10 @@ export class QemuBackend implements Backend {
       this.sharedProblems.set(dir, checked.why);
       if (!checked.missing) removeUnit(dir);
     }
+    const vm = await this.resume(spec, { file }, 'stream');
+    // Only from a stream that just loaded: a broken one is the launcher's to replace (a new golden).
     void this.prepareShared({ ...spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
-    return this.resume(spec, { file }, 'stream');
+    return vm;
   }
 
   /** Why the last restore from `dir` could not use shared memory (for logs and tests). */
@@ -188,11 +192,12 @@ export class QemuBackend implements Backend {
    * x-ignore-shared, which leaves the RAM out. Written into a temporary dir, renamed into place.
    */
   private async buildShared(spec: BootSpec, dir: string): Promise<void> {
-    const tmp = sharedPaths(dir, `shared.tmp-${process.pid}-${starts}`);
-    const runDir = join(dirname(spec.runDir), `m${(starts % 36 ** 3).toString(36)}`);
+    const k = builds++; // taken before any await: concurrent builds never share a run dir
+    const tmp = sharedPaths(dir, `shared.tmp-${process.pid}-${k}`);
+    const runDir = join(dirname(spec.runDir), `m${(k % 36 ** 3).toString(36)}`);
     const s: BootSpec = { ...spec, id: `${spec.id}-mem`.slice(0, 60), runDir };
     try {
-      mkdirSync(tmp.dir, { recursive: true, mode: 0o700 });
+      mkdirSync(tmp.dir, { mode: 0o700 }); // not recursive: a snapshot removed meanwhile stays removed
       const fd = openSync(tmp.memory, 'w', 0o600);
       try { ftruncateSync(fd, spec.machine.memoryMib * 1048576); } finally { closeSync(fd); }
       const vm = await this.resume(s, { file: join(dir, STATE_FILE), memory: { file: tmp.memory, share: true } }, 'stream', false);
