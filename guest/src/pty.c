@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -56,8 +59,22 @@ static void set_size(int fd, uint16_t rows, uint16_t cols)
     ioctl(fd, TIOCSWINSZ, &ws);
 }
 
+#define DEVPTS_SUPER_MAGIC 0x1cd1
+
+/* /dev/ptmx finds its ptys in the devpts mounted at /dev/pts next to it; the guest's /dev is a
+ * devtmpfs without one until the first tty exec asks (host mode: the host's, already there). */
+static void ensure_devpts(void)
+{
+    struct statfs st;
+    if (statfs("/dev/pts", &st) == 0 && st.f_type == DEVPTS_SUPER_MAGIC)
+        return;
+    mkdir("/dev/pts", 0755);
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
+}
+
 int pty_open(struct pty *t, struct pipes *io, int cfd[3], uint16_t rows, uint16_t cols, char *msg, size_t msglen)
 {
+    ensure_devpts();
     int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     int s = -1, in = -1, own = -1, s1 = -1, s2 = -1;
     char name[64];

@@ -39,7 +39,8 @@ const DOC: Record<MsgTypeName, Spec[] | null> = {
     { tag: 3, name: 'env', kind: 'bytes', repeated: true }, { tag: 4, name: 'cwd', kind: 'bytes' },
     { tag: 5, name: 'stdin', kind: 'bytes' }, { tag: 6, name: 'stdin_open', kind: 'u8' },
     { tag: 7, name: 'timeout_ms', kind: 'u64' }, { tag: 8, name: 'output_cap', kind: 'u64' },
-    { tag: 9, name: 'fresh_process', kind: 'u8' },
+    { tag: 9, name: 'fresh_process', kind: 'u8' }, { tag: 10, name: 'tty', kind: 'u8' },
+    { tag: 11, name: 'rows', kind: 'u32' }, { tag: 12, name: 'cols', kind: 'u32' },
   ],
   STDOUT: null,
   STDERR: null,
@@ -51,6 +52,7 @@ const DOC: Record<MsgTypeName, Spec[] | null> = {
   ],
   SIGNAL: [{ tag: 1, name: 'signo', kind: 'u32', required: true }],
   WINDOW: [{ tag: 1, name: 'increment', kind: 'u32', required: true }],
+  RESIZE: [{ tag: 1, name: 'rows', kind: 'u32', required: true }, { tag: 2, name: 'cols', kind: 'u32', required: true }],
   SHUTDOWN: [],
   ERROR: [{ tag: 1, name: 'code', kind: 'bytes', required: true }, { tag: 2, name: 'message', kind: 'bytes', required: true }],
 };

@@ -21,6 +21,7 @@ import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.t
 import { Sandbox, helloLimits, type GuestLimits } from './sandbox.ts';
 import { SessionEventStream } from './session-stream.ts';
 import type { SessionInfo, SessionResult } from './sessions.ts';
+import { PtySession, type PtyOptions } from './pty.ts';
 import { SnapshotStore, goldenName, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
 import type { BrokenPack } from '../images/manifest.ts';
 
@@ -422,6 +423,14 @@ export class SandboxManager {
   startProcess(id: string, p: ExecParams): BackgroundProcess {
     const sb = this.ready(id);
     return sb.processes.start(sb.agent!, { ...this.request(sb, p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
+  // ---- pty ------------------------------------------------------------------------------------
+
+  /** An interactive terminal (pty.ts): a login shell unless `argv`; the sandbox's env under `env`. */
+  openPty(id: string, o: PtyOptions): PtySession {
+    const sb = this.ready(id);
+    return new PtySession(sb.agent!, { ...o, env: { ...sb.env, ...o.env } });
+  }
+
   }
 
   listProcesses(id: string): BackgroundProcess[] {

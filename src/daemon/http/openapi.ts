@@ -9,6 +9,7 @@ import {
   createSandboxBody, deleteFileQuery, execBody, getFileQuery, pathQuery, processOutputQuery, processSignalBody, processStdinBody,
   processWaitQuery, putFileQuery, sandboxTimeoutBody,
 } from './schemas.ts';
+import { ptyQuery } from './pty-routes.ts';
 
 interface Operation {
   method: 'get' | 'post' | 'put' | 'delete';
@@ -44,6 +45,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'delete', path: '/sandboxes/{id}/files', summary: 'Delete a file or directory', query: deleteFileQuery, ok: 204 },
   { method: 'get', path: '/sandboxes/{id}/files/stat', summary: 'Stat a path', query: pathQuery, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/files/list', summary: 'List a directory', query: pathQuery, ok: 200 },
+  { method: 'get', path: '/sandboxes/{id}/pty', summary: 'Interactive terminal over a WebSocket: binary messages are terminal bytes, text messages JSON control (docs/api.md "PTY")', query: ptyQuery, ok: 101 },
   { method: 'get', path: '/sandboxes/{id}/sessions', summary: 'List interpreter sessions', ok: 200 },
   { method: 'delete', path: '/sandboxes/{id}/sessions/{name}', summary: 'End a session', ok: 204 },
   { method: 'post', path: '/mcp', summary: 'MCP over Streamable HTTP (JSON-RPC; both protocol eras; docs/mcp.md)', ok: 200 },

@@ -295,6 +295,11 @@ export const RESPONSES: Record<string, RouteResponses> = {
   'DELETE /sandboxes/{id}/files': { ok: noContent('deleted'), errors: FILES },
   'GET /sandboxes/{id}/files/stat': { ok: ok(200, 'the path', json(fileStat)), errors: FILES },
   'GET /sandboxes/{id}/files/list': { ok: ok(200, 'the directory\'s entries, sorted by name', json(fileList)), errors: FILES },
+  'GET /sandboxes/{id}/pty': {
+    // After the 101 the connection carries WebSocket frames, not an HTTP body; the media type stands for them.
+    ok: [{ status: 101, description: 'switching to the WebSocket protocol: the terminal\'s bytes and JSON control messages (docs/api.md "PTY")', bodies: [{ binary: ['application/octet-stream'] }] }],
+    errors: [400, ...ID],
+  },
   'GET /sandboxes/{id}/sessions': { ok: ok(200, 'interpreter sessions', json(sessionList)), errors: [404, 409] },
   'DELETE /sandboxes/{id}/sessions/{name}': { ok: noContent('ended'), errors: [400, 404, 409] },
 };

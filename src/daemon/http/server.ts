@@ -9,6 +9,7 @@ import { registerExecRoutes } from './exec-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
 import { registerPackRoutes } from './pack-routes.ts';
+import { registerPtyRoutes } from './pty-routes.ts';
 import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
@@ -92,6 +93,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerFileRoutes(app, manager);
   registerSessionRoutes(app, manager);
   registerPackRoutes(app, manager);
+  registerPtyRoutes(app, manager);
   registerMcpRoutes(app, { authToken: opts.auth?.token });
   registerMetricsRoutes(app, opts.metrics ?? new DaemonMetrics({ processMetrics: false }), manager);
   registerE2bRoutes(app, manager, { apiKey: opts.auth?.token });
