@@ -85,7 +85,10 @@ options (environment variable in brackets):
   --exec-output-cap BYTES  stdout+stderr kept per exec [EMBERD_EXEC_OUTPUT_CAP] (default 8388608)
   --default-pack NAME      pack used when a create names none [EMBERD_DEFAULT_PACK] (default python)
   --snapshots on|off       restore sandboxes from a golden snapshot per pack [EMBERD_SNAPSHOTS] (default on)
-  --pool-size N            ready sandboxes kept per pack, 0 disables [EMBERD_POOL_SIZE] (default 1)
+  --pool-size N            ready sandboxes kept per pack at least, whatever the demand [EMBERD_POOL_SIZE] (default 1)
+  --pool-max N             ready sandboxes kept per pack and machine shape at most: the pool grows to the
+                           creates of the last 30 s within these bounds [EMBERD_POOL_MAX] (default 8,
+                           never below --pool-size; with --pool-size 0 the default is 0: no pool)
   --auth auto|on|off       require Authorization: Bearer <token> [EMBERD_AUTH] (default auto: off on a
                            loopback address, on anywhere else; off is refused beyond loopback)
   --auth-token-file PATH   the token, created (mode 0600) on first use [EMBERD_AUTH_TOKEN_FILE]
@@ -132,6 +135,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'default-pack': { type: 'string' },
       snapshots: { type: 'string' },
       'pool-size': { type: 'string' },
+      'pool-max': { type: 'string' },
       'log-level': { type: 'string' },
       'sandbox-timeout': { type: 'string' },
       'max-vcpus': { type: 'string' },
@@ -168,6 +172,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
   const logLevel = pick('log-level', 'EMBERD_LOG_LEVEL', 'info');
+  const poolSize = int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64);
   const maxVcpus = int('max-vcpus', 'EMBERD_MAX_VCPUS', Math.min(availableParallelism(), 32), 1, 64);
   const maxMemoryMib = int('max-memory', 'EMBERD_MAX_MEMORY_MIB', 8192, MIN_MEMORY_MIB, 1 << 20);
   const machine = { vcpus: int('vcpus', 'EMBERD_VCPUS', 1, 1, maxVcpus), memoryMib: int('memory', 'EMBERD_MEMORY_MIB', 256, MIN_MEMORY_MIB, maxMemoryMib) };
@@ -215,7 +220,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       pidsMax: optionalInt('pids-max', 'EMBERD_PIDS_MAX', 0, 1 << 22),
       bootTimeoutMs: int('boot-timeout', 'EMBERD_BOOT_TIMEOUT_MS', 60_000, 1000, 600_000),
       max: int('max-sandboxes', 'EMBERD_MAX_SANDBOXES', 32, 1, 4096),
-      poolSize: int('pool-size', 'EMBERD_POOL_SIZE', 1, 0, 64),
+      poolSize,
+      poolMax: Math.max(poolSize, int('pool-max', 'EMBERD_POOL_MAX', poolSize ? 8 : 0, 0, 256)),
       timeoutS: sandboxTimeout,
       maxTimeoutS: maxSandboxTimeout,
     },

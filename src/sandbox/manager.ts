@@ -2,6 +2,7 @@
 // public interface the HTTP layer drives: each route validates its input and makes exactly one
 // call here. How a VM comes up and goes away is launcher.ts; what runs inside is the agent
 // client, files/, processes.ts and sessions.ts. This module never sees HTTP.
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ExecRequest, ExecResult } from '../agent/client.ts';
@@ -20,8 +21,8 @@ import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
 import { Sandbox, helloLimits, type GuestLimits } from './sandbox.ts';
 import { SessionEventStream } from './session-stream.ts';
-import type { SessionInfo, SessionResult } from './sessions.ts';
 import { PtySession, type PtyOptions } from './pty.ts';
+import type { SessionInfo, SessionResult } from './sessions.ts';
 import { SnapshotStore, goldenName, type SnapshotInputs, type SnapshotView } from './snapshots.ts';
 import type { BrokenPack } from '../images/manifest.ts';
 
@@ -43,8 +44,12 @@ export interface SandboxOptions {
   bootTimeoutMs: number;
   /** Live sandboxes at once (--max-sandboxes). */
   max: number;
-  /** Ready sandboxes kept per pack; 0 disables the warm pool. */
+  /** Ready sandboxes kept per pack whatever the demand (the pool's floor); 0 with poolMax 0 disables the warm pool. */
   poolSize: number;
+  /** Ready sandboxes kept per pack and machine shape at most, however high the demand (default: poolSize). */
+  poolMax?: number;
+  /** Pool fills at once over all packs and shapes (default: the host's cores). */
+  poolFillConcurrency?: number;
   /** A sandbox's life when its create names none, in seconds (--sandbox-timeout); 0: no deadline. */
   timeoutS: number;
   /** The longest timeout_s a create or POST .../timeout may ask (--max-sandbox-timeout); 0: no limit, and 0 (none) allowed. */
@@ -146,10 +151,6 @@ export interface AdmissionView {
   host_available_mib: number;
 }
 
-function isDefault(m: MachineConfig, d: MachineConfig): boolean {
-  return m.vcpus === d.vcpus && m.memoryMib === d.memoryMib;
-}
-
 /** Seconds until the first of these sandboxes expires (a slot frees then), within 1..60; else 5. */
 function retryAfterExpiry(live: Sandbox[]): number {
   const next = Math.min(...live.map((s) => s.expiresAt?.getTime() ?? Infinity));
@@ -173,6 +174,8 @@ export class SandboxManager {
   private readonly snapshots: SnapshotStore | undefined;
   private readonly pool: WarmPool | undefined;
   private readonly launcher: Launcher;
+  /** What each warm-pool key (goldenName: a pack and shape) stands for. */
+  private readonly poolShapes = new Map<string, { pack: string; machine: MachineConfig }>();
   /** Deleted sandboxes whose VM is still being stopped (DELETE does not wait for it). */
   private readonly tearingDown = new Set<Sandbox>();
   /** VMs booted to become golden snapshots, so shutdown can stop them too. */
@@ -206,12 +209,14 @@ export class SandboxManager {
       bootTimeoutMs: cfg.sandboxes.bootTimeoutMs,
       observer: cfg.observer,
     }, this.snapshots);
-    if (cfg.sandboxes.poolSize) {
+    const poolMax = Math.max(cfg.sandboxes.poolMax ?? cfg.sandboxes.poolSize, cfg.sandboxes.poolSize);
+    if (poolMax) {
       const discard = (sb: Sandbox) => {
         this.launcher.stopReason(sb, this.shuttingDown ? 'shutdown' : 'pool_discarded');
         return this.launcher.release(sb, 0).then(() => { sb.state = 'gone'; });
       };
-      this.pool = new WarmPool(cfg.sandboxes.poolSize, (pack) => this.prepare(pack), discard, this.log.child({ component: 'pool' }));
+      const bounds = { min: cfg.sandboxes.poolSize, max: poolMax, fillConcurrency: cfg.sandboxes.poolFillConcurrency ?? availableParallelism() };
+      this.pool = new WarmPool(bounds, (key) => this.prepare(key), discard, this.log.child({ component: 'pool' }));
     }
   }
 
@@ -223,7 +228,7 @@ export class SandboxManager {
   start(): void {
     const pruned = this.snapshots?.prune() ?? 0;
     if (pruned) this.log.info({ pruned }, `removed ${pruned} outdated snapshots`);
-    if (this.pool) for (const pack of this.packs.keys()) this.pool.refill(pack);
+    if (this.pool) for (const pack of this.packs.keys()) this.keepPooled(pack);
     for (const name of this.goldenSpecs.keys()) void this.snapshots?.ensure(name);
   }
 
@@ -251,6 +256,7 @@ export class SandboxManager {
     this.brokenPacks = broken;
     this.goldenSpecs = new Map(goldens);
     this.snapshots?.sync(new Map([...goldens].map(([name, g]) => [name, g.inputs])));
+    if (this.pool) for (const pack of added) this.keepPooled(pack);
     return { added, removed, changed };
   }
 
@@ -324,7 +330,7 @@ export class SandboxManager {
     if (live.length >= this.cfg.sandboxes.max) {
       throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
-    const pooled = isDefault(machine, this.cfg.sandboxes.machine) ? await this.takeFromPool(name, env, limits) : undefined;
+    const pooled = await this.takeFromPool(name, machine, env, limits);
     if (pooled) {
       this.setLifetime(pooled, timeoutS);
       return pooled;
@@ -417,12 +423,6 @@ export class SandboxManager {
     return stream;
   }
 
-  // ---- background processes -------------------------------------------------------------------
-
-  /** Starts a background process; its output is buffered up to the output cap for polling. */
-  startProcess(id: string, p: ExecParams): BackgroundProcess {
-    const sb = this.ready(id);
-    return sb.processes.start(sb.agent!, { ...this.request(sb, p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
   // ---- pty ------------------------------------------------------------------------------------
 
   /** An interactive terminal (pty.ts): a login shell unless `argv`; the sandbox's env under `env`. */
@@ -431,6 +431,12 @@ export class SandboxManager {
     return new PtySession(sb.agent!, { ...o, env: { ...sb.env, ...o.env } });
   }
 
+  // ---- background processes -------------------------------------------------------------------
+
+  /** Starts a background process; its output is buffered up to the output cap for polling. */
+  startProcess(id: string, p: ExecParams): BackgroundProcess {
+    const sb = this.ready(id);
+    return sb.processes.start(sb.agent!, { ...this.request(sb, p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
   }
 
   listProcesses(id: string): BackgroundProcess[] {
@@ -588,8 +594,11 @@ export class SandboxManager {
    * A pooled sandbox, re-handshaken so that it gets this moment's clock, fresh entropy and its
    * hostname; one that does not answer is discarded and the create boots normally.
    */
-  private async takeFromPool(pack: string, env: Record<string, string>, limits: GuestLimits): Promise<Sandbox | undefined> {
-    const sb = this.pool?.take(pack);
+  private async takeFromPool(pack: string, machine: MachineConfig, env: Record<string, string>, limits: GuestLimits): Promise<Sandbox | undefined> {
+    if (!this.pool) return undefined;
+    const key = goldenName(pack, machine, this.cfg.sandboxes.machine);
+    this.poolShapes.set(key, { pack, machine });
+    const sb = this.pool.take(key);
     if (!sb) return undefined;
     Object.assign(sb.env, env);
     Object.assign(sb.limits, limits);
@@ -645,13 +654,21 @@ export class SandboxManager {
     }
   }
 
-  /** A ready sandbox for the warm pool (not registered until handed over). */
-  private async prepare(packName: string): Promise<Sandbox> {
-    await this.snapshots?.ensure(packName);
-    this.checkHostMemory(this.cfg.sandboxes.machine.memoryMib);
-    const pack = this.packs.get(packName);
-    if (!pack) throw new Error(`pack ${packName} is gone`);
-    const sb = this.newSandbox(packName, this.cfg.sandboxes.machine, { ...pack.env });
+  /** Pack `pack` in the default shape is kept in the pool at least at --pool-size. */
+  private keepPooled(pack: string): void {
+    this.poolShapes.set(pack, { pack, machine: this.cfg.sandboxes.machine });
+    this.pool!.keep(pack);
+  }
+
+  /** A ready, warmed sandbox for the warm pool's `key` (a pack and shape), not registered until handed over. */
+  private async prepare(key: string): Promise<Sandbox> {
+    const shape = this.poolShapes.get(key);
+    if (!shape) throw new Error(`pool shape ${key} is unknown`);
+    await this.snapshots?.ensure(key);
+    this.checkHostMemory(shape.machine.memoryMib);
+    const pack = this.packs.get(shape.pack);
+    if (!pack) throw new Error(`pack ${shape.pack} is gone`);
+    const sb = this.newSandbox(shape.pack, shape.machine, { ...pack.env });
     sb.created = this.boot(sb, pack, 'background', { warm: true });
     await sb.created;
     if (sb.state !== 'ready') throw new Error(sb.failure?.message ?? 'the sandbox failed to start');
