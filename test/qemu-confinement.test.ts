@@ -153,7 +153,7 @@ test('as root: a confined VM snapshots and restores; the clone is confined the s
     } finally {
       await golden.stop(0);
     }
-    assert.deepEqual(readdirSync(snap), ['state.zst']);
+    assert.deepEqual(readdirSync(snap).sort(), ['shared', 'state.zst'], 'the stream and the shared-memory unit');
     assert.equal(statSync(join(snap, 'state.zst')).uid, 0, 'written by emberd\'s zstd, not by QEMU');
     const spec = testBootSpec('confine-c', join(base, 'c'), { pack: 'shell' });
     const clone = await backend.snapshots.restore(spec, snap) as QemuVm;

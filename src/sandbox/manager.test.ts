@@ -30,6 +30,8 @@ test('create -> ready -> exec -> destroy leaves no process and no file', async (
   assert.equal(r.stdout.toString(), '42\n');
   const pid = sb.vm!.pid;
   await m.destroy(sb.id);
+  assert.throws(() => m.get(sb.id), (e) => isEmberdError(e, 'SANDBOX_NOT_FOUND'), 'forgotten at once');
+  await m.torndown(); // the VM ends in the background
   assert.equal(isLive(pid), false);
   assert.equal(existsSync(sb.runDir), false);
   assert.equal(sb.state, 'gone');
@@ -121,6 +123,7 @@ test('DELETE while creating cancels the boot', async () => {
   await m.destroy(sb!.id);
   await assert.rejects(creating);
   assert.equal(m.list().length, 0);
+  await m.torndown();
   assert.equal(readdirSync(m.config.runBase).length, 0);
 });
 
