@@ -1,6 +1,7 @@
 // envd's process.Process service (Connect-RPC) on the E2B process table: Start and Connect stream
 // a process's events (start, data, end, keepalives in silence), the rest act on a running one.
-// No PTY: a StartRequest with `pty`, and Update (which only resizes one), are refused.
+// A StartRequest with `pty` (sandbox.pty.create) runs on a guest pseudo-terminal: its output is
+// `pty` data, SendInput's `pty` input is keystrokes, Update resizes it.
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Process, Signal, type ProcessSelector, type ProcessEventSchema } from './gen/process/process_pb.js';
@@ -51,7 +52,7 @@ export function processService(reg: E2bRegistry): ServiceImpl<typeof Process> {
   return {
     async *start(req, ctx) {
       const sb = envdSandbox(reg, ctx);
-      if (req.pty) throw new ConnectError('PTYs are not supported by emberd\'s E2B API (sandbox.pty); run commands with commands.run', Code.Unimplemented);
+      const size = req.pty ? { rows: req.pty.size?.rows || 24, cols: req.pty.size?.cols || 80 } : undefined;
       if (!req.process?.cmd) throw new ConnectError('process.cmd is required', Code.InvalidArgument);
       // The command's deadline (commands.run timeoutMs, Connect-Timeout-Ms) bounds the exec too.
       const deadline = ctx.timeoutMs();
@@ -60,7 +61,7 @@ export function processService(reg: E2bRegistry): ServiceImpl<typeof Process> {
       try {
         p = sb.procs.start(
           { cmd: req.process.cmd, args: req.process.args, envs: req.process.envs, cwd: req.process.cwd ?? HOME },
-          { tag: req.tag, stdin: req.stdin ?? false, timeoutMs },
+          { tag: req.tag, stdin: req.stdin ?? false, timeoutMs, pty: size },
         );
       } catch (e) {
         throw toConnectError(e);
@@ -85,8 +86,8 @@ export function processService(reg: E2bRegistry): ServiceImpl<typeof Process> {
       const sb = envdSandbox(reg, ctx);
       const p = select(sb, req.process);
       const input = req.input?.input;
-      if (input?.case === 'pty') throw new ConnectError('PTYs are not supported by emberd\'s E2B API', Code.Unimplemented);
-      await connectErrors(() => p.writeStdin(Buffer.from(input?.value ?? new Uint8Array())));
+      const data = Buffer.from(input?.value ?? new Uint8Array());
+      await connectErrors(() => (input?.case === 'pty' ? p.writePty(data) : p.writeStdin(data)));
       return {};
     },
 
@@ -106,8 +107,13 @@ export function processService(reg: E2bRegistry): ServiceImpl<typeof Process> {
       return {};
     },
 
-    async update() {
-      throw new ConnectError('Update resizes a PTY; PTYs are not supported by emberd\'s E2B API', Code.Unimplemented);
+    async update(req, ctx) {
+      const sb = envdSandbox(reg, ctx);
+      const p = select(sb, req.process);
+      const size = req.pty?.size;
+      if (!size) throw new ConnectError('Update only resizes a PTY: send pty.size {rows, cols}', Code.InvalidArgument);
+      await connectErrors(async () => p.resize(size.rows, size.cols));
+      return {};
     },
 
     async streamInput() {

@@ -8,16 +8,19 @@
 // Without stdin a process is the manager's streamed exec (execStream). With stdin (StartRequest
 // stdin: true) it is a background process (startProcess), the only kind whose stdin stays open;
 // its output is polled from the manager's buffer (POLL_MS), which is bounded by --exec-output-cap.
+// With `pty` (sandbox.pty.create) it is the manager's terminal (openPty): output comes as `pty`
+// data, input goes to the terminal, Update resizes it; its credit goes back as followers take it.
 import type { SandboxManager } from '../sandbox/manager.ts';
 import type { BackgroundProcess } from '../sandbox/processes.ts';
 import type { ExecEventStream } from '../sandbox/exec-stream.ts';
+import type { PtySession } from '../sandbox/pty.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 
 export interface ProcessConfig { cmd: string; args: string[]; envs: Record<string, string>; cwd?: string }
 
 export interface EndInfo { exitCode: number; exited: boolean; status: string; error?: string }
 
-export type ProcEvent = { kind: 'stdout' | 'stderr'; data: Buffer } | { kind: 'end'; end: EndInfo };
+export type ProcEvent = { kind: 'stdout' | 'stderr' | 'pty'; data: Buffer } | { kind: 'end'; end: EndInfo };
 
 /** How often a stdin-mode process's buffered output is polled. */
 const POLL_MS = 50;
@@ -90,6 +93,7 @@ export class E2bProcess {
   private readonly followers = new Set<Follower>();
   private stream: ExecEventStream | undefined;
   private bg: BackgroundProcess | undefined;
+  private pty: PtySession | undefined;
   readonly pid: number;
   readonly config: ProcessConfig;
   readonly tag: string | undefined;
@@ -97,7 +101,7 @@ export class E2bProcess {
   private readonly sandboxId: string;
   private readonly onEnd: (p: E2bProcess) => void;
 
-  constructor(pid: number, config: ProcessConfig, tag: string | undefined, manager: SandboxManager, sandboxId: string, stdin: boolean, timeoutMs: number, onEnd: (p: E2bProcess) => void) {
+  constructor(pid: number, config: ProcessConfig, tag: string | undefined, manager: SandboxManager, sandboxId: string, stdin: boolean, timeoutMs: number, onEnd: (p: E2bProcess) => void, pty?: { rows: number; cols: number }) {
     this.pid = pid;
     this.config = config;
     this.tag = tag;
@@ -105,7 +109,10 @@ export class E2bProcess {
     this.sandboxId = sandboxId;
     this.onEnd = onEnd;
     const params = { argv: [config.cmd, ...config.args], env: config.envs, cwd: config.cwd, timeoutMs };
-    if (stdin) {
+    if (pty) {
+      this.pty = manager.openPty(sandboxId, { ...pty, argv: params.argv, env: params.env, cwd: params.cwd });
+      void this.pumpPty(this.pty, timeoutMs);
+    } else if (stdin) {
       this.bg = manager.startProcess(sandboxId, params);
       void this.poll(this.bg);
     } else {
@@ -128,11 +135,31 @@ export class E2bProcess {
 
   signal(signo: number): void {
     if (this.ended) return;
-    if (this.bg) this.manager.signalProcess(this.sandboxId, this.bg.id, signo);
+    if (this.pty) this.pty.signal(signo); // SIGKILL: the guest kills the terminal's whole session
+    else if (this.bg) this.manager.signalProcess(this.sandboxId, this.bg.id, signo);
     else this.stream!.handle!.signal(signo);
   }
 
+  get isPty(): boolean {
+    return this.pty !== undefined;
+  }
+
+  /** Keystrokes to a pty process (SendInput's `pty` input). */
+  async writePty(data: Buffer): Promise<void> {
+    if (!this.pty) throw new EmberdError('INVALID_REQUEST', `process ${this.pid} has no terminal; send its input as stdin (commands.sendStdin), or start one with sandbox.pty.create`);
+    await this.pty.write(data);
+  }
+
+  resize(rows: number, cols: number): void {
+    if (!this.pty) throw new EmberdError('INVALID_REQUEST', `process ${this.pid} has no terminal to resize; only sandbox.pty.create processes have one`);
+    if (!this.ended) this.pty.resize(rows, cols);
+  }
+
   async writeStdin(data: Buffer, eof = false): Promise<void> {
+    if (this.pty) {
+      if (eof) throw new EmberdError('INVALID_REQUEST', `process ${this.pid} is a terminal: its stdin does not close; send Ctrl-D ("\\x04") with sendInput to end a shell's input`);
+      return this.writePty(data);
+    }
     if (!this.bg) throw new EmberdError('INVALID_REQUEST', `process ${this.pid} was started without stdin; start it with stdin: true (commands.run(cmd, { stdin: true })) to write to it`);
     await this.manager.writeProcessStdin(this.sandboxId, this.bg.id, data, eof);
   }
@@ -159,6 +186,21 @@ export class E2bProcess {
       this.finish({ exitCode: -1, exited: false, status: 'error', error: (e as Error).message });
     }
     this.finish({ exitCode: -1, exited: false, status: 'error', error: 'the process ended without an exit status' });
+  }
+
+  /** A terminal: output credit goes back once every follower has room for it (the slowest paces it). */
+  private async pumpPty(pty: PtySession, timeoutMs: number): Promise<void> {
+    let timedOut = false;
+    const timer = timeoutMs > 0 ? setTimeout(() => { timedOut = true; pty.kill(); }, timeoutMs) : undefined;
+    pty.onData((data) => { void this.publish({ kind: 'pty', data }).then(() => pty.consumed(data.length)); });
+    try {
+      const x = await pty.exited;
+      this.finish(endOf(x.exitCode, x.signal, timedOut));
+    } catch (e) {
+      this.finish({ exitCode: -1, exited: false, status: 'error', error: isEmberdError(e) ? e.message : String(e) });
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async poll(bp: BackgroundProcess): Promise<void> {
@@ -205,14 +247,14 @@ export class E2bProcessTable {
     this.sandboxId = sandboxId;
   }
 
-  start(config: ProcessConfig, o: { tag?: string; stdin: boolean; timeoutMs: number }): E2bProcess {
+  start(config: ProcessConfig, o: { tag?: string; stdin: boolean; timeoutMs: number; pty?: { rows: number; cols: number } }): E2bProcess {
     if (this.procs.size >= MAX_PROCESSES) {
       throw new EmberdError('TOO_MANY_PROCESSES', `this sandbox already runs ${this.procs.size} E2B processes (the limit is ${MAX_PROCESSES}); kill some`);
     }
     const pid = this.next++;
     // What E2B's envd gives every process.
     const envs = { E2B_SANDBOX: 'true', E2B_SANDBOX_ID: this.sandboxId, ...config.envs };
-    const p = new E2bProcess(pid, { ...config, envs }, o.tag, this.manager, this.sandboxId, o.stdin, o.timeoutMs, (x) => this.procs.delete(x.pid));
+    const p = new E2bProcess(pid, { ...config, envs }, o.tag, this.manager, this.sandboxId, o.stdin, o.timeoutMs, (x) => this.procs.delete(x.pid), o.pty);
     if (!p.ended) this.procs.set(pid, p);
     return p;
   }
