@@ -135,6 +135,16 @@ test('a cmd runs instead of the login shell; text control that is not a resize i
   assert.equal(t.controls.at(-1).exit_code, 7);
 });
 
+test('a command that exits at once leaves all of its output first, past several credit windows', async () => {
+  const t = new Term(`?cmd=${encodeURIComponent('seq 1 100000')}`);
+  await t.opened();
+  assert.equal(await t.closed, 1000);
+  const lines = t.out.split('\r\n').filter(Boolean);
+  assert.equal(lines.length, 100000);
+  assert.equal(lines.at(-1), '100000');
+  assert.equal(t.controls.at(-1).exit_code, 0);
+});
+
 /** The HTTP answer a WebSocket client gets when the upgrade is refused. */
 function refused(url: string): Promise<{ status: number; body: any }> {
   return new Promise((res, rej) => {

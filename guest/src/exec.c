@@ -85,6 +85,8 @@ static void mark_exited(struct exec *e, int status)
     e->status = status;
     e->end_ns = mono_ns();
     pipes_writer_exited(&e->io);
+    if (e->pty.on)
+        pty_writer_exited(&e->pty, &e->io, e->end_ns);
 }
 
 /* ---- starting an exec ---- */
@@ -290,7 +292,7 @@ void execs_poll_handle(const struct pollfd *p, struct buf *out)
         if (!e->used)
             continue;
         pipes_poll_handle(&e->io, p, out, now);
-        if (pipes_drained(&e->io))
+        if (e->pty.on ? e->exited && pty_drained(&e->pty, &e->io, now) : pipes_drained(&e->io))
             send_exit(e, out);
     }
 }
@@ -331,6 +333,11 @@ int execs_timeouts(void)
         } else if (e->deadline_ns - now < next) {
             next = e->deadline_ns - now;
         }
+    }
+    for (int k = 0; k < MAX_EXECS; k++) {
+        int ms = execs[k].used && execs[k].exited ? pty_timeout_ms(&execs[k].pty, now) : -1;
+        if (ms >= 0 && (uint64_t)ms * 1000000u < next)
+            next = (uint64_t)ms * 1000000u;
     }
     int server_ms = forkserver_timeouts();
     take_forkserver_events(); /* the watchdog may have given up on the server */

@@ -132,6 +132,34 @@ int pty_resize(struct pty *t, uint16_t rows, uint16_t cols)
     return 0;
 }
 
+void pty_writer_exited(struct pty *t, struct pipes *io, uint64_t now)
+{
+    io->drain[0] = UINT64_MAX; /* not FIONREAD: see PTY_LINGER_NS */
+    io->drain[1] = 0;
+    t->quiet_until = now + PTY_LINGER_NS;
+    t->seen_total = io->out_total;
+}
+
+bool pty_drained(struct pty *t, const struct pipes *io, uint64_t now)
+{
+    if (io->fd[1] < 0)
+        return true; /* EIO: every writer is gone and all they wrote was read */
+    /* Output still coming, or waiting for the host's credit: not quiet. */
+    if (io->out_total != t->seen_total || io->out_credit == 0) {
+        t->seen_total = io->out_total;
+        t->quiet_until = now + PTY_LINGER_NS;
+        return false;
+    }
+    return now >= t->quiet_until;
+}
+
+int pty_timeout_ms(const struct pty *t, uint64_t now)
+{
+    if (!t->on || t->quiet_until == 0)
+        return -1;
+    return t->quiet_until <= now ? 0 : (int)((t->quiet_until - now + 999999u) / 1000000u);
+}
+
 void pty_child_setup(void)
 {
     ioctl(0, TIOCSCTTY, 0);

@@ -19,8 +19,17 @@
 
 struct pty {
     bool on;
-    int master; /* our own fd of the master, for RESIZE; valid while `on` */
+    int master;           /* our own fd of the master, for RESIZE; valid while `on` */
+    uint64_t quiet_until; /* after the leader exited: EXIT once no output came until then */
+    uint64_t seen_total;  /* output forwarded when quiet_until was last moved */
 };
+
+/* How long the master must stay quiet after the leader exited before EXIT, when something else
+ * (a background job) still holds the terminal open. What the leader wrote reaches the master
+ * through the tty layer's flip buffers asynchronously, so at reap time FIONREAD may not count it
+ * yet (the pipes' drain rule would lose it): the master is read until EIO (every slave fd
+ * closed, after the kernel has flushed what they wrote) or this long without output. */
+#define PTY_LINGER_NS (100u * 1000000u)
 
 /* Does this EXEC ask for a tty? Its size (defaults 24x80) in *rows, *cols when not NULL. */
 bool pty_wanted(const struct frame *f, uint16_t *rows, uint16_t *cols);
@@ -34,6 +43,13 @@ int pty_open(struct pty *t, struct pipes *io, int cfd[3], uint16_t rows, uint16_
 void pty_close(struct pty *t);
 /* TIOCSWINSZ on the master. */
 int pty_resize(struct pty *t, uint16_t rows, uint16_t cols);
+
+/* The leader was reaped (after pipes_writer_exited): read on until EIO or quiet. */
+void pty_writer_exited(struct pty *t, struct pipes *io, uint64_t now);
+/* Everything the leader wrote has been forwarded: EXIT may go. */
+bool pty_drained(struct pty *t, const struct pipes *io, uint64_t now);
+/* ms until pty_drained may turn true on its own (the poll timeout), -1: not waiting. */
+int pty_timeout_ms(const struct pty *t, uint64_t now);
 
 /* In the forked child, with the slave on fds 0-2 and after setsid(): make it the controlling
  * terminal. */

@@ -27,7 +27,7 @@ def t_hello(c):
     after = boottime_ms()
     ack = parse_tlv(HELLO_ACK, p)
     assert ack[1] == 1 and ack[2] == b'0.1.0', ack
-    assert ack[3] == [b'exec', b'signal', b'window', b'stdin'], ack
+    assert ack[3] == [b'exec', b'signal', b'window', b'stdin', b'pty'], ack
     # Host mode: the agent's CLOCK_BOOTTIME is ours, so its uptime lies between our two readings.
     assert ack[4] == b'unix' and before <= ack[5] <= after, (before, ack, after)
 
@@ -279,6 +279,78 @@ def t_disconnect_kills(c):
     c.send(frame(PING, 0, b'again'))
     assert c.wait(lambda f: f[0] == PONG)[2] == b'again'
     return c
+
+
+# ---- pseudo-terminals (EXEC tty, RESIZE; docs/protocol.md "PTY") ----
+
+RESIZE = 0x17
+
+
+def tty(rows=None, cols=None):
+    return u8(10, 1) + (u32(11, rows) if rows is not None else b'') + (u32(12, cols) if cols is not None else b'')
+
+
+def t_pty_exec_runs_on_a_terminal(c):
+    """The child's stdio is the slave, its controlling terminal (`/dev/tty` opens), TERM is set,
+    and what it writes to stderr comes as STDOUT: a terminal has one output."""
+    ex, out, err = c.run(60, argv('sh', '-c', 'tty; stty size; echo $TERM; echo to-stderr >&2; : </dev/tty && echo ctty') +
+                         tty(30, 100))
+    lines = out.replace(b'\r\n', b'\n').split(b'\n')
+    assert ex[1] == 0 and err == b'', (ex, out, err)
+    assert lines[0].startswith(b'/dev/pts/') and lines[1:5] == [b'30 100', b'xterm-256color', b'to-stderr', b'ctty'], out
+    ex, out, _ = c.run(61, argv('sh', '-c', 'stty size; echo $TERM') + tty() + field(3, 'TERM=dumb'))
+    assert out.replace(b'\r\n', b'\n') == b'24 80\ndumb\n', out  # default size; EXEC's TERM wins
+
+
+def t_pty_stdin_echo_and_resize(c):
+    """Keystrokes go to the master (the line discipline echoes them); RESIZE changes what the
+    program sees; Ctrl-D at the start of a line is EOF for the reader."""
+    c.send(frame(EXEC, 62, argv('sh', '-c', 'read x; echo "got:$x"; stty size; cat; echo done') + tty(24, 80) + u8(6, 1)))
+    c.send(frame(RESIZE, 62, u32(1, 50) + u32(2, 200)))
+    c.send(frame(STDIN, 62, b'hello\n'))
+    c.send(frame(STDIN, 62, b'\x04'))
+    ex, out, _ = c.collect(62)
+    text = out.replace(b'\r\n', b'\n')
+    assert ex[1] == 0 and b'hello\ngot:hello\n50 200\ndone\n' in text, (ex, out)
+
+
+def t_pty_bad_resize_and_size(c):
+    """RESIZE for an exec without a tty, or with a size of 0, is BAD_PAYLOAD; so is EXEC's."""
+    c.send(frame(EXEC, 63, argv('cat') + u8(6, 1)))
+    c.send(frame(RESIZE, 63, u32(1, 10) + u32(2, 10)))
+    assert c.error(63) == 'BAD_PAYLOAD'
+    c.send(frame(STDIN, 63, b''))
+    assert c.collect(63)[0][1] == 0
+    c.send(frame(EXEC, 64, argv('true') + tty(0, 80)))
+    assert c.error(64) == 'BAD_PAYLOAD'
+
+
+def cmdlines(needle):
+    found = []
+    for pid in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if needle in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def t_pty_sigkill_kills_the_session(c):
+    """An interactive shell puts each job in its own process group: SIGKILL of a tty exec kills
+    every process of its session, not just the leader's group."""
+    c.send(frame(EXEC, 65, argv('sh', '-c', 'set -m; sleep 7771 & sleep 7772 & echo started; wait') + tty() + u8(6, 1)))
+    out = b''
+    while b'started' not in out:
+        ftype, _, p = c.wait(lambda f: f[1] == 65)
+        out += p if ftype == STDOUT else b''
+    wait_until(lambda: len(cmdlines(b'sleep\x0077')) == 2, 'both jobs running')
+    assert len({os.getpgid(p) for p in cmdlines(b'sleep\x0077')}) == 2  # two groups of their own
+    c.send(frame(SIGNAL, 65, u32(1, 9)))
+    ex, _, _ = c.collect(65)
+    assert ex[2] == 9, ex
+    wait_until(lambda: cmdlines(b'sleep\x0077') == [], 'no job left')
 
 
 def t_shutdown(c):
