@@ -2,6 +2,8 @@
 // WebSocket (docs/api.md, "PTY"). One shell sandbox serves every case.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 
@@ -171,4 +173,37 @@ test('errors come before the upgrade, as JSON with a code: bad id 404, bad size 
   const plain = await http(d, 'GET', `/sandboxes/${id}/pty`);
   assert.equal(plain.status, 400);
   assert.match(plain.json.error.message, /WebSocket/);
+});
+
+// ---- emberctl shell ----
+
+const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+
+function run(cmd: string, args: string[], input: string): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { env: { ...process.env, EMBERD_ADDR: d.addr } });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (b: Buffer) => { out += b; });
+    p.stderr.on('data', (b: Buffer) => { err += b; });
+    p.on('close', (code) => resolve({ code, out, err }));
+    p.stdin.end(input);
+  });
+}
+
+test('emberctl shell: piped keystrokes reach the shell, its status is the exit status; a bad id is the API error', async () => {
+  const r = await run(process.execPath, [CLI, 'shell', id], 'echo "sh-$((6*7))"; exit 4\n');
+  assert.equal(r.code, 4, r.err);
+  assert.match(r.out, /\nsh-42\r?\n/);
+  const bad = await run(process.execPath, [CLI, 'shell', 'sb_doesnotexist'], '');
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /SANDBOX_NOT_FOUND/);
+});
+
+test('emberctl shell on a real terminal (script(1)): the terminal\'s size becomes the sandbox\'s', async () => {
+  // script gives emberctl a pty of its own, sized 33x99 before emberctl starts.
+  const inner = `stty rows 33 cols 99; exec ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} shell ${id}`;
+  const r = await run('script', ['-qec', inner, '/dev/null'], 'echo "S=$(stty size)"; exit 6\n');
+  assert.equal(r.code, 6, r.out + r.err);
+  assert.match(r.out, /S=33 99/);
 });

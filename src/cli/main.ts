@@ -5,9 +5,10 @@ import { createReadStream, createWriteStream, readFileSync, rmSync } from 'node:
 import { basename } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
-import { EmberdApiError, EmberdClient } from '../sdk/client.ts';
+import { EmberdApiError, EmberdClient, resolveToken } from '../sdk/client.ts';
 import { VERSION } from '../version.ts';
 import { runSelfTest } from './self-test.ts';
+import { runShell } from './shell.ts';
 
 const program = new Command('emberctl')
   .description('control an emberd daemon: create sandboxes, run code in them, delete them')
@@ -96,6 +97,15 @@ program.command('exec')
       if (r.session_reset) process.stderr.write('emberctl: the session was reset (its state is lost)\n');
     }
     process.exitCode = r.exit_code;
+  });
+
+program.command('shell')
+  .description('open an interactive terminal in a sandbox (a login shell, or --cmd); exits with its status')
+  .argument('<id>', 'sandbox id')
+  .option('--cmd <command>', 'run this shell command on the terminal instead of a login shell')
+  .action(async (id: string, o: { cmd?: string }) => {
+    const g = program.opts<{ tokenFile?: string }>();
+    process.exitCode = await runShell({ baseUrl: client().baseUrl, token: resolveToken({ tokenFile: g.tokenFile }), id, cmd: o.cmd });
   });
 
 program.command('ps')
