@@ -239,6 +239,8 @@ export class AgentClient {
   private closedError: EmberdError | undefined;
   private onClosed: () => void = () => {};
   private handshaken = false;
+  /** What the guest said it can do in its last HELLO_ACK (e.g. `pty`); empty before one. */
+  capabilities: readonly string[] = [];
   /** Resolves when the stream has ended, for whatever reason. */
   readonly closed: Promise<void>;
 
@@ -311,6 +313,7 @@ export class AgentClient {
       ...(f.pids_max !== undefined && { pidsMax: Number(f.pids_max) }),
       ...(f.memory_max !== undefined && { memoryMax: Number(f.memory_max) }),
     };
+    this.capabilities = ack.capabilities;
     if (ack.protoVersion !== PROTOCOL_VERSION) {
       throw new EmberdError('AGENT_VERSION_MISMATCH', `the guest agent speaks protocol ${ack.protoVersion}, this daemon speaks ${PROTOCOL_VERSION}; rebuild the images with \`emberd images build --force\``);
     }

@@ -36,6 +36,10 @@ export class PtySession {
 
   constructor(agent: AgentClient, o: PtyOptions) {
     checkPtySize(o.rows, o.cols);
+    // An older agent skips EXEC's tty field and would run the shell on pipes: refuse instead.
+    if (!agent.capabilities.includes('pty')) {
+      throw new EmberdError('AGENT_VERSION_MISMATCH', 'this sandbox\'s guest agent has no terminal support (no `pty` capability); rebuild the images with `emberd images build --force`');
+    }
     this.handle = agent.exec(
       { argv: o.argv ?? DEFAULT_SHELL, env: o.env, cwd: o.cwd, stdinOpen: true, tty: { rows: o.rows, cols: o.cols } },
       {
