@@ -35,13 +35,14 @@ function assertSame([a, b]: [ExecResult, ExecResult]): ExecResult {
   return a;
 }
 
-/** Pids of live forkservers (a fresh interpreter looks, so it does not count itself). */
-async function forkservers(): Promise<number[]> {
+/** Pids of live forkservers, or of its parked workers (a fresh interpreter looks, so it does not count itself). */
+async function forkservers(which: 'server' | 'parked' = 'server'): Promise<number[]> {
   const r = await py([
     'import os',
     'for p in os.listdir("/proc"):',
     '    try:',
-    '        if p.isdigit() and b"<emberd-" + b"forkserver>" in open(f"/proc/{p}/cmdline", "rb").read() and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z": print(p)',
+    '        if p.isdigit() and b"<emberd-" + b"forkserver>" in open(f"/proc/{p}/cmdline", "rb").read() and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":',
+    `            if (open(f"/proc/{p}/comm").read().strip() == "emberd-parked") == ${which === 'parked' ? 'True' : 'False'}: print(p)`,
     '    except OSError: pass',
   ].join('\n'), { freshProcess: true });
   return r.stdout.toString().split('\n').filter(Boolean).map(Number);
@@ -107,6 +108,26 @@ test('two execs never share randomness or state', async () => {
   assert.ok(x.every((v, i) => v !== y[i]), `${x} vs ${y}`);
   await py('import os; os.leak = 1; x = 1');
   assert.equal((await py('import os; print(hasattr(os, "leak"), "x" in globals())')).stdout.toString(), 'False False\n');
+});
+
+test('parked workers serve execs: each is a fresh process with its own randomness, named like a fresh interpreter, and one is parked again after', async () => {
+  await py('pass');
+  const code = 'import os, random; print(os.getpid(), open("/proc/self/comm").read().strip(), os.getpriority(os.PRIO_PROCESS, 0), random.random(), random.getrandbits(64))';
+  const seen: string[][] = [];
+  for (let i = 0; i < 2; i++) {
+    let parked: number[] = [];
+    for (let j = 0; j < 50 && parked.length === 0; j++) parked = await forkservers('parked');
+    assert.ok(parked.length >= 1, 'the server parks a worker while idle');
+    const r = await py(code);
+    assert.equal(r.fastPath, true);
+    const out = r.stdout.toString().trim().split(' ');
+    assert.ok(parked.includes(Number(out[0])), `served by a parked worker (${out[0]} of ${parked})`);
+    assert.equal(out[1], 'python3', 'its comm is back to that of a fresh interpreter');
+    assert.equal(out[2], '0', 'it runs at the normal priority, not the idle one it was parked at');
+    seen.push(out.slice(3));
+  }
+  assert.notEqual(seen[0]![0], seen[1]![0], 'random.random() differs');
+  assert.notEqual(seen[0]![1], seen[1]![1], 'random.getrandbits() differs');
 });
 
 test('a killed forkserver: the next exec still works, and a new server takes over', async () => {

@@ -12,21 +12,174 @@
 # then runs the code: a request without a report never ran, so the agent may serve it with a
 # fresh process instead.
 # Failures are reported as (seq, -errno). Reports are 8 bytes, written in one send (atomic).
+#
+# Parked workers: the double fork and the copy-on-write faults of a worker's first steps cost more
+# than running `print(6*7)`, so the server keeps up to _PARK workers forked ahead, each waiting on
+# its own socketpair with the server. A request goes to a parked worker (the server forwards the
+# 4 bytes and the 4 fds) when one is there, else the server forks as above. A parked worker made
+# its pages its own at idle priority (nice 19) while it waited, and at dispatch takes back the
+# server's priority, reseeds `random` if it was imported (a parked worker may outlive a snapshot
+# restore: clones must not share its state), and goes on like a fresh worker. The server parks a
+# new worker only when no request is waiting; a parked worker whose server is gone (EOF on its
+# pair) exits, so the agent's socket still reaches EOF when the server dies. While parked a
+# worker's /proc/PID/comm is "emberd-parked".
 _main_globals = dict(globals())  # what `python3 -c` gives __main__, before we add anything
 import os
 import sys
 import _socket
 _SOCK_FD = 3
 _NFDS = 4
+_PARK = 2  # parked workers kept (each costs its private pages, ~1-2 MiB)
+_PARKED_COMM = b'emberd-parked'
 # The exec cgroup's cgroup.procs (emberd-init's limits.c), when the guest has one: each worker
 # moves itself in before it reports, so an exec's processes count against the sandbox's limits
 # while the server stays outside them. Popped: no worker's environment shows it.
 _CGROUP_FD = os.environ.pop('EMBERD_EXEC_CGROUP_FD', None)
 _CGROUP_FD = int(_CGROUP_FD) if _CGROUP_FD else None
+try:
+    with open('/proc/self/comm', 'rb') as _f:
+        _ORIG_COMM = _f.read().rstrip(b'\n')
+except OSError:
+    _ORIG_COMM = b'python3'
 
 
 def _report(sock, seq, value):
     sock.sendall(seq.to_bytes(4, 'big') + value.to_bytes(4, 'big', signed=True))  # 8 bytes: one write
+
+
+def _recv_request(conn, space):
+    """(msg, fds) of one request on conn: 4 bytes and their SCM_RIGHTS fds."""
+    msg, anc, _flags, _addr = conn.recvmsg(4, space)
+    fds = []
+    for level, kind, data in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True) for i in range(0, len(data) - 3, 4)]
+    return msg, fds
+
+
+def _comm(name):
+    try:
+        with open('/proc/self/comm', 'wb') as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
+def _pretouch():
+    """What a worker's first steps write, done ahead: a compile, a stdio stack, an exec in a new
+    namespace, a collection. Each first write to a page inherited from the server is a
+    copy-on-write fault (slow under TCG); a parked worker takes them while it waits."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for write in (False, True):
+            _stdio(null, '<pretouch>', sys.__stdout__ if write else sys.__stdin__, write).close()
+        ns = dict(_main_globals)
+        exec(compile('x = 6*7\n', '<string>', 'exec'), ns)
+        ns.clear()
+        import gc
+        gc.collect()
+    except BaseException:
+        pass
+    finally:
+        os.close(null)
+
+
+def _become_worker(sock, seq):
+    """The worker's side of the hand-off: own session, the exec cgroup, then the report. The code
+    runs only after the report was sent."""
+    try:
+        os.setsid()
+    except OSError:
+        pass  # a parked worker has its session already
+    try:
+        if _CGROUP_FD is not None:
+            os.write(_CGROUP_FD, b'0')
+            os.close(_CGROUP_FD)
+        _report(sock, seq, os.getpid())
+        sock.close()
+    except BaseException:
+        os._exit(1)  # not reported: the agent serves this exec with a fresh process
+
+
+def _park(sock, parked, space):
+    """Forks a parked worker (double fork, as for a request). In the server: its end of the
+    worker's pair, or None. In the worker, once a request came: (seq, fds)."""
+    try:
+        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        mine.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        _comm(_PARKED_COMM)  # before the worker is re-parented, so no one ever sees it unnamed
+        try:
+            if os.fork() != 0:
+                os._exit(0)
+        except OSError:
+            os._exit(0)
+        # The parked worker.
+        try:
+            mine.close()
+            for other in parked:
+                other.close()
+            os.setsid()
+            prio = os.getpriority(os.PRIO_PROCESS, 0)
+            os.nice(19)
+            _pretouch()
+            msg, fds = _recv_request(theirs, space)
+        except BaseException:
+            os._exit(0)
+        if len(msg) != 4 or len(fds) != _NFDS:
+            os._exit(0)  # the server is gone (EOF), or it sent nothing usable
+        theirs.close()
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, prio)
+        except OSError:
+            pass  # without the right to raise it again the exec runs niced
+        _comm(_ORIG_COMM)
+        rnd = sys.modules.get('random')
+        if rnd is not None:
+            rnd.seed()
+        return int.from_bytes(msg, 'big'), fds
+    theirs.close()
+    while True:
+        try:
+            os.waitpid(pid, 0)  # the intermediate: it exits right after its fork
+            break
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            pass
+    return mine
+
+
+def _waiting(sock):
+    """Whether a request (or the agent's EOF) is there to be read now."""
+    try:
+        sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # let recvmsg see it
+
+
+def _dispatch(parked, msg, fds):
+    """Hands a request to a parked worker; False if none took it."""
+    while parked:
+        conn = parked.pop(0)
+        try:
+            conn.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b''.join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds))])
+            return True
+        except OSError:
+            pass  # that worker died: try the next
+        finally:
+            conn.close()
+    return False
 
 
 def _serve():
@@ -36,20 +189,31 @@ def _serve():
     os.close(null)
     space = _socket.CMSG_SPACE(_NFDS * 4 * 4)  # room for more fds than expected: none is leaked
     import gc
+    import atexit  # noqa: F401  every worker's exit runs it: imported once here, not per worker
     gc.freeze()  # workers' collections skip everything the server made (no copy-on-write faults)
+    parked = []
     while True:
-        msg, anc, _flags, _addr = sock.recvmsg(4, space)
+        # Park workers only while no request waits: a request never waits behind a park.
+        while len(parked) < _PARK and not _waiting(sock):
+            got = _park(sock, parked, space)
+            if got is None:
+                break
+            if isinstance(got, tuple):  # this is the parked worker, and its request came
+                _become_worker(sock, got[0])
+                return got[1]
+            parked.append(got)
+        msg, fds = _recv_request(sock, space)
         if not msg:
             os._exit(0)  # the agent is gone
-        fds = []
-        for level, kind, data in anc:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                fds += [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True) for i in range(0, len(data) - 3, 4)]
         seq = int.from_bytes(msg.ljust(4, b'\0'), 'big')
         if len(msg) != 4 or len(fds) != _NFDS:
             for fd in fds:
                 os.close(fd)
             _report(sock, seq, -22)  # EINVAL
+            continue
+        if _dispatch(parked, msg, fds):
+            for fd in fds:
+                os.close(fd)
             continue
         try:
             pid = os.fork()
@@ -63,15 +227,9 @@ def _serve():
                 _report(sock, seq, -e.errno)
                 os._exit(0)
             # The worker.
-            try:
-                os.setsid()
-                if _CGROUP_FD is not None:
-                    os.write(_CGROUP_FD, b'0')
-                    os.close(_CGROUP_FD)
-                _report(sock, seq, os.getpid())
-                sock.close()
-            except BaseException:
-                os._exit(1)  # not reported: the agent serves this exec with a fresh process
+            for conn in parked:
+                conn.close()
+            _become_worker(sock, seq)
             return fds
         for fd in fds:
             os.close(fd)
@@ -185,8 +343,7 @@ def _finish(status, namespace, interrupted):
             sys.modules['threading']._shutdown()
     except BaseException:
         pass
-    import atexit
-    atexit._run_exitfuncs()
+    sys.modules['atexit']._run_exitfuncs()  # imported by the server
     try:
         namespace.clear()
         import gc
