@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDaemon, http, processExists, type TestDaemon } from './helpers/daemon.ts';
+import { startDaemon, http, processExists, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { isLive, liveProcessesWith } from './helpers/procs.ts';
 import { FIRECRACKER_DOUBLE } from './firecracker-double/path.ts';
 import { FirecrackerApiSpec, SPEC_VERSIONS } from '../src/vmm/firecracker/api-spec.ts';
@@ -61,9 +61,10 @@ test('create -> exec print(6*7) -> delete, leaving no process and no file', { ti
 
   const del = await http(d, 'DELETE', `/sandboxes/${id}`);
   assert.equal(del.status, 204);
-  assert.equal(processExists(pid), false, 'the Firecracker (double) process is gone');
-  assert.deepEqual(liveProcessesWith(fcId), [], 'no double or QEMU left for this sandbox');
-  assert.equal(existsSync(join(d.runDir, id)), false, 'run dir removed');
+  // The VM ends in the background once DELETE has answered.
+  await eventually(() => !processExists(pid), 30_000, 'the Firecracker (double) process is gone');
+  await eventually(() => liveProcessesWith(fcId).length === 0, 30_000, 'no double or QEMU left for this sandbox');
+  await eventually(() => !existsSync(join(d.runDir, id)), 30_000, 'run dir removed');
   assert.deepEqual(readdirSync(d.runDir).filter((n) => n !== 'emberd.pid'), []);
 
   // Every API request the daemon's driver made validates against both supported specs.
