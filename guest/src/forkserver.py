@@ -31,6 +31,9 @@ _SOCK_FD = 3
 _NFDS = 4
 _PARK = 2  # parked workers kept (each costs its private pages, ~1-2 MiB)
 _PARKED_COMM = b'emberd-parked'
+_PARK_IDLE_S = 0.02  # a park waits for this much quiet: back-to-back requests are never slowed
+_SERVER_PRIO = os.getpriority(os.PRIO_PROCESS, 0)
+_CAN_RENICE = os.geteuid() == 0  # only root may take its priority back after nice 19
 # The exec cgroup's cgroup.procs (emberd-init's limits.c), when the guest has one: each worker
 # moves itself in before it reports, so an exec's processes count against the sandbox's limits
 # while the server stays outside them. Popped: no worker's environment shows it.
@@ -157,15 +160,18 @@ def _park(sock, parked, space):
     return mine
 
 
-def _waiting(sock):
-    """Whether a request (or the agent's EOF) is there to be read now."""
+def _waiting(sock, within):
+    """Whether a request (or the agent's EOF) comes within `within` seconds."""
+    sock.settimeout(within)
     try:
-        sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+        sock.recv(1, _socket.MSG_PEEK)
         return True
-    except BlockingIOError:
+    except TimeoutError:
         return False
     except OSError:
         return True  # let recvmsg see it
+    finally:
+        sock.settimeout(None)
 
 
 def _dispatch(parked, msg, fds):
@@ -194,8 +200,14 @@ def _serve():
     parked = []
     while True:
         # Park workers only while no request waits: a request never waits behind a park.
-        while len(parked) < _PARK and not _waiting(sock):
-            got = _park(sock, parked, space)
+        while len(parked) < _PARK and not _waiting(sock, _PARK_IDLE_S):
+            if _CAN_RENICE:  # the fork itself at idle priority too: never ahead of a running exec
+                os.setpriority(os.PRIO_PROCESS, 0, 19)
+            try:
+                got = _park(sock, parked, space)
+            finally:
+                if _CAN_RENICE:
+                    os.setpriority(os.PRIO_PROCESS, 0, _SERVER_PRIO)
             if got is None:
                 break
             if isinstance(got, tuple):  # this is the parked worker, and its request came
