@@ -47,7 +47,7 @@ function collector() {
 }
 const keys = (s: string) => new TextEncoder().encode(s);
 
-test('pty.create gives a login bash on a terminal of the asked size; sendInput, resize, and exit status', async () => {
+test('pty.create gives a login bash on a terminal of the asked size; sendInput, resize, connect, and exit status', async () => {
   const t = collector();
   const h = await sbx.pty.create({ cols: 100, rows: 30, onData: t.onData });
   assert.ok(h.pid > 0);
@@ -63,6 +63,12 @@ test('pty.create gives a login bash on a terminal of the asked size; sendInput, 
   assert.equal((await t.until(/R=(\d+ \d+)/, from))[1], '40 120');
 
   assert.ok((await sbx.commands.list()).some((p) => p.pid === h.pid), 'a running pty is listed');
+  // pty.connect: a second client follows the same terminal from now on.
+  const t2 = collector();
+  const h2 = await sbx.pty.connect(h.pid, { onData: t2.onData });
+  await sbx.pty.sendInput(h.pid, keys('echo "C=$((40+2))"\n'));
+  await t2.until(/C=42/);
+  await h2.disconnect();
   await sbx.pty.sendInput(h.pid, keys('exit 5\n'));
   await assert.rejects(h.wait(), (e: unknown) => e instanceof CommandExitError && e.exitCode === 5);
 });
