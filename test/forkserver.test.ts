@@ -35,13 +35,15 @@ function assertSame([a, b]: [ExecResult, ExecResult]): ExecResult {
   return a;
 }
 
-/** Pids of live forkservers, or of its parked workers (a fresh interpreter looks, so it does not count itself). */
+/** Pids of live forkservers, or of their parked workers (a fresh interpreter looks, so it does not count itself). */
 async function forkservers(which: 'server' | 'parked' = 'server'): Promise<number[]> {
   const r = await py([
     'import os',
     'for p in os.listdir("/proc"):',
     '    try:',
-    '        if p.isdigit() and b"<emberd-" + b"forkserver>" in open(f"/proc/{p}/cmdline", "rb").read() and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":',
+    '        st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split() if p.isdigit() else ["Z"]',
+    // Children of the agent (PID 1) only: a parked worker is one once its intermediate exited.
+    '        if st[0] != "Z" and st[1] == "1" and b"<emberd-" + b"forkserver>" in open(f"/proc/{p}/cmdline", "rb").read():',
     `            if (open(f"/proc/{p}/comm").read().strip() == "emberd-parked") == ${which === 'parked' ? 'True' : 'False'}: print(p)`,
     '    except OSError: pass',
   ].join('\n'), { freshProcess: true });
