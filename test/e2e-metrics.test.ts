@@ -5,27 +5,13 @@
 // and each metric must have moved by exactly what was done.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
-import { testImages } from './helpers/images.ts';
+import { privateImagesDir } from './helpers/private-images.ts';
 import { vmmsBelow } from './helpers/procs.ts';
 import { checkFamilies, labelValues, parsePromText, valueOf, type Family } from './helpers/prom-text.ts';
 
-/** An images dir with the built kernel and initramfs and only the shell pack (its manifest says so). */
-function shellOnlyImages(): { dir: string; cleanup: () => void } {
-  const src = testImages().dir;
-  const dir = mkdtempSync('/tmp/emb-img-');
-  const manifest = JSON.parse(readFileSync(join(src, 'manifest.json'), 'utf8')) as { files: Record<string, unknown> };
-  manifest.files = Object.fromEntries(Object.entries(manifest.files).filter(([rel]) => !rel.startsWith('packs/') || /^packs\/shell\.(json|sqfs)$/.test(rel)));
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
-  for (const name of ['kernel', 'initramfs.cpio']) symlinkSync(join(src, name), join(dir, name));
-  mkdirSync(join(dir, 'packs'));
-  for (const name of ['shell.json', 'shell.sqfs']) symlinkSync(join(src, 'packs', name), join(dir, 'packs', name));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-const images = shellOnlyImages();
+const images = privateImagesDir({ packs: ['shell'] }); // one golden to build
 let d: TestDaemon;
 let auth: Record<string, string>;
 

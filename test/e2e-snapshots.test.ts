@@ -8,7 +8,7 @@ import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon
 import { privateImagesDir } from './helpers/private-images.ts';
 import { isLive, vmmsBelow } from './helpers/procs.ts';
 
-const images = privateImagesDir();
+const images = privateImagesDir({ packs: ['python', 'shell'] }); // the packs the cases use: fewer goldens to build
 after(() => images.cleanup());
 
 async function snapshotsReady(d: TestDaemon): Promise<boolean> {
@@ -23,7 +23,7 @@ describe('restore from a golden snapshot (pool off)', () => {
   let d: TestDaemon;
   before(async () => {
     d = await startDaemon(['--images-dir', images.dir, '--pool-size', '0', '--snapshot-shapes', '1x384']);
-    await eventually(() => snapshotsReady(d), 120_000, 'golden snapshots built');
+    await eventually(() => snapshotsReady(d), 240_000, 'golden snapshots built'); // a bound for a busy CI machine, not a timing
   });
   after(async () => { assert.equal(await d.stop(), 0, d.log()); });
 
@@ -96,7 +96,7 @@ describe('restore from a golden snapshot (pool off)', () => {
     assert.equal(sb.boot_mode, 'cold', 'the create is served by a cold boot');
     assert.equal((await sh(d, sb.id, 'echo ok')).json.stdout, 'ok\n');
     assert.match(d.log(), /snapshot of pack shell failed to restore/);
-    await eventually(() => snapshotsReady(d), 120_000, 'snapshot rebuilt');
+    await eventually(() => snapshotsReady(d), 240_000, 'snapshot rebuilt');
     const again = await d.client.createSandbox({ language_pack: 'shell' });
     assert.equal(again.boot_mode, 'restore');
     for (const s of [sb, again]) await d.client.deleteSandbox(s.id);
