@@ -41,6 +41,15 @@ const AGENT_LOSS_GRACE_MS = 2000;
 /** A restore that has not answered by then is abandoned for a cold boot. */
 const RESTORE_TIMEOUT_MS = 15_000;
 
+/** A line of output in the pack's language (by its interpreter's name), or empty code. */
+function warmUpCode(pack: PackImage): string {
+  const bin = (pack.interpreter?.[0] ?? '').split('/').pop() ?? '';
+  if (bin.startsWith('python')) return 'print(6*7)';
+  if (bin === 'node' || bin === 'nodejs') return 'console.log(6*7)';
+  if (/^(ba|da|z|k)?sh$/.test(bin)) return 'echo 42';
+  return '';
+}
+
 /** The most a warm-up exec may take before the sandbox is handed over unwarmed. */
 const WARM_UP_TIMEOUT_MS = 10_000;
 
@@ -85,7 +94,7 @@ export class Launcher {
         }
       }
       if (!sb.vm) await this.launch(sb, pack, deadline);
-      if (sb.bootMode === 'restore' || opts.warm) await this.warmUp(sb, deadline);
+      if (sb.bootMode === 'restore' || opts.warm) await this.warmUp(sb, pack, deadline);
       if (sb.cancelled) throw new EmberdError('SANDBOX_NOT_FOUND', 'the sandbox was deleted while it was starting');
       if (sb.state !== 'creating') return; // the VM died meanwhile; onVmExit recorded why
       sb.state = 'ready';
@@ -120,15 +129,16 @@ export class Launcher {
   /**
    * Runs the pack's interpreter once in a VM that just came up, so that its first user exec costs
    * what later ones do: a new QEMU translates the guest's code again (~22k blocks, ~145 ms under
-   * TCG), and the exec path (forkserver, interpreter start) is that code. Empty code leaves
-   * nothing behind (no file, no process, no session); its output is dropped. A warm-up that fails
+   * TCG), and the exec path (forkserver, interpreter start, output back to the host) is that
+   * code. The code prints one line (so the output path is translated too) and leaves nothing
+   * behind (no file, no process, no session); its output is dropped. A warm-up that fails
    * is only logged: the VM is as usable as one that was never warmed, and a dead VM is seen by
    * the caller's state check.
    */
-  private async warmUp(sb: Sandbox, deadline: number): Promise<void> {
+  private async warmUp(sb: Sandbox, pack: PackImage, deadline: number): Promise<void> {
     if (sb.cancelled || sb.state !== 'creating' || !sb.agent) return;
     try {
-      await sb.agent.run({ code: '', timeoutMs: Math.max(1000, Math.min(WARM_UP_TIMEOUT_MS, deadline - Date.now())) });
+      await sb.agent.run({ code: warmUpCode(pack), timeoutMs: Math.max(1000, Math.min(WARM_UP_TIMEOUT_MS, deadline - Date.now())) });
     } catch (e) {
       if (!sb.cancelled) sb.log.warn(`warm-up exec failed (the sandbox is used unwarmed): ${(e as Error).message}`);
     }
