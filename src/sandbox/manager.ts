@@ -256,7 +256,10 @@ export class SandboxManager {
     this.brokenPacks = broken;
     this.goldenSpecs = new Map(goldens);
     this.snapshots?.sync(new Map([...goldens].map(([name, g]) => [name, g.inputs])));
-    if (this.pool) for (const pack of added) this.keepPooled(pack);
+    if (this.pool) {
+      for (const pack of added) this.keepPooled(pack);
+      for (const [key, shape] of this.poolShapes) if (removed.includes(shape.pack)) { this.pool.drop(key); this.poolShapes.delete(key); }
+    }
     return { added, removed, changed };
   }
 

@@ -138,3 +138,18 @@ test('close discards what waits and what arrives later; a dead waiting sandbox i
   assert.equal(h.pool.view().python!.ready, 0);
   assert.equal(h.discarded.length, h.made.length, 'every sandbox made was discarded');
 });
+
+test('a dropped shape (its pack removed) keeps nothing: waiting sandboxes are discarded, queued fills forgotten', async () => {
+  const h = harness({ min: 2, max: 4, fillConcurrency: 1 });
+  h.pool.keep('gone');
+  h.pending.shift()!.done(true);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(h.pool.view().gone!.ready, 1);
+  h.pool.drop('gone');
+  assert.equal(h.pool.view().gone, undefined);
+  assert.equal(h.discarded.length, 1);
+  await h.finishAll();
+  assert.equal(h.pending.length, 0, 'the queued second fill never started');
+  assert.equal(h.discarded.length, h.made.length, 'the fill that was running is discarded when it arrives');
+  await h.close();
+});

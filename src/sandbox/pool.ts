@@ -70,6 +70,15 @@ export class WarmPool {
     this.refill(key);
   }
 
+  /** `key` is no longer wanted (its pack was removed): no floor, no demand, nothing waiting. */
+  drop(key: string): void {
+    const s = this.shapes.get(key);
+    if (!s) return;
+    this.shapes.delete(key);
+    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i] === key) this.queue.splice(i, 1);
+    for (const sb of s.ready.splice(0)) void this.discard(sb);
+  }
+
   /**
    * A ready sandbox of `key` (a pack and shape), if one is waiting. Either way the create counts
    * as demand and a refill starts.
