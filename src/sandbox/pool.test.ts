@@ -33,7 +33,7 @@ function harness(bounds: { min: number; max: number; fillConcurrency: number }):
     } });
   });
   const discard = async (sb: Sandbox) => { discarded.push(sb); };
-  const pool = new WarmPool({ ...bounds, windowMs: 30_000 }, fill, discard, captureLog().log, () => clock.t);
+  const pool = new WarmPool({ ...bounds, windowMs: 30_000, refillDelayMs: 0 }, fill, discard, captureLog().log, () => clock.t);
   const settle = () => new Promise((r) => setImmediate(r));
   return {
     pool, pending, discarded, made, clock,

@@ -18,10 +18,15 @@ export interface PoolBounds {
   fillConcurrency: number;
   /** How far back creates count as demand (ms); also how long a grown pool stays grown. */
   windowMs?: number;
+  /** How long after a hit its refill starts (ms; 0: at once). */
+  refillDelayMs?: number;
 }
 
 /** How long a create counts as demand for its pack and shape. */
 export const DEMAND_WINDOW_MS = 30_000;
+
+/** How long after a pool hit its refill starts. */
+export const REFILL_DELAY_MS = 300;
 
 /** How often targets are recomputed without a create (so a grown pool shrinks back). */
 const RETARGET_MS = 5_000;
@@ -55,7 +60,7 @@ export class WarmPool {
   private readonly timer: NodeJS.Timeout;
 
   constructor(bounds: PoolBounds, fill: (key: string) => Promise<Sandbox>, discard: (sb: Sandbox) => Promise<void>, log: Logger, now: () => number = Date.now) {
-    this.bounds = { windowMs: DEMAND_WINDOW_MS, ...bounds, min: Math.min(bounds.min, bounds.max), fillConcurrency: Math.max(1, bounds.fillConcurrency) };
+    this.bounds = { windowMs: DEMAND_WINDOW_MS, refillDelayMs: REFILL_DELAY_MS, ...bounds, min: Math.min(bounds.min, bounds.max), fillConcurrency: Math.max(1, bounds.fillConcurrency) };
     this.fill = fill;
     this.discard = discard;
     this.log = log;
@@ -88,7 +93,13 @@ export class WarmPool {
     s.demand.push(this.now());
     let sb: Sandbox | undefined;
     while ((sb = s.ready.shift()) && sb.state !== 'ready') void this.discard(sb); // died while waiting
-    this.refill(key);
+    if (!sb || !this.bounds.refillDelayMs) this.refill(key);
+    else {
+      // A hit's refill waits a moment: a VM restoring at once takes the host's CPU from the
+      // sandbox just handed over, whose first exec usually follows right away.
+      const t = setTimeout(() => this.refill(key), this.bounds.refillDelayMs);
+      t.unref();
+    }
     return sb;
   }
 
