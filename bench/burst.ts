@@ -35,7 +35,13 @@ async function burst(d: TestDaemon): Promise<Burst> {
 const pool = async (d: TestDaemon) => (await http(d, 'GET', '/')).json.pool?.[pack] as { size: number; ready: number; filling: number } | undefined;
 
 const images = privateImagesDir();
-const d = await startDaemon(['--images-dir', images.dir, '--max-sandboxes', String(Math.max(32, n)), ...flags]);
+let d: TestDaemon;
+try {
+  d = await startDaemon(['--images-dir', images.dir, '--max-sandboxes', String(Math.max(32, n)), ...flags]);
+} catch (e) {
+  images.cleanup(); // a daemon that did not start left nothing else of ours
+  throw e;
+}
 try {
   await eventually(async () => (await http(d, 'GET', '/')).json.snapshots?.[pack]?.status === 'ready', 300_000, `${pack} golden snapshot`);
   await eventually(async () => { const p = await pool(d); return !p || p.ready >= p.size; }, 300_000, 'pool at its floor');

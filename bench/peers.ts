@@ -118,7 +118,13 @@ async function poolSettled(): Promise<boolean> {
 }
 
 const images = privateImagesDir(); // its own snapshots, built here: no other daemon's in the way
-const d = await startDaemon(['--images-dir', images.dir]);
+let d: TestDaemon;
+try {
+  d = await startDaemon(['--images-dir', images.dir]);
+} catch (e) {
+  images.cleanup(); // a daemon that did not start left nothing else of ours
+  throw e;
+}
 try {
   await eventually(async () => (await http(d, 'GET', '/')).json.snapshots?.python?.status === 'ready', 300_000, 'python golden snapshot');
   await eventually(poolSettled, 300_000, 'every pack\'s pool filled');
