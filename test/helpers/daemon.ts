@@ -113,7 +113,11 @@ export async function startDaemon(extraArgs: string[] = []): Promise<TestDaemon>
   proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`emberd did not start within 30 s:\n${stderr}`)), 30_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL'); // a daemon that never listened is not left running (its VMs die with it: PDEATHSIG)
+      rmSync(runDir, { recursive: true, force: true });
+      reject(new Error(`emberd did not start within 30 s:\n${stderr}`));
+    }, 30_000);
     const check = () => { if (stderr.includes('listening on')) { clearTimeout(timer); resolve(); } };
     proc.stderr!.on('data', check);
     void exited.then((code) => { clearTimeout(timer); reject(new Error(`emberd exited with ${code} at start:\n${stderr}`)); });
