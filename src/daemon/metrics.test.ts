@@ -72,8 +72,8 @@ test('creates, execs by outcome and VM ends by reason are counted; gauges follow
     assert.equal(valueOf(f, 'emberd_exec_duration_seconds_count', { kind: 'exec', outcome }), n, outcome);
   }
   assert.equal(valueOf(f, 'emberd_execs_total', { kind: 'exec', outcome: 'error' }), undefined);
-  // The timed-out exec lasted at least its timeout.
-  assert.ok(valueOf(f, 'emberd_exec_duration_seconds_sum', { kind: 'exec', outcome: 'timeout' })! >= 0.2);
+  // The timed-out exec's duration was recorded (its value is the guest's own measure: no timing is asserted).
+  assert.ok(valueOf(f, 'emberd_exec_duration_seconds_sum', { kind: 'exec', outcome: 'timeout' })! > 0);
 
   // An exec whose VM dies under it ends in error; the VM counts as crashed.
   const sb = m.get(id);
