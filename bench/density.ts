@@ -33,7 +33,7 @@ const availBefore = memAvailableMiB();
 const budget = Math.min(Number(values['budget-mib']), availBefore - RESERVE_MIB);
 if (!(budget > 0)) throw new Error(`not enough memory: MemAvailable ${availBefore.toFixed(0)} MiB leaves no budget above the ${RESERVE_MIB} MiB reserve`);
 const images = privateImagesDir();
-const d = await startDaemon(['--images-dir', images.dir, '--pool-size', '0', '--max-sandboxes', values.max!, '--sandbox-timeout', '0', '--max-sandbox-timeout', '0']);
+const d = await startDaemon(['--images-dir', images.dir, '--shared-memory', process.env.EMBERD_SHARED_MEMORY ?? 'on', '--pool-size', '0', '--max-sandboxes', values.max!, '--sandbox-timeout', '0', '--max-sandbox-timeout', '0']);
 const ids: string[] = [];
 const pids: number[] = [];
 const code = pack === 'python' ? 'print(6*7)' : 'echo 42';

@@ -16,7 +16,7 @@ const n = Number(process.argv[2] ?? 8);
 const pack = process.argv[3] ?? 'python';
 const alive = Number(process.argv[4] ?? 4);
 const base = mkdtempSync(join(tmpdir(), 'emb-rp-'));
-const backend = new QemuBackend();
+const backend = new QemuBackend({ sharedMemory: 'on' }); // the shared path is what is measured
 const snaps = backend.snapshots;
 let k = 0;
 const spec = () => testBootSpec(`rp${k}`, join(base, String(k++)), { pack });

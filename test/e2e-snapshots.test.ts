@@ -22,7 +22,7 @@ const sh = (d: TestDaemon, id: string, code: string) =>
 describe('restore from a golden snapshot (pool off)', () => {
   let d: TestDaemon;
   before(async () => {
-    d = await startDaemon(['--images-dir', images.dir, '--pool-size', '0', '--snapshot-shapes', '1x384']);
+    d = await startDaemon(['--images-dir', images.dir, '--pool-size', '0', '--snapshot-shapes', '1x384', '--shared-memory', 'on']);
     await eventually(() => snapshotsReady(d), 240_000, 'golden snapshots built'); // a bound for a busy CI machine, not a timing
   });
   after(async () => { assert.equal(await d.stop(), 0, d.log()); });

@@ -141,7 +141,7 @@ test('as root: QEMU runs as 65534:65534 with only CAP_SYS_CHROOT, in an empty ch
 });
 
 test('as root: a confined VM snapshots and restores; the clone is confined the same way', { skip: NOT_ROOT, timeout: 180_000 }, async () => {
-  const backend = new QemuBackend();
+  const backend = new QemuBackend({ sharedMemory: 'on' });
   const base = mkdtempSync(join(tmpdir(), 'emb-confine-'));
   const snap = join(base, 'snap');
   try {

@@ -47,6 +47,10 @@ options (environment variable in brackets):
   --qemu-confine auto|off  confine each QEMU [EMBERD_QEMU_CONFINE] (default auto: as root an unprivileged
                            uid, chroot, pid/net/ipc namespaces and a cgroup; as a user, namespaces where
                            possible; seccomp always; off: QEMU as emberd's own user, seccomp only)
+  --shared-memory auto|on|off  QEMU clones map the golden snapshot's RAM file copy-on-write
+                           [EMBERD_SHARED_MEMORY] (default auto: where QEMU can open it read-only (8.2+)
+                           or runs as emberd's own uid; on QEMU 7.2 as root a compromised QEMU could
+                           write it: docs/security.md); off: every clone loads the whole stream
   --qemu-uid N             uid QEMU runs as when emberd is root [EMBERD_QEMU_UID] (default 65534)
   --qemu-gid N             gid QEMU runs as when emberd is root [EMBERD_QEMU_GID] (default 65534)
   --firecracker PATH       firecracker binary [EMBERD_FIRECRACKER] (default: PATH, /usr/local/bin, /usr/bin)
@@ -116,6 +120,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       backend: { type: 'string' },
       qemu: { type: 'string' },
       'qemu-confine': { type: 'string' },
+      'shared-memory': { type: 'string' },
       'qemu-uid': { type: 'string' },
       'qemu-gid': { type: 'string' },
       firecracker: { type: 'string' },
@@ -168,6 +173,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (!['auto', 'qemu', 'firecracker'].includes(backend)) throw new ConfigError(`--backend must be auto, qemu or firecracker, got "${backend}"`);
   const qemuConfine = pick('qemu-confine', 'EMBERD_QEMU_CONFINE', 'auto');
   if (qemuConfine !== 'auto' && qemuConfine !== 'off') throw new ConfigError(`--qemu-confine must be auto or off, got "${qemuConfine}"`);
+  const sharedMemory = pick('shared-memory', 'EMBERD_SHARED_MEMORY', 'auto');
+  if (!['auto', 'on', 'off'].includes(sharedMemory)) throw new ConfigError(`--shared-memory must be auto, on or off, got "${sharedMemory}"`);
   if (pick('jailer', 'EMBERD_JAILER', 'auto') === '') throw new ConfigError('--jailer must be auto, off or the path of a jailer binary');
   if (!pick('jailer-base', 'EMBERD_JAILER_BASE', '/srv/jailer').startsWith('/')) throw new ConfigError('--jailer-base must be an absolute path');
   const execMax = int('exec-max-timeout', 'EMBERD_EXEC_MAX_TIMEOUT_MS', 3_600_000, 1, 86_400_000);
@@ -201,6 +208,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       backend: backend as VmmOptions['backend'],
       qemu: pick('qemu', 'EMBERD_QEMU', '') || undefined,
       qemuConfine,
+      sharedMemory: sharedMemory as VmmOptions['sharedMemory'],
       // Not 0: QEMU as root is what confinement is there to prevent.
       qemuUid: int('qemu-uid', 'EMBERD_QEMU_UID', 65534, 1, 4294967294),
       qemuGid: int('qemu-gid', 'EMBERD_QEMU_GID', 65534, 1, 4294967294),

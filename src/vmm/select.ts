@@ -21,6 +21,8 @@ export interface VmmOptions {
   /** the uid/gid a confined QEMU runs as when emberd is root (default 65534:65534) */
   qemuUid?: number;
   qemuGid?: number;
+  /** QEMU clones from the golden's shared RAM file: auto (where it weakens nothing), on, off */
+  sharedMemory?: 'auto' | 'on' | 'off';
   /** firecracker binary (or the test double) */
   firecracker?: string;
   /** `auto` (default: on when root and a jailer binary is found), `off`, or the jailer's path */
@@ -96,7 +98,7 @@ function chooseBackend(o: SelectOptions, kvm: KvmStatus): Backend {
 }
 
 function qemu(o: SelectOptions): QemuBackend {
-  return new QemuBackend({ binary: o.qemu, accel: 'auto', confine: { mode: o.qemuConfine, uid: o.qemuUid, gid: o.qemuGid } });
+  return new QemuBackend({ binary: o.qemu, accel: 'auto', confine: { mode: o.qemuConfine, uid: o.qemuUid, gid: o.qemuGid }, sharedMemory: o.sharedMemory });
 }
 
 function firecracker(o: SelectOptions, probe: FirecrackerProbe, reason: string): Backend {

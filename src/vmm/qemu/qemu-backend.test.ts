@@ -1,6 +1,7 @@
 // The QEMU backend against the shared backend conformance suite, on real VMs, and its own regressions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,18 @@ import { AgentClient } from '../../agent/client.ts';
 import { isEmberdError } from '../../errors.ts';
 import { testBootSpec } from '../../../test/helpers/boot-spec.ts';
 
-runBackendConformance('qemu', () => new QemuBackend());
+// Shared memory on: the conformance cases for it run whatever --shared-memory auto would pick here.
+runBackendConformance('qemu', () => new QemuBackend({ sharedMemory: 'on' }));
+
+test('--shared-memory auto shares only where it weakens nothing: a read-only RAM file (QEMU 8.2+) or QEMU as emberd\'s own uid', () => {
+  const auto = new QemuBackend();
+  const readOnly = /\brom=/.test(execFileSync('/usr/bin/qemu-system-x86_64', ['-object', 'memory-backend-file,help'], { encoding: 'utf8' }));
+  assert.equal(auto.useShared, readOnly || !auto.confinement.drop);
+  assert.equal(typeof auto.snapshots.sharedMemoryFile, auto.useShared ? 'function' : 'undefined', 'no shared hooks when off');
+  const off = new QemuBackend({ sharedMemory: 'off' });
+  assert.deepEqual([off.useShared, off.snapshots.sharedMemoryFile, off.snapshots.prepareShared], [false, undefined, undefined]);
+  assert.equal(new QemuBackend({ sharedMemory: 'on' }).useShared, true);
+});
 
 // A start whose QEMU died before it accepted a QMP connection left that connect attempt retrying;
 // the next start in the same run dir (the launcher's cold-boot fallback after a failed restore)

@@ -35,6 +35,12 @@ export interface QemuBackendOptions {
   accel?: 'kvm' | 'tcg' | 'auto';
   /** --qemu-confine, --qemu-uid, --qemu-gid */
   confine?: QemuConfineOptions;
+  /**
+   * --shared-memory: restore clones from the golden's RAM file (on), from the whole stream (off),
+   * or (auto, the default) shared only where it weakens nothing: QEMU can open the file read-only
+   * (8.2+), or QEMU runs as emberd's own uid (which could write the snapshots anyway).
+   */
+  sharedMemory?: 'auto' | 'on' | 'off';
 }
 
 export function findQemu(binary?: string): string {
@@ -76,6 +82,8 @@ export class QemuBackend implements Backend {
   private readonly tools: WrapperTools;
   /** Whether a clone can open the shared RAM file read-only (QEMU 8.2+); else QEMU's uid must be able to write it. */
   private readonly readOnlyRamFile: boolean;
+  /** Whether restores use the shared-memory unit (QemuBackendOptions.sharedMemory). */
+  readonly useShared: boolean;
 
   constructor(o: QemuBackendOptions = {}) {
     this.binary = findQemu(o.binary);
@@ -96,12 +104,17 @@ export class QemuBackend implements Backend {
     // QEMU 8.2 added `rom` to memory-backend-file: readonly=on,rom=off maps a read-only file as writable private RAM.
     this.readOnlyRamFile = /\brom=/.test(execFileSync(this.binary, ['-object', 'memory-backend-file,help'], { encoding: 'utf8' }));
     const version = (/version ([\d.]+)/.exec(execFileSync(this.binary, ['--version'], { encoding: 'utf8' }))?.[1]) ?? 'unknown';
+    // Before 8.2 a clone's QEMU opens the RAM file read-write: one dropped to another uid would
+    // then own a file every clone of the golden maps (docs/security.md).
+    this.useShared = o.sharedMemory === 'on' || (o.sharedMemory !== 'off' && (this.readOnlyRamFile || !this.confinement.drop));
     this.snapshots = {
       fingerprint: `qemu ${version} ${accel} ${SNAPSHOT_FORMAT}`,
       save: (vm, dir) => this.save(vm as QemuVm, dir),
       restore: (spec, dir) => this.restore(spec, dir),
-      sharedMemoryFile: (dir) => sharedPaths(dir).memory,
-      prepareShared: (spec, dir) => this.prepareShared(spec, dir),
+      ...(this.useShared ? {
+        sharedMemoryFile: (dir: string) => sharedPaths(dir).memory,
+        prepareShared: (spec: BootSpec, dir: string) => this.prepareShared(spec, dir),
+      } : {}),
     };
     this.info = {
       name: 'qemu',
@@ -137,7 +150,7 @@ export class QemuBackend implements Backend {
     await vm.stop(0);
     const bytes = statSync(file).size;
     // Without the unit every restore still works (from the stream), so a failure here is not the save's.
-    await this.prepareShared({ ...vm.spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
+    if (this.useShared) await this.prepareShared({ ...vm.spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
     const unit = checkUnit(dir, vm.spec.machine.memoryMib);
     return { bytes: bytes + ('unit' in unit ? unitDiskBytes(unit.unit) : 0) };
   }
@@ -150,7 +163,7 @@ export class QemuBackend implements Backend {
   private async restore(spec: BootSpec, dir: string): Promise<VmHandle> {
     const file = join(dir, STATE_FILE);
     if (!existsSync(file)) throw new EmberdError('BOOT_FAILED', `snapshot ${file} does not exist`);
-    const checked = checkUnit(dir, spec.machine.memoryMib);
+    const checked = this.useShared ? checkUnit(dir, spec.machine.memoryMib) : { why: 'shared memory is off (--shared-memory)', missing: true as const };
     if ('unit' in checked) {
       try {
         return await this.resume(spec, { file: checked.unit.stream, defer: true, memory: { file: checked.unit.memory, share: false } }, 'shared-memory');
@@ -165,7 +178,7 @@ export class QemuBackend implements Backend {
     }
     const vm = await this.resume(spec, { file }, 'stream');
     // Only from a stream that just loaded: a broken one is the launcher's to replace (a new golden).
-    void this.prepareShared({ ...spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
+    if (this.useShared) void this.prepareShared({ ...spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
     return vm;
   }
 
