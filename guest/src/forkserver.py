@@ -149,14 +149,7 @@ def _park(sock, parked, space):
             rnd.seed()
         return int.from_bytes(msg, 'big'), fds
     theirs.close()
-    while True:
-        try:
-            os.waitpid(pid, 0)  # the intermediate: it exits right after its fork
-            break
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            pass
+    _reap_intermediate(pid)
     return mine
 
 
@@ -248,14 +241,19 @@ def _serve():
         if pid < 0:
             _report(sock, seq, pid)
         else:
-            while True:
-                try:
-                    os.waitpid(pid, 0)  # the intermediate: it exits right after its fork
-                    break
-                except ChildProcessError:
-                    break
-                except InterruptedError:
-                    pass
+            _reap_intermediate(pid)
+
+
+def _reap_intermediate(pid):
+    """Waits for the intermediate child, which exits right after it forks the worker."""
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            pass
 
 
 def _fields(payload):

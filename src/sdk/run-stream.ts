@@ -12,12 +12,17 @@ export interface StreamCallbacks {
 export interface GatheredRun {
   stdout: string;
   stderr: string;
+  /** 1 after an uncaught exception (traceback on stderr): an answer, not an error. */
   exitCode: number;
   durationMs: number;
   timedOut: boolean;
+  /** Output past the daemon's --exec-output-cap was dropped. */
   truncated: boolean;
+  /** Rich outputs of a session cell (display(), matplotlib figures, the final expression), MIME bundles. */
   results: ResultBundle[];
+  /** repr() of a session cell's final expression; null otherwise. */
   value: string | null;
+  /** The session's interpreter ended (its state is lost; the next run starts a new one). */
   sessionReset: boolean;
 }
 

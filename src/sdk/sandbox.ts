@@ -1,9 +1,9 @@
 // The Sandbox class, the `emberd` package's main API (docs/sdk.md): one microVM on a running
 // daemon, its code runs, commands and files, and its lifetime (`await using` kills it).
-import { EmberdClient, EmberdError, type ResultBundle, type SandboxSummary } from './client.ts';
+import { EmberdClient, EmberdError, type SandboxSummary } from './client.ts';
 import { Commands, stdinField } from './commands.ts';
 import { Files } from './files.ts';
-import { gatherRun, type StreamCallbacks } from './run-stream.ts';
+import { gatherRun, type GatheredRun, type StreamCallbacks } from './run-stream.ts';
 
 /** Which daemon, with which credentials. */
 export interface ConnectionOptions {
@@ -58,22 +58,8 @@ export interface RunCodeOptions extends StreamCallbacks {
   signal?: AbortSignal;
 }
 
-export interface RunCodeResult {
-  stdout: string;
-  stderr: string;
-  /** 1 after an uncaught exception (traceback on stderr): an answer, not an error. */
-  exitCode: number;
-  durationMs: number;
-  timedOut: boolean;
-  /** Output past the daemon's --exec-output-cap was dropped. */
-  truncated: boolean;
-  /** Rich outputs of a session cell (display(), matplotlib figures, the final expression), MIME bundles. */
-  results: ResultBundle[];
-  /** repr() of a session cell's final expression; null otherwise. */
-  value: string | null;
-  /** The session's interpreter ended (its state is lost; the next run starts a new one). */
-  sessionReset: boolean;
-}
+/** What runCode answers, whole or gathered from the stream (run-stream.ts). */
+export type RunCodeResult = GatheredRun;
 
 export class Sandbox implements AsyncDisposable {
   readonly id: string;
