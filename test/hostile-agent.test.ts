@@ -141,7 +141,7 @@ test('garbage after the handshake: the exec fails AGENT_PROTOCOL at once, the sa
 
 test('output beyond the credit window (a streamed exec nobody reads, 16 MiB sent): stopped after the window, not buffered', async () => {
   const { m, backend, evil, outcome, heapGrowthMib } = await against('overrun', async (m, id) => {
-    const events = m.execStream(id, { code: 'true' }); // never read: no credit goes back
+    const events = await m.execStream(id, { code: 'true' }); // never read: no credit goes back
     await new Promise((_, reject) => events.once('error', reject).once('close', () => reject(new Error('closed'))).once('readable', () => {
       // Look only at what the stream ends with, never consuming the output.
       void m.get(id).agent!.closed.then(() => reject(m.get(id).agent!.closeReason));

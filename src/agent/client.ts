@@ -80,6 +80,25 @@ export interface ExecCallbacks {
   manualCredit?: boolean;
 }
 
+/**
+ * One open channel's flow-control state, as a paused sandbox keeps it (docs/snapshots.md,
+ * "Pause"): what the guest may still send, what the host may still write, whether stdin was closed.
+ */
+export interface ChannelState {
+  channel: number;
+  outputCredit: number;
+  stdinCredit: number;
+  stdinClosed: boolean;
+}
+
+/** What an AgentClient must know to go on with a saved guest: its channels and the frames it held back. */
+export interface AgentState {
+  nextChannel: number;
+  channels: ChannelState[];
+  /** Frames queued while suspended (credit grants, signals), sent to the resumed guest first. */
+  held: Buffer[];
+}
+
 /** How long past the guest-side timeout the host waits for EXIT before giving up on the guest. */
 const EXIT_GRACE_MS = 5000;
 
@@ -105,10 +124,15 @@ export class ExecHandle {
   private timer: NodeJS.Timeout | undefined;
   settled = false;
 
-  constructor(client: AgentClient, channel: number, callbacks: ExecCallbacks, hostDeadlineMs: number | undefined) {
+  constructor(client: AgentClient, channel: number, callbacks: ExecCallbacks, hostDeadlineMs: number | undefined, resumed?: ChannelState) {
     this.client = client;
     this.channel = channel;
     this.callbacks = callbacks;
+    if (resumed) {
+      this.outputCredit = resumed.outputCredit;
+      this.stdinCredit = resumed.stdinCredit;
+      this.stdinClosed = resumed.stdinClosed;
+    }
     this.exited = new Promise<ExitInfo>((res, rej) => { this.resolveExit = res; this.rejectExit = rej; });
     this.exited.catch(() => {}); // callers may only care about callbacks; never an unhandled rejection
     if (hostDeadlineMs !== undefined) {
@@ -117,6 +141,16 @@ export class ExecHandle {
         this.fail(new EmberdError('AGENT_TIMEOUT', `the guest did not report the end of exec channel ${channel} within ${hostDeadlineMs} ms; the sandbox may be overloaded or hung`));
       }, hostDeadlineMs);
     }
+  }
+
+  /** Its flow-control state (for a pause: stdin still queued here is not part of it, see busy). */
+  state(): ChannelState {
+    return { channel: this.channel, outputCredit: this.outputCredit, stdinCredit: this.stdinCredit, stdinClosed: this.stdinClosed };
+  }
+
+  /** Stdin is queued on the host, waiting for the guest's credit. */
+  get stdinPending(): boolean {
+    return this.stdinQueue.length > 0;
   }
 
   /** Hands `bytes` of output credit back to the guest (see ExecCallbacks.manualCredit). */
@@ -212,6 +246,13 @@ export class ExecHandle {
     this.resolveExit(info);
   }
 
+  /** @internal See AgentClient.abandon: never settles, holds no timer. */
+  abandon(): void {
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.stdinQueue = [];
+  }
+
   /** @internal */
   fail(err: Error): void {
     if (this.settled) return;
@@ -239,6 +280,11 @@ export class AgentClient {
   private closedError: EmberdError | undefined;
   private onClosed: () => void = () => {};
   private handshaken = false;
+  /** suspend(): frames are held back, and the stream's end does not fail the channels. */
+  private suspended = false;
+  private held: Buffer[] = [];
+  /** Bytes read from the stream so far (drain() watches it). */
+  private received = 0;
   /** What the guest said it can do in its last HELLO_ACK (e.g. `pty`); empty before one. */
   capabilities: readonly string[] = [];
   /** Resolves when the stream has ended, for whatever reason. */
@@ -255,12 +301,12 @@ export class AgentClient {
     });
     let onClosed!: () => void;
     this.closed = new Promise((r) => { onClosed = r; });
-    stream.on('data', (chunk: Buffer) => { for (const f of this.decoder.push(chunk)) this.dispatch(f); });
+    stream.on('data', (chunk: Buffer) => { this.received += chunk.length; for (const f of this.decoder.push(chunk)) this.dispatch(f); });
     // A connector may hand over a paused stream (connectHybridVsock stops reading after its OK
     // line so no byte is lost): reading starts now that someone listens.
     stream.resume();
     this.onClosed = onClosed;
-    const end = (err?: Error) => this.end(new EmberdError('AGENT_DISCONNECTED', `the control channel to the guest closed${err ? `: ${err.message}` : ''}; the VM has probably stopped`));
+    const end = (err?: Error) => this.suspended ? this.onClosed() : this.end(new EmberdError('AGENT_DISCONNECTED', `the control channel to the guest closed${err ? `: ${err.message}` : ''}; the VM has probably stopped`));
     stream.on('error', end);
     stream.on('close', () => end());
     stream.on('end', () => end());
@@ -401,6 +447,91 @@ export class AgentClient {
     return { ...info, truncated: info.truncated || cut, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
   }
 
+  /**
+   * Before the VM is paused or saved: from now on frames are held back (suspendedState() keeps
+   * them for the resumed guest), and a PING round trip makes sure the guest has read everything
+   * sent before, so no byte the host wrote is lost in a buffer the saved state does not hold.
+   * The stream may then end without failing any channel. Output the guest still sends is
+   * received as usual until the stream ends.
+   */
+  async suspend(timeoutMs: number): Promise<void> {
+    if (this.closedError) throw this.closedError;
+    const payload = randomBytes(8);
+    const reply = this.waitFor(MsgType.PONG, (f) => f.payload.equals(payload), timeoutMs, 'PONG');
+    this.send(encodeFrame(MsgType.PING, 0, payload));
+    this.suspended = true;
+    try {
+      await reply;
+    } catch (e) {
+      this.unsuspend();
+      throw e;
+    }
+  }
+
+  /**
+   * Once the VMM has stopped the guest: lets the event loop read whatever the VMM had written to
+   * the stream before (QEMU answers QMP `stop` only after its earlier writes), until a few turns
+   * bring nothing new, so the host's state matches the stopped guest's.
+   */
+  async drain(): Promise<void> {
+    for (let quiet = 0, turns = 0; quiet < 3 && turns < 200; turns++) {
+      const before = this.received;
+      await new Promise((r) => setImmediate(r));
+      quiet = this.received === before ? quiet + 1 : 0;
+    }
+  }
+
+  /** A suspend that did not lead to a save: the held frames go out on the same stream. */
+  unsuspend(): void {
+    if (!this.suspended) return;
+    this.suspended = false;
+    const held = this.held;
+    this.held = [];
+    if (this.stream.destroyed) {
+      this.end(new EmberdError('AGENT_DISCONNECTED', 'the control channel to the guest closed while the sandbox was being saved'));
+      return;
+    }
+    for (const f of held) this.send(f);
+  }
+
+  /** Open channels (execs still running as far as the host knows). */
+  channels(): ExecHandle[] {
+    return [...this.execs.values()];
+  }
+
+  /** After suspend() and the end of the stream: what a client on the resumed guest needs. */
+  suspendedState(): AgentState {
+    return { nextChannel: this.nextChannel, channels: this.channels().map((h) => h.state()), held: [...this.held] };
+  }
+
+  /**
+   * On a new stream to a guest restored from a saved state: takes the saved channels back, each
+   * with its callbacks (no host deadline: the guest enforces the exec's own timeout), and sends
+   * the frames held back at the save. Call once, after the handshake.
+   */
+  adopt(state: AgentState, callbacksOf: (channel: number) => ExecCallbacks): Map<number, ExecHandle> {
+    const handles = new Map<number, ExecHandle>();
+    this.nextChannel = state.nextChannel;
+    for (const c of state.channels) {
+      const h = new ExecHandle(this, c.channel, callbacksOf(c.channel), undefined, c);
+      this.execs.set(c.channel, h);
+      handles.set(c.channel, h);
+    }
+    for (const f of state.held) this.send(f);
+    return handles;
+  }
+
+  /**
+   * A suspended client whose guest was saved and goes on elsewhere (a new client adopted its
+   * state): its channels are dropped without failing, their host deadlines cleared.
+   */
+  abandon(): void {
+    for (const h of this.execs.values()) h.abandon();
+    this.execs.clear();
+    this.held = [];
+    this.stream.destroy();
+  }
+
   /** Asks the guest to power off; the VMM process then exits. */
   shutdown(): void {
     if (!this.closedError) this.send(encodeMessage('SHUTDOWN', 0));
@@ -412,6 +543,7 @@ export class AgentClient {
 
   /** @internal */
   send(frame: Buffer): void {
+    if (this.suspended) { this.held.push(frame); return; }
     if (this.closedError || this.stream.destroyed) return;
     if (this.stream.writableLength > MAX_UNREAD_BYTES) {
       this.violation(`the guest has not read ${this.stream.writableLength} bytes the host sent; it is stuck or does not follow the protocol`);

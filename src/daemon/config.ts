@@ -29,6 +29,9 @@ export interface DaemonConfig {
   stateDir: string;
   /** Bearer-token auth: on when asked, or by default when listening beyond loopback. */
   auth: { enabled: boolean; tokenFile: string };
+  /** Paused sandboxes: kept under STATE_DIR/paused (--paused-retention, --paused-disk-max), and --on-shutdown. */
+  paused: { dir: string; retentionS: number; diskMaxMib: number };
+  onShutdown: 'destroy' | 'pause';
 }
 
 export const USAGE = `usage: emberd [options]            run the daemon
@@ -98,7 +101,13 @@ options (environment variable in brackets):
   --auth-token-file PATH   the token, created (mode 0600) on first use [EMBERD_AUTH_TOKEN_FILE]
                            (default STATE_DIR/token)
   --state-dir DIR          state that outlives the daemon [EMBERD_STATE_DIR] (default /var/lib/emberd
-                           as root, else $XDG_STATE_HOME/emberd)
+                           as root, else $XDG_STATE_HOME/emberd); paused sandboxes go in STATE_DIR/paused
+  --paused-retention S     seconds a paused sandbox is kept, then deleted [EMBERD_PAUSED_RETENTION_S]
+                           (default 604800: 7 days; 0: until deleted)
+  --paused-disk-max MIB    disk the paused sandboxes may take together; a pause beyond it is refused
+                           [EMBERD_PAUSED_DISK_MAX_MIB] (default 20480; 0: no limit)
+  --on-shutdown destroy|pause  what SIGTERM/SIGINT does with running sandboxes [EMBERD_ON_SHUTDOWN]
+                           (default destroy; pause: the next daemon lists them paused)
   --log-level LEVEL        fatal, error, warn, info, debug, trace or silent [EMBERD_LOG_LEVEL] (default info);
                            JSON lines on stderr, one readable line each when stderr is a terminal
   EMBERD_MCP_ALLOWED_HOSTS host names (comma-separated) the /mcp endpoint accepts in Host and Origin besides
@@ -156,6 +165,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       auth: { type: 'string' },
       'auth-token-file': { type: 'string' },
       'state-dir': { type: 'string' },
+      'paused-retention': { type: 'string' },
+      'paused-disk-max': { type: 'string' },
+      'on-shutdown': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -199,6 +211,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (authMode === 'off' && !isLoopback(host)) {
     throw new ConfigError(`--auth off is refused on ${host}: anyone who reaches that address could run code on this host; use --auth on (the default there), or listen on 127.0.0.1`);
   }
+  const onShutdown = pick('on-shutdown', 'EMBERD_ON_SHUTDOWN', 'destroy');
+  if (onShutdown !== 'destroy' && onShutdown !== 'pause') throw new ConfigError(`--on-shutdown must be destroy or pause, got "${onShutdown}"`);
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   return {
     listen: { host, port },
@@ -255,6 +269,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       enabled: authMode === 'on' || (authMode === 'auto' && !isLoopback(host)),
       tokenFile: pick('auth-token-file', 'EMBERD_AUTH_TOKEN_FILE', '') || join(stateDir, 'token'),
     },
+    paused: {
+      dir: join(stateDir, 'paused'),
+      retentionS: int('paused-retention', 'EMBERD_PAUSED_RETENTION_S', 604_800, 0, 100 * 365 * 86_400),
+      diskMaxMib: int('paused-disk-max', 'EMBERD_PAUSED_DISK_MAX_MIB', 20_480, 0, 1 << 30),
+    },
+    onShutdown,
   };
 }
 

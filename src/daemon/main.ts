@@ -54,6 +54,8 @@ async function main(argv: string[]): Promise<number> {
     maxUploadBytes: cfg.http.maxUpload,
     snapshots: cfg.snapshots ? { dir: join(images.dir, 'snapshots'), goldens: goldens(images, backend, cfg) } : undefined,
     observer: metrics,
+    paused: cfg.paused,
+    onShutdown: cfg.onShutdown,
     log,
   });
 

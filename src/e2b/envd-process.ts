@@ -59,7 +59,7 @@ export function processService(reg: E2bRegistry): ServiceImpl<typeof Process> {
       const timeoutMs = Math.min(deadline && deadline > 0 ? deadline : maxTimeoutMs(), maxTimeoutMs());
       let p: E2bProcess;
       try {
-        p = sb.procs.start(
+        p = await sb.procs.start(
           { cmd: req.process.cmd, args: req.process.args, envs: req.process.envs, cwd: req.process.cwd ?? HOME },
           { tag: req.tag, stdin: req.stdin ?? false, timeoutMs, pty: size },
         );

@@ -88,6 +88,8 @@ export class Follower implements AsyncIterable<ProcEvent | undefined> {
   }
 }
 
+type ProcessSource = { pty: PtySession } | { bg: BackgroundProcess } | { stream: ExecEventStream };
+
 export class E2bProcess {
   ended: EndInfo | undefined;
   private readonly followers = new Set<Follower>();
@@ -101,22 +103,29 @@ export class E2bProcess {
   private readonly sandboxId: string;
   private readonly onEnd: (p: E2bProcess) => void;
 
-  constructor(pid: number, config: ProcessConfig, tag: string | undefined, manager: SandboxManager, sandboxId: string, stdin: boolean, timeoutMs: number, onEnd: (p: E2bProcess) => void, pty?: { rows: number; cols: number }) {
+  /** What runs it: a terminal, a background process (it takes stdin), or an exec's stream. */
+  static async run(manager: SandboxManager, sandboxId: string, config: ProcessConfig, stdin: boolean, timeoutMs: number, pty?: { rows: number; cols: number }): Promise<ProcessSource> {
+    const params = { argv: [config.cmd, ...config.args], env: config.envs, cwd: config.cwd, timeoutMs };
+    if (pty) return { pty: await manager.openPty(sandboxId, { ...pty, argv: params.argv, env: params.env, cwd: params.cwd }) };
+    if (stdin) return { bg: await manager.startProcess(sandboxId, params) };
+    return { stream: await manager.execStream(sandboxId, params) };
+  }
+
+  constructor(pid: number, config: ProcessConfig, tag: string | undefined, manager: SandboxManager, sandboxId: string, source: ProcessSource, timeoutMs: number, onEnd: (p: E2bProcess) => void) {
     this.pid = pid;
     this.config = config;
     this.tag = tag;
     this.manager = manager;
     this.sandboxId = sandboxId;
     this.onEnd = onEnd;
-    const params = { argv: [config.cmd, ...config.args], env: config.envs, cwd: config.cwd, timeoutMs };
-    if (pty) {
-      this.pty = manager.openPty(sandboxId, { ...pty, argv: params.argv, env: params.env, cwd: params.cwd });
+    if ('pty' in source) {
+      this.pty = source.pty;
       void this.pumpPty(this.pty, timeoutMs);
-    } else if (stdin) {
-      this.bg = manager.startProcess(sandboxId, params);
+    } else if ('bg' in source) {
+      this.bg = source.bg;
       void this.poll(this.bg);
     } else {
-      this.stream = manager.execStream(sandboxId, params);
+      this.stream = source.stream;
       void this.pump(this.stream);
     }
   }
@@ -247,14 +256,15 @@ export class E2bProcessTable {
     this.sandboxId = sandboxId;
   }
 
-  start(config: ProcessConfig, o: { tag?: string; stdin: boolean; timeoutMs: number; pty?: { rows: number; cols: number } }): E2bProcess {
+  async start(config: ProcessConfig, o: { tag?: string; stdin: boolean; timeoutMs: number; pty?: { rows: number; cols: number } }): Promise<E2bProcess> {
     if (this.procs.size >= MAX_PROCESSES) {
       throw new EmberdError('TOO_MANY_PROCESSES', `this sandbox already runs ${this.procs.size} E2B processes (the limit is ${MAX_PROCESSES}); kill some`);
     }
     const pid = this.next++;
     // What E2B's envd gives every process.
     const envs = { E2B_SANDBOX: 'true', E2B_SANDBOX_ID: this.sandboxId, ...config.envs };
-    const p = new E2bProcess(pid, { ...config, envs }, o.tag, this.manager, this.sandboxId, o.stdin, o.timeoutMs, (x) => this.procs.delete(x.pid), o.pty);
+    const source = await E2bProcess.run(this.manager, this.sandboxId, { ...config, envs }, o.stdin, o.timeoutMs, o.pty);
+    const p = new E2bProcess(pid, { ...config, envs }, o.tag, this.manager, this.sandboxId, source, o.timeoutMs, (x) => this.procs.delete(x.pid));
     if (!p.ended) this.procs.set(pid, p);
     return p;
   }

@@ -103,7 +103,7 @@ export class E2bRegistry {
   private live(id: string): boolean {
     try {
       const s = this.manager.get(id).state;
-      return s === 'ready' || s === 'creating';
+      return s === 'ready' || s === 'creating' || s === 'pausing' || s === 'paused' || s === 'resuming';
     } catch (err) {
       if (isEmberdError(err, 'SANDBOX_NOT_FOUND')) return false;
       throw err;

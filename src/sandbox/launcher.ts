@@ -3,12 +3,15 @@
 // codes with the console tail, and a teardown that leaves no process or file behind. The manager
 // decides when; this module says how. Never sees HTTP.
 import { rmSync } from 'node:fs';
-import { AgentClient } from '../agent/client.ts';
+import { AgentClient, type AgentState } from '../agent/client.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import { settlesWithin } from '../settles-within.ts';
 import type { Backend, BootSpec, MachineConfig, VmHandle } from '../vmm/backend.ts';
 import type { SandboxObserver, VmEndReason } from './observer.ts';
+import type { SavedProcess } from './processes.ts';
 import { helloLimits, type Sandbox } from './sandbox.ts';
+import type { SavedFiles } from './saved.ts';
+import type { ChannelOwner, SavedSession } from './sessions.ts';
 import { goldenName, type SnapshotStore } from './snapshots.ts';
 
 /** What a language pack boots from, and what GET /packs says of it. */
@@ -37,6 +40,16 @@ export interface LauncherConfig {
 
 /** After the control channel closed, how long the VMM gets to exit before the sandbox is failed. */
 const AGENT_LOSS_GRACE_MS = 2000;
+
+/** The host's side of a saved guest: its channels and what lives on them. */
+export interface GuestState {
+  agent: AgentState;
+  processes: SavedProcess[];
+  sessions: SavedSession[];
+}
+
+/** How long the guest gets to answer the PING that makes sure it read everything before a save. */
+const SUSPEND_TIMEOUT_MS = 5000;
 
 /** A restore that has not answered by then is abandoned for a cold boot. */
 const RESTORE_TIMEOUT_MS = 15_000;
@@ -84,7 +97,7 @@ export class Launcher {
       const snapshot = this.snapshots?.usable(golden);
       if (snapshot) {
         try {
-          await this.launch(sb, pack, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
+          await this.launch(sb, { packImage: pack.image }, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
         } catch (e) {
           // Never a failed create that a cold boot would have served: fall back, rebuild the snapshot.
           // (Limits the guest refused are the request's fault, not the snapshot's.)
@@ -93,7 +106,7 @@ export class Launcher {
           await this.discardVm(sb, 'restore_failed');
         }
       }
-      if (!sb.vm) await this.launch(sb, pack, deadline);
+      if (!sb.vm) await this.launch(sb, { packImage: pack.image }, deadline);
       if (sb.bootMode === 'restore' || opts.warm) await this.warmUp(sb, pack, deadline);
       if (sb.cancelled) throw new EmberdError('SANDBOX_NOT_FOUND', 'the sandbox was deleted while it was starting');
       if (sb.state !== 'creating') return; // the VM died meanwhile; onVmExit recorded why
@@ -117,7 +130,7 @@ export class Launcher {
   async saveGolden(sb: Sandbox, pack: PackImage, dir: string, stillWanted: () => boolean): Promise<{ bytes: number }> {
     this.stopReason(sb, 'golden');
     try {
-      await this.launch(sb, pack, Date.now() + this.cfg.bootTimeoutMs);
+      await this.launch(sb, { packImage: pack.image }, Date.now() + this.cfg.bootTimeoutMs);
       await sb.agent!.run({ code: '', timeoutMs: 60_000 });
       if (!stillWanted()) throw new Error('emberd is shutting down');
       return await this.cfg.backend.snapshots!.save(sb.vm!, dir);
@@ -141,6 +154,76 @@ export class Launcher {
       await sb.agent.run({ code: warmUpCode(pack), timeoutMs: Math.max(1000, Math.min(WARM_UP_TIMEOUT_MS, deadline - Date.now())) });
     } catch (e) {
       if (!sb.cancelled) sb.log.warn(`warm-up exec failed (the sandbox is used unwarmed): ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Saves a ready sandbox's VM into `vmDir` (docs/snapshots.md, "Pause and resume"): the agent
+   * is suspended first (a PING barrier: the guest has read all the host sent; frames from then on
+   * are held back), then the backend saves. A pause ends the VM, and the host's side of the guest
+   * is taken once the control stream has ended (every byte the guest sent before it stopped has
+   * been handled); a fork (keepRunning) takes it while the guest is stopped and then lets both go
+   * on. A save that fails leaves the sandbox running as it was.
+   */
+  async saveLive(sb: Sandbox, vmDir: string, o: { keepRunning: boolean; shared: boolean }): Promise<{ bytes: number; guest: GuestState }> {
+    const agent = sb.agent!;
+    const vm = sb.vm!;
+    const take = (): GuestState => ({ agent: agent.suspendedState(), processes: sb.processes.save(), sessions: sb.sessions.save() });
+    await agent.suspend(SUSPEND_TIMEOUT_MS);
+    let taken: GuestState | undefined;
+    if (!o.keepRunning) this.discarded.set(vm, 'paused');
+    let bytes: number;
+    try {
+      ({ bytes } = await this.cfg.backend.snapshots!.save(vm, vmDir, {
+        keepRunning: o.keepRunning,
+        shared: o.shared,
+        onStopped: o.keepRunning ? async () => { await agent.drain(); taken = take(); } : undefined,
+      }));
+    } catch (e) {
+      this.discarded.delete(vm);
+      agent.unsuspend();
+      throw e;
+    }
+    if (o.keepRunning) {
+      agent.unsuspend();
+      return { bytes, guest: taken! };
+    }
+    await settlesWithin(agent.closed, 5000);
+    const guest = take();
+    sb.vm = undefined;
+    sb.agent = undefined;
+    sb.files = undefined;
+    agent.abandon();
+    rmSync(sb.runDir, { recursive: true, force: true });
+    return { bytes, guest };
+  }
+
+  /**
+   * Brings a saved sandbox back: its VM restored from `vmDir` with the boot files it was saved
+   * with, a handshake (this moment's clock, fresh entropy, its own hostname, its limits), then its
+   * channels adopted and its processes and sessions bound to them. Leaves it ready, or throws with
+   * every resource freed (the saved state stays where it is).
+   */
+  async resumeSaved(sb: Sandbox, files: SavedFiles, vmDir: string, guest: GuestState, mode: 'resume' | 'fork'): Promise<void> {
+    const deadline = Date.now() + this.cfg.bootTimeoutMs;
+    try {
+      await this.launch(sb, files, deadline, vmDir);
+      sb.bootMode = mode;
+      const owners: ChannelOwner[] = [...sb.processes.revive(guest.processes), ...sb.sessions.revive(guest.sessions)];
+      const byChannel = new Map(owners.map((ow) => [ow.channel, ow]));
+      const handles = sb.agent!.adopt(guest.agent, (ch) => byChannel.get(ch)?.callbacks() ?? {});
+      for (const ow of owners) {
+        const h = handles.get(ow.channel);
+        if (h) ow.attach(h);
+        else ow.lost(new EmberdError('AGENT_DISCONNECTED', 'its channel was not in the saved state'));
+      }
+      // A channel nothing owns (an exec a forced pause could not wait for) is ended.
+      for (const [ch, h] of handles) if (!byChannel.has(ch)) h.signal(9);
+      if (sb.state !== 'resuming') throw new EmberdError('AGENT_DISCONNECTED', `the sandbox became ${sb.state} while it resumed`);
+    } catch (e) {
+      this.stopReason(sb, 'boot_failed');
+      if (sb.vm) await this.discardVm(sb, 'restore_failed');
+      throw e;
     }
   }
 
@@ -179,8 +262,8 @@ export class Launcher {
   }
 
   /** Cold-boots (or, given a snapshot, restores) the VM and completes the handshake. */
-  private async launch(sb: Sandbox, pack: PackImage, deadline: number, snapshot?: string): Promise<void> {
-    const spec = this.bootSpec(sb, pack, deadline);
+  private async launch(sb: Sandbox, files: Partial<SavedFiles> & { packImage: string }, deadline: number, snapshot?: string): Promise<void> {
+    const spec = this.bootSpec(sb, files, deadline);
     const vm = snapshot ? await this.cfg.backend.snapshots!.restore(spec, snapshot) : await this.cfg.backend.boot(spec);
     sb.vm = vm;
     sb.bootMode = snapshot ? 'restore' : 'cold';
@@ -194,19 +277,19 @@ export class Launcher {
     });
     sb.agent = agent;
     void agent.closed.then(() => this.onAgentClosed(sb, agent, vm));
-    const ack = await sb.agent.helloUntil(deadline, { hostname: hostnameOf(sb.id), ...helloLimits(sb.limits) }, () => !sb.cancelled && sb.state === 'creating');
+    const ack = await sb.agent.helloUntil(deadline, { hostname: hostnameOf(sb.id), ...helloLimits(sb.limits) }, () => !sb.cancelled && (sb.state === 'creating' || sb.state === 'resuming'));
     sb.agentVersion = ack.agentVersion;
     sb.applied = { diskBytes: ack.diskBytes, pidsMax: ack.pidsMax };
   }
 
   /** The machine the sandbox asked for: identical for its golden, its restores and cold boots. */
-  private bootSpec(sb: Sandbox, pack: PackImage, deadline: number): BootSpec {
+  private bootSpec(sb: Sandbox, files: Partial<SavedFiles> & { packImage: string }, deadline: number): BootSpec {
     return {
       id: sb.id,
       runDir: sb.runDir,
-      kernel: this.cfg.kernel,
-      initramfs: this.cfg.initramfs,
-      packImage: pack.image,
+      kernel: files.kernel ?? this.cfg.kernel,
+      initramfs: files.initramfs ?? this.cfg.initramfs,
+      packImage: files.packImage,
       machine: sb.machine,
       kernelArgs: [],
       deadline,

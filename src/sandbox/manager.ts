@@ -3,6 +3,7 @@
 // call here. How a VM comes up and goes away is launcher.ts; what runs inside is the agent
 // client, files/, processes.ts and sessions.ts. This module never sees HTTP.
 import { availableParallelism } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ExecRequest, ExecResult } from '../agent/client.ts';
@@ -14,8 +15,10 @@ import { SandboxFiles, type FileStat } from './files.ts';
 import { newSandboxId } from './ids.ts';
 import { BootSlots, type BootPriority, type BootSlot, type BootSlotsView } from './boot-slots.ts';
 import { EndedSandboxes } from './ended.ts';
+import { settlesWithin } from '../settles-within.ts';
 import { memAvailableMib } from './host-memory.ts';
-import { Launcher, hostnameOf, type PackImage } from './launcher.ts';
+import { Launcher, hostnameOf, type GuestState, type PackImage } from './launcher.ts';
+import { SAVED_FORMAT, SavedStore, VM_DIR, fromSavedAgent, toSavedAgent, type SavedFiles, type SavedSandbox } from './saved.ts';
 import type { ExecKind, ExecOutcome, SandboxObserver } from './observer.ts';
 import { WarmPool, type PoolView } from './pool.ts';
 import type { BackgroundProcess, ProcessOutput, StreamName } from './processes.ts';
@@ -98,6 +101,19 @@ export interface CreateOptions {
   pidsMax?: number;
   /** Seconds until the sandbox is destroyed; 0: never (only when the daemon allows it). */
   timeoutS?: number;
+  /** At the deadline: destroy (default) or pause. */
+  onTimeout?: 'destroy' | 'pause';
+  /** Calls on a paused sandbox resume it first (default); false: they answer 409 SANDBOX_PAUSED. */
+  autoResume?: boolean;
+}
+
+/** Paused sandboxes (--paused-dir under the state dir, --paused-retention, --paused-disk-max). */
+export interface PausedOptions {
+  dir: string;
+  /** Seconds a paused sandbox is kept before it is deleted; 0: forever. */
+  retentionS: number;
+  /** MiB the saved VMs may take together; a pause beyond it is refused. */
+  diskMaxMib: number;
 }
 
 /** Exec limits: --exec-timeout, --exec-max-timeout, --exec-output-cap. */
@@ -127,6 +143,10 @@ export interface ManagerConfig {
   hostMemoryMib?: () => number;
   /** Told of creates, execs and VM exits (the daemon's metrics). */
   observer?: SandboxObserver;
+  /** Where paused sandboxes are kept; absent: pause, resume and fork are unavailable. */
+  paused?: PausedOptions;
+  /** What shutdown() does with running sandboxes (--on-shutdown). */
+  onShutdown?: 'destroy' | 'pause';
   log: Logger;
 }
 
@@ -166,6 +186,12 @@ export const LONGEST_TIMEOUT_S = 2_000_000;
 /** How long a guest gets to power off by itself after SHUTDOWN before the VMM is told to quit. */
 const SHUTDOWN_GRACE_MS = 2000;
 
+/** The most forks one call makes. */
+export const MAX_FORKS = 16;
+
+/** A forced pause (at the deadline, at shutdown) waits this long for the execs it kills to end. */
+const FORCED_PAUSE_WAIT_MS = 5000;
+
 export class SandboxManager {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly cfg: ManagerConfig;
@@ -188,6 +214,8 @@ export class SandboxManager {
   private readonly ended = new EndedSandboxes();
   private readonly slots: BootSlots;
   private readonly hostMemoryMib: () => number;
+  private readonly saved: SavedStore | undefined;
+  private forks = 0;
 
   constructor(cfg: ManagerConfig) {
     this.cfg = cfg;
@@ -197,6 +225,7 @@ export class SandboxManager {
     this.goldenSpecs = new Map(cfg.snapshots?.goldens ?? []);
     this.slots = new BootSlots(cfg.admission.maxConcurrentBoots);
     this.hostMemoryMib = cfg.hostMemoryMib ?? memAvailableMib;
+    if (cfg.paused && cfg.backend.snapshots) this.saved = new SavedStore(cfg.paused.dir);
     if (cfg.snapshots && cfg.backend.snapshots) {
       const inputs = new Map([...cfg.snapshots.goldens].map(([name, g]) => [name, g.inputs]));
       this.snapshots = new SnapshotStore(cfg.snapshots.dir, inputs, (name, dir) => this.buildGolden(name, dir), this.log.child({ component: 'snapshots' }));
@@ -226,6 +255,7 @@ export class SandboxManager {
 
   /** Background work after start-up: golden snapshots first, then the warm pool from them. */
   start(): void {
+    this.loadPaused();
     const pruned = this.snapshots?.prune() ?? 0;
     if (pruned) this.log.info({ pruned }, `removed ${pruned} outdated snapshots`);
     if (this.pool) for (const pack of this.packs.keys()) this.keepPooled(pack);
@@ -329,12 +359,15 @@ export class SandboxManager {
       if (broken) throw new EmberdError('PACK_BROKEN', `language pack "${name}" cannot be used: ${broken.error}`);
       throw new EmberdError('UNKNOWN_LANGUAGE_PACK', `language pack "${name}" is not available; available packs: ${[...this.packs.keys()].join(', ')} (GET /packs lists them)`);
     }
-    const live = this.list().filter((s) => s.state === 'creating' || s.state === 'ready');
+    const live = this.running();
     if (live.length >= this.cfg.sandboxes.max) {
       throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
+    if (o.onTimeout === 'pause' && !this.saved) throw this.noPause();
     const pooled = await this.takeFromPool(name, machine, env, limits);
     if (pooled) {
+      pooled.onTimeout = o.onTimeout ?? 'destroy';
+      pooled.autoResume = o.autoResume ?? true;
       this.setLifetime(pooled, timeoutS);
       return pooled;
     }
@@ -342,6 +375,8 @@ export class SandboxManager {
     // A pack whose golden is not made yet (a new pack, a listed shape) gets it now, for the next create.
     void this.snapshots?.ensure(goldenName(name, machine, this.cfg.sandboxes.machine));
     const sb = this.newSandbox(name, machine, { ...pack.env, ...env }, limits);
+    sb.onTimeout = o.onTimeout ?? 'destroy';
+    sb.autoResume = o.autoResume ?? true;
     this.sandboxes.set(sb.id, sb);
     sb.created = this.boot(sb, pack, 'create');
     await sb.created;
@@ -360,7 +395,9 @@ export class SandboxManager {
   async setTimeout(id: string, timeoutS: number): Promise<Sandbox> {
     const sb = this.get(id);
     if (sb.state === 'destroying' || sb.state === 'gone') throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is being destroyed`);
-    this.setLifetime(sb, this.checkLifetime(timeoutS));
+    const t = this.checkLifetime(timeoutS);
+    if (sb.state === 'paused' || sb.state === 'pausing') { sb.timeoutS = t; return sb; } // armed again on resume
+    this.setLifetime(sb, t);
     return sb;
   }
 
@@ -379,6 +416,10 @@ export class SandboxManager {
     this.ended.record(sb.id, { reason, at: new Date(), timeoutS: sb.timeoutS });
     this.tearingDown.add(sb);
     sb.destroying ??= (async () => {
+      await sb.transition?.catch(() => {});
+      clearTimeout(sb.paused?.timer);
+      sb.paused = undefined;
+      this.saved?.remove(sb.id); // its saved state, or the boot files a resumed or forked VM came from
       if (sb.state === 'creating') {
         sb.cancelled = true;
         sb.abort.abort(); // a create waiting for a boot slot stops waiting
@@ -398,7 +439,15 @@ export class SandboxManager {
 
   /** Destroys every sandbox; used on SIGINT/SIGTERM. */
   async shutdown(): Promise<void> {
+    if (this.cfg.onShutdown === 'pause' && this.saved) {
+      // Paused sandboxes are resumable by the next daemon; they leave the registry (not destroyed).
+      await Promise.allSettled(this.list().filter((sb) => sb.state === 'ready').map((sb) => this.pause(sb.id, { force: true }).catch((e: Error) => {
+        sb.log.warn(`could not pause at shutdown (it is destroyed): ${e.message}`);
+      })));
+      for (const sb of this.list()) if (sb.state === 'paused') { clearTimeout(sb.paused?.timer); this.sandboxes.delete(sb.id); }
+    }
     this.shuttingDown = true;
+    for (const sb of this.list()) if (sb.state === 'paused' || (sb.state === 'failed' && sb.paused)) { clearTimeout(sb.paused?.timer); this.sandboxes.delete(sb.id); }
     await Promise.allSettled([
       ...this.list().map((sb) => this.destroy(sb.id)),
       this.torndown(),
@@ -407,11 +456,139 @@ export class SandboxManager {
     ]);
   }
 
+  // ---- pause, resume, fork (docs/snapshots.md, "Pause and resume") ----------------------------
+
+  /**
+   * Saves the whole sandbox (memory with its tmpfs files, devices, processes, sessions) into the
+   * paused store and ends its VM: no CPU, no memory, until resume. Refused while something runs
+   * in the foreground (an exec, a file transfer, a terminal, a session cell): SANDBOX_BUSY; with
+   * `force` (the deadline, --on-shutdown pause) those are killed and busy sessions ended first.
+   * Background processes keep running afterwards, their output kept.
+   */
+  async pause(id: string, o: { force?: boolean } = {}): Promise<Sandbox> {
+    const sb = this.get(id);
+    const store = this.pauseStore();
+    await sb.transition?.catch(() => {});
+    if (sb.state === 'paused') return sb;
+    this.checkReady(sb);
+    if (this.cfg.paused!.diskMaxMib > 0) {
+      const used = Math.round(store.bytes() / 1048576);
+      if (used >= this.cfg.paused!.diskMaxMib) {
+        throw new EmberdError('PAUSED_DISK_FULL', `paused sandboxes already take ${used} MiB of the ${this.cfg.paused!.diskMaxMib} MiB budget (--paused-disk-max); delete or resume some first`);
+      }
+    }
+    await this.quiesce(sb, o.force ?? false);
+    sb.state = 'pausing';
+    clearTimeout(sb.expiryTimer);
+    const t0 = performance.now();
+    const run = (async () => {
+      const { dir, vmDir } = store.prepare(sb.id, this.bootFilesOf(sb));
+      try {
+        const { bytes, guest } = await this.launcher.saveLive(sb, vmDir, { keepRunning: false, shared: false });
+        const pauseMs = Math.round(performance.now() - t0);
+        store.commit(dir, this.record(sb, guest, bytes, pauseMs));
+        sb.paused = { dir, pausedAt: new Date(), bytes, pauseMs, expiresAt: undefined };
+        sb.state = 'paused';
+        this.keepPaused(sb);
+        sb.log.info({ bytes, pause_ms: pauseMs }, 'sandbox paused');
+      } catch (e) {
+        rmSync(dir, { recursive: true, force: true });
+        if (sb.state === 'pausing') sb.state = sb.vm ? 'ready' : 'failed';
+        if (sb.state === 'ready') this.setLifetime(sb, sb.timeoutS ?? 0);
+        throw isEmberdError(e) ? new EmberdError(e.code === 'AGENT_TIMEOUT' ? 'AGENT_TIMEOUT' : 'PAUSE_FAILED', `could not pause sandbox ${sb.id}: ${e.message}`) : e;
+      }
+    })();
+    sb.transition = run;
+    try { await run; } finally { if (sb.transition === run) sb.transition = undefined; }
+    return sb;
+  }
+
+  /**
+   * Brings a paused sandbox back as it was (its files, sessions and background processes), with
+   * the clock set from the host and fresh entropy; its lifetime is armed again (timeout_s, or
+   * the one it had). SAVED_STATE_INCOMPATIBLE / SAVED_STATE_CORRUPT when it cannot be.
+   */
+  async resume(id: string, o: { timeoutS?: number } = {}): Promise<Sandbox> {
+    const sb = this.get(id);
+    if (o.timeoutS !== undefined) sb.timeoutS = this.checkLifetime(o.timeoutS);
+    await sb.transition?.catch(() => {});
+    if (sb.state === 'ready') {
+      if (o.timeoutS !== undefined) this.setLifetime(sb, sb.timeoutS!);
+      return sb;
+    }
+    if (sb.state !== 'paused' || !sb.paused) return this.checkReady(sb);
+    await this.resumePaused(sb);
+    return sb;
+  }
+
+  /**
+   * N new sandboxes, each from this sandbox's state at this moment (memory, files, sessions,
+   * background processes), each with its own id, hostname and entropy; the parent goes on. Where
+   * the backend shares memory, the forks map one saved image copy-on-write.
+   */
+  async fork(id: string, count: number): Promise<Sandbox[]> {
+    const parent = this.get(id);
+    const store = this.pauseStore();
+    if (!Number.isInteger(count) || count < 1 || count > MAX_FORKS) {
+      throw new EmberdError('INVALID_REQUEST', `count must be 1 to ${MAX_FORKS}; fork in several calls for more`);
+    }
+    if (parent.state === 'paused') await this.resume(parent.id);
+    await parent.transition?.catch(() => {});
+    this.checkReady(parent);
+    const live = this.running();
+    if (live.length + count > this.cfg.sandboxes.max) {
+      throw new EmberdError('TOO_MANY_SANDBOXES', `${count} forks would make ${live.length + count} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
+    }
+    this.checkHostMemory(parent.machine.memoryMib * count);
+    await this.quiesce(parent, false);
+    const { dir, vmDir, files: kept } = store.prepare(`sb_fork${process.pid}x${this.forks++}`, this.bootFilesOf(parent));
+    const shared = count > 1 && !!this.cfg.backend.snapshots?.prepareShared;
+    const forks: Sandbox[] = [];
+    try {
+      parent.state = 'pausing';
+      let guest: GuestState;
+      try {
+        ({ guest } = await this.launcher.saveLive(parent, vmDir, { keepRunning: true, shared }));
+      } finally {
+        if (parent.state === 'pausing') parent.state = parent.vm ? 'ready' : 'failed';
+      }
+      for (let i = 0; i < count; i++) {
+        const sb = this.newSandbox(parent.pack, parent.machine, { ...parent.env }, { ...parent.limits });
+        sb.bootFiles = store.prepare(sb.id, kept).files;
+        sb.forkedFrom = parent.id;
+        sb.onTimeout = parent.onTimeout;
+        sb.autoResume = parent.autoResume;
+        sb.state = 'resuming';
+        this.sandboxes.set(sb.id, sb);
+        forks.push(sb);
+      }
+      // One at a time within the boot slots, each a restore (of shared memory when there is one).
+      await Promise.all(forks.map(async (sb) => {
+        const slot = await this.slots.acquire('create', this.cfg.admission.queueTimeoutMs);
+        try {
+          await this.launcher.resumeSaved(sb, sb.bootFiles!, vmDir, guest, 'fork');
+          sb.state = 'ready';
+          sb.readyAt = new Date();
+          this.setLifetime(sb, parent.timeoutS ?? this.cfg.sandboxes.timeoutS);
+        } finally {
+          slot.release();
+        }
+      }));
+      return forks;
+    } catch (e) {
+      for (const sb of forks) { sb.state = sb.state === 'ready' ? 'ready' : 'failed'; this.destroy(sb.id).catch(() => {}); }
+      throw isEmberdError(e) ? e : new EmberdError('PAUSE_FAILED', `could not fork sandbox ${parent.id}: ${(e as Error).message}`);
+    } finally {
+      // Clones hold what they map; the saved image itself is not kept.
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
   // ---- exec -----------------------------------------------------------------------------------
 
   /** Runs to completion and buffers the output (capped by the daemon's output cap). */
   async exec(id: string, p: ExecParams): Promise<ExecResult> {
-    const sb = this.ready(id);
+    const sb = await this.live(id);
     return this.observeExec('exec', sb.agent!.run(this.request(sb, p)));
   }
 
@@ -419,8 +596,8 @@ export class SandboxManager {
    * Starts an exec whose output is read as it comes: a stream of events whose consumption paces
    * the guest process (credit goes back only as events are read); destroying it kills the process.
    */
-  execStream(id: string, p: ExecParams): ExecEventStream {
-    const sb = this.ready(id);
+  async execStream(id: string, p: ExecParams): Promise<ExecEventStream> {
+    const sb = await this.live(id);
     const stream = new ExecEventStream(sb.agent!, this.request(sb, p));
     void this.observeExec('exec', stream.handle!.exited).catch(() => {});
     return stream;
@@ -429,16 +606,16 @@ export class SandboxManager {
   // ---- pty ------------------------------------------------------------------------------------
 
   /** An interactive terminal (pty.ts): a login shell unless `argv`; the sandbox's env under `env`. */
-  openPty(id: string, o: PtyOptions): PtySession {
-    const sb = this.ready(id);
+  async openPty(id: string, o: PtyOptions): Promise<PtySession> {
+    const sb = await this.live(id);
     return new PtySession(sb.agent!, { ...o, env: { ...sb.env, ...o.env } });
   }
 
   // ---- background processes -------------------------------------------------------------------
 
   /** Starts a background process; its output is buffered up to the output cap for polling. */
-  startProcess(id: string, p: ExecParams): BackgroundProcess {
-    const sb = this.ready(id);
+  async startProcess(id: string, p: ExecParams): Promise<BackgroundProcess> {
+    const sb = await this.live(id);
     return sb.processes.start(sb.agent!, { ...this.request(sb, p), timeoutMs: p.timeoutMs }, this.cfg.exec.outputCap);
   }
 
@@ -457,15 +634,18 @@ export class SandboxManager {
 
   /** Writes to a running background process's stdin, then closes it if `eof`. */
   async writeProcessStdin(id: string, pid: string, data: Buffer | undefined, eof: boolean): Promise<void> {
+    await this.live(id);
     return this.getProcess(id, pid).writeStdin(data, eof);
   }
 
-  signalProcess(id: string, pid: string, signo: number): void {
+  async signalProcess(id: string, pid: string, signo: number): Promise<void> {
+    await this.live(id);
     this.getProcess(id, pid).signal(signo);
   }
 
   /** Waits until the process exits or `timeoutMs` passes; the process as it is then. */
   async waitProcess(id: string, pid: string, timeoutMs: number): Promise<BackgroundProcess> {
+    await this.live(id);
     const p = this.getProcess(id, pid);
     await p.wait(timeoutMs);
     return p;
@@ -473,7 +653,7 @@ export class SandboxManager {
 
   /** Kills the process if it still runs, and forgets it. */
   async removeProcess(id: string, pid: string): Promise<void> {
-    return this.get(id).processes.remove(pid);
+    return (await this.live(id)).processes.remove(pid);
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -485,7 +665,7 @@ export class SandboxManager {
    */
   async runInSession(id: string, name: string, p: SessionParams): Promise<SessionResult> {
     this.checkTimeout(p.timeoutMs);
-    return this.observeExec('session', this.ready(id).sessions.run(name, p.code, {
+    return this.observeExec('session', (await this.live(id)).sessions.run(name, p.code, {
       timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs,
       outputCap: this.cfg.exec.outputCap,
       stdin: p.stdin,
@@ -498,9 +678,9 @@ export class SandboxManager {
    */
   streamInSession(id: string, name: string, p: SessionParams): SessionEventStream {
     this.checkTimeout(p.timeoutMs);
-    const sessions = this.ready(id).sessions;
+    this.get(id);
     const opts = { timeoutMs: p.timeoutMs ?? this.cfg.exec.defaultTimeoutMs, outputCap: this.cfg.exec.outputCap, stdin: p.stdin };
-    return new SessionEventStream((hooks) => this.observeExec('session', sessions.run(name, p.code, { ...opts, ...hooks })));
+    return new SessionEventStream(async (hooks) => this.observeExec('session', (await this.live(id)).sessions.run(name, p.code, { ...opts, ...hooks })));
   }
 
   listSessions(id: string): SessionInfo[] {
@@ -508,41 +688,41 @@ export class SandboxManager {
   }
 
   async deleteSession(id: string, name: string): Promise<void> {
-    return this.get(id).sessions.delete(name);
+    return (await this.live(id)).sessions.delete(name);
   }
 
   // ---- files ----------------------------------------------------------------------------------
 
   /** Streams `source` into the file at `path` (atomically: a failed upload leaves nothing). */
   async writeFile(id: string, path: string, source: Readable, mode?: string): Promise<{ path: string; size: number }> {
-    return this.files(id).writeFile(path, source, { maxBytes: this.cfg.maxUploadBytes, mode });
+    return (await this.files(id)).writeFile(path, source, { maxBytes: this.cfg.maxUploadBytes, mode });
   }
 
   /** Extracts a tar stream into directory `path` (created if missing). */
   async writeTar(id: string, path: string, source: Readable): Promise<{ path: string; size: number }> {
-    return this.files(id).writeTar(path, source, { maxBytes: this.cfg.maxUploadBytes });
+    return (await this.files(id)).writeTar(path, source, { maxBytes: this.cfg.maxUploadBytes });
   }
 
   /** The bytes of a file, as a stream that paces the guest; errors come before the first byte. */
   async readFile(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
-    return this.files(id).readFile(path, { signal });
+    return (await this.files(id)).readFile(path, { signal });
   }
 
   /** A directory as a tar stream. */
   async readTar(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
-    return this.files(id).readTar(path, { signal });
+    return (await this.files(id)).readTar(path, { signal });
   }
 
   async statPath(id: string, path: string): Promise<FileStat> {
-    return this.files(id).stat(path);
+    return (await this.files(id)).stat(path);
   }
 
   async listDir(id: string, path: string): Promise<FileStat[]> {
-    return this.files(id).list(path);
+    return (await this.files(id)).list(path);
   }
 
   async deletePath(id: string, path: string, recursive: boolean): Promise<void> {
-    return this.files(id).delete(path, recursive);
+    return (await this.files(id)).delete(path, recursive);
   }
 
   // ---- internals ------------------------------------------------------------------------------
@@ -565,7 +745,14 @@ export class SandboxManager {
     sb.timeoutS = timeoutS;
     sb.expiresAt = timeoutS ? new Date(Date.now() + timeoutS * 1000) : undefined;
     if (!timeoutS) return;
-    sb.expiryTimer = setTimeout(() => { this.destroy(sb.id, 'expired').catch(() => {}); }, timeoutS * 1000);
+    sb.expiryTimer = setTimeout(() => {
+      if (sb.onTimeout === 'pause' && this.saved) {
+        this.pause(sb.id, { force: true }).catch((e: Error) => {
+          sb.log.warn(`could not pause at the deadline, destroying instead: ${e.message}`);
+          this.destroy(sb.id, 'expired').catch(() => {});
+        });
+      } else this.destroy(sb.id, 'expired').catch(() => {});
+    }, timeoutS * 1000);
     sb.expiryTimer.unref();
   }
 
@@ -694,17 +881,193 @@ export class SandboxManager {
     }
   }
 
-  /** The sandbox, if it is ready: SANDBOX_FAILED or SANDBOX_NOT_READY otherwise. */
-  private ready(id: string): Sandbox {
+  /**
+   * The sandbox, running: a paused one is resumed first (unless it was created with auto_resume
+   * false: SANDBOX_PAUSED), one being paused or resumed is waited for.
+   */
+  private async live(id: string): Promise<Sandbox> {
     const sb = this.get(id);
     if (sb.state === 'ready') return sb;
+    await sb.transition?.catch(() => {});
+    if (sb.state === 'paused') {
+      if (!sb.autoResume) throw new EmberdError('SANDBOX_PAUSED', `sandbox ${sb.id} is paused and was created with auto_resume false; resume it with POST /sandboxes/${sb.id}/resume`);
+      await this.resumePaused(sb);
+    }
+    return this.checkReady(sb);
+  }
+
+  /** Sandboxes that hold a VM or are getting one (what --max-sandboxes counts; paused ones do not). */
+  private running(): Sandbox[] {
+    return this.list().filter((s) => s.state === 'creating' || s.state === 'ready' || s.state === 'pausing' || s.state === 'resuming');
+  }
+
+  /** The kernel, initramfs and pack its VM runs from: what a pause or fork of it must keep. */
+  private bootFilesOf(sb: Sandbox): SavedFiles {
+    return sb.bootFiles ?? { kernel: this.cfg.images.kernel, initramfs: this.cfg.images.initramfs, packImage: this.packs.get(sb.pack)?.image ?? '' };
+  }
+
+  private pauseStore(): SavedStore {
+    if (!this.saved) throw this.noPause();
+    return this.saved;
+  }
+
+  private noPause(): EmberdError {
+    return new EmberdError('PAUSE_UNSUPPORTED', this.cfg.backend.snapshots
+      ? 'this daemon keeps no paused sandboxes (it was started without a state dir for them)'
+      : `the ${this.cfg.backend.name} backend cannot save a running VM, so sandboxes cannot be paused or forked here`);
+  }
+
+  /**
+   * Nothing may run in the foreground while a sandbox is saved: its client would wait on a VM
+   * that is gone. Without `force` that is SANDBOX_BUSY; with it, those execs are killed (and
+   * waited for) and busy sessions ended.
+   */
+  private async quiesce(sb: Sandbox, force: boolean): Promise<void> {
+    const agent = sb.agent!;
+    const owned = new Set<number>([...sb.processes.list().map((p) => p.channel).filter((c): c is number => c !== undefined), ...sb.sessions.save().map((x) => x.channel)]);
+    const foreground = agent.channels().filter((h) => !owned.has(h.channel));
+    const busySessions = sb.sessions.busy();
+    const stdinPending = sb.processes.list().filter((p) => p.stdinPending).map((p) => p.id);
+    if (!force) {
+      const what = [
+        foreground.length && `${foreground.length} exec(s), file transfer(s) or terminal(s)`,
+        busySessions.length && `session cell(s) in ${busySessions.join(', ')}`,
+        stdinPending.length && `stdin still being written to ${stdinPending.join(', ')}`,
+      ].filter(Boolean);
+      if (what.length) throw new EmberdError('SANDBOX_BUSY', `sandbox ${sb.id} is running ${what.join(' and ')}; wait for them to finish (or stop them) and try again`);
+      return;
+    }
+    for (const h of foreground) h.signal(9);
+    await Promise.allSettled([
+      ...foreground.map((h) => settlesWithin(h.exited, FORCED_PAUSE_WAIT_MS)),
+      ...busySessions.map((name) => sb.sessions.delete(name)),
+    ]);
+  }
+
+  private async resumePaused(sb: Sandbox): Promise<void> {
+    const paused = sb.paused!;
+    const run = (async () => {
+      const store = this.pauseStore();
+      const found = store.scan().find((f) => f.dir === paused.dir);
+      if (!found || !('record' in found)) {
+        const err = found && 'error' in found ? found.error : { code: 'SAVED_STATE_CORRUPT' as const, message: `the saved state of ${sb.id} is gone from ${paused.dir}; delete the sandbox` };
+        sb.failure = err;
+        sb.state = 'failed';
+        throw new EmberdError(err.code, err.message);
+      }
+      const rec = found.record;
+      if (rec.vmm !== this.cfg.backend.snapshots?.fingerprint) {
+        throw new EmberdError('SAVED_STATE_INCOMPATIBLE', `sandbox ${sb.id} was saved by ${rec.vmm}; this daemon runs ${this.cfg.backend.snapshots?.fingerprint ?? this.cfg.backend.name}: resume it with that VMM, or delete it`);
+      }
+      const live = this.running();
+      if (live.length >= this.cfg.sandboxes.max) {
+        throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete or pause some to resume ${sb.id}`, { retryAfterS: retryAfterExpiry(live) });
+      }
+      this.checkHostMemory(sb.machine.memoryMib);
+      clearTimeout(paused.timer);
+      sb.state = 'resuming';
+      const slot = await this.slots.acquire('create', this.cfg.admission.queueTimeoutMs);
+      const t0 = performance.now();
+      try {
+        sb.bootFiles = store.filesOf(paused.dir);
+        await this.launcher.resumeSaved(sb, sb.bootFiles, join(paused.dir, VM_DIR), {
+          agent: fromSavedAgent(rec.agent), processes: rec.processes, sessions: rec.sessions,
+        }, 'resume');
+      } catch (e) {
+        sb.state = 'failed';
+        sb.failure = { code: 'SAVED_STATE_CORRUPT', message: `sandbox ${sb.id} could not be resumed from its saved state (${(e as Error).message}); delete it` };
+        sb.log.warn({ code: sb.failure.code }, sb.failure.message);
+        throw new EmberdError('SAVED_STATE_CORRUPT', sb.failure.message);
+      } finally {
+        slot.release();
+      }
+      store.resumed(sb.id);
+      sb.paused = undefined;
+      sb.state = 'ready';
+      sb.readyAt = new Date();
+      this.setLifetime(sb, sb.timeoutS ?? 0);
+      sb.log.info({ resume_ms: Math.round(performance.now() - t0) }, 'sandbox resumed');
+    })();
+    sb.transition = run;
+    try { await run; } finally { if (sb.transition === run) sb.transition = undefined; }
+  }
+
+  /** A paused sandbox is kept --paused-retention, then deleted. */
+  private keepPaused(sb: Sandbox): void {
+    const s = this.cfg.paused!.retentionS;
+    if (!sb.paused || !s) return;
+    const left = sb.paused.pausedAt.getTime() + s * 1000 - Date.now();
+    sb.paused.expiresAt = new Date(Date.now() + Math.max(0, left));
+    sb.paused.timer = setTimeout(() => { this.destroy(sb.id, 'expired').catch(() => {}); }, Math.min(Math.max(0, left), 2 ** 31 - 1));
+    sb.paused.timer.unref();
+  }
+
+  private record(sb: Sandbox, guest: GuestState, bytes: number, pauseMs: number): SavedSandbox {
+    return {
+      format: SAVED_FORMAT,
+      id: sb.id,
+      pack: sb.pack,
+      vmm: this.cfg.backend.snapshots!.fingerprint,
+      backend: this.cfg.backend.name,
+      machine: sb.machine,
+      env: sb.env,
+      limits: sb.limits,
+      created_at: sb.createdAt.toISOString(),
+      paused_at: new Date().toISOString(),
+      timeout_s: sb.timeoutS ?? 0,
+      on_timeout: sb.onTimeout,
+      auto_resume: sb.autoResume,
+      bytes,
+      pause_ms: pauseMs,
+      processes: guest.processes,
+      sessions: guest.sessions,
+      agent: toSavedAgent(guest.agent),
+    };
+  }
+
+  /** At start: the sandboxes an earlier daemon paused, listed as paused (or failed, saying why they cannot resume). */
+  private loadPaused(): void {
+    if (!this.saved) return;
+    for (const f of this.saved.scan()) {
+      if ('error' in f) {
+        const sb = new Sandbox(f.id, f.pack ?? 'unknown', this.cfg.backend.name, join(this.cfg.runBase, f.id), this.log.child({ sandbox: f.id }), { machine: this.cfg.sandboxes.machine, env: {} });
+        sb.state = 'failed';
+        sb.failure = f.error;
+        sb.paused = { dir: f.dir, pausedAt: f.pausedAt ? new Date(f.pausedAt) : new Date(), bytes: 0, pauseMs: 0, expiresAt: undefined };
+        this.sandboxes.set(sb.id, sb);
+        sb.log.warn({ code: f.error.code }, f.error.message);
+        continue;
+      }
+      const r = f.record;
+      const sb = new Sandbox(r.id, r.pack, this.cfg.backend.name, join(this.cfg.runBase, r.id), this.log.child({ sandbox: r.id }), { machine: r.machine, env: r.env, limits: r.limits });
+      sb.createdAt = new Date(r.created_at);
+      sb.state = 'paused';
+      sb.timeoutS = r.timeout_s;
+      sb.onTimeout = r.on_timeout;
+      sb.autoResume = r.auto_resume;
+      sb.paused = { dir: f.dir, pausedAt: new Date(r.paused_at), bytes: r.bytes, pauseMs: r.pause_ms, expiresAt: undefined };
+      this.sandboxes.set(sb.id, sb);
+      this.keepPaused(sb);
+    }
+    const n = this.list().length;
+    if (n) this.log.info({ paused: n }, `found ${n} paused sandboxes`);
+  }
+
+  /** The sandbox, if it is ready: SANDBOX_FAILED or SANDBOX_NOT_READY otherwise. */
+  private ready(id: string): Sandbox {
+    return this.checkReady(this.get(id));
+  }
+
+  private checkReady(sb: Sandbox): Sandbox {
+    if (sb.state === 'ready') return sb;
+    if (sb.state === 'paused') throw new EmberdError('SANDBOX_PAUSED', `sandbox ${sb.id} is paused; resume it with POST /sandboxes/${sb.id}/resume`);
     if (sb.state === 'failed') throw new EmberdError('SANDBOX_FAILED', `sandbox ${sb.id} has failed (${sb.failure?.message ?? 'unknown reason'}); delete it and create a new one`);
     throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${sb.id} is ${sb.state}; wait for POST /sandboxes to answer before using it`);
   }
 
   /** One SandboxFiles per sandbox, on its agent. */
-  private files(id: string): SandboxFiles {
-    const sb = this.ready(id);
+  private async files(id: string): Promise<SandboxFiles> {
+    const sb = await this.live(id);
     const { exec } = this.cfg;
     sb.files ??= new SandboxFiles(sb.agent!, { timeoutMs: exec.defaultTimeoutMs, transferTimeoutMs: exec.maxTimeoutMs, outputCap: exec.outputCap });
     return sb.files;

@@ -3,7 +3,8 @@
 // State that can be read at any moment (sandboxes, pool, snapshots) is not pushed here: the
 // observer asks the manager for it when it needs it.
 
-export type BootMode = 'cold' | 'restore' | 'pool';
+export type { BootMode } from './sandbox.ts';
+import type { BootMode } from './sandbox.ts';
 
 /** How an exec or a session cell ended: exit 0, another exit status or a signal, its timeout, or no exit at all. */
 export type ExecOutcome = 'ok' | 'nonzero_exit' | 'timeout' | 'error';
@@ -16,7 +17,7 @@ export type ExecKind = 'exec' | 'session';
  * while in use (crashed), stopped after its agent was lost, during a failed start, dropped by the
  * warm pool, a snapshot restore abandoned for a cold boot, or a golden VM (saved, or failed).
  */
-export type VmEndReason = 'deleted' | 'expired' | 'shutdown' | 'crashed' | 'agent_lost' | 'boot_failed' | 'pool_discarded' | 'restore_failed' | 'golden';
+export type VmEndReason = 'deleted' | 'expired' | 'shutdown' | 'crashed' | 'agent_lost' | 'boot_failed' | 'pool_discarded' | 'restore_failed' | 'golden' | 'paused';
 
 export interface SandboxObserver {
   /** A create answered with a ready sandbox after `seconds` (admission wait and boot included). */

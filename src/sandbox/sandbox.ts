@@ -5,14 +5,22 @@ import type { Logger } from '../log.ts';
 import type { BackendName, MachineConfig, VmHandle } from '../vmm/backend.ts';
 import type { SandboxFiles } from './files.ts';
 import { ProcessTable } from './processes.ts';
+import type { SavedFiles } from './saved.ts';
 import { SessionRegistry } from './sessions.ts';
 
 /**
  * creating -> ready -> destroying -> gone
- *     \          \
- *      `-> failed `-> failed   (boot error, or the VMM died; resources already freed)
+ *     \        | ^ \
+ *      \       | |  `-> failed   (boot error, or the VMM died; resources already freed)
+ *       \  pausing resuming
+ *        \     v   |
+ *         \   paused ---> failed (its saved state cannot be resumed)
+ *          `-> failed
  */
-export type SandboxState = 'creating' | 'ready' | 'destroying' | 'gone' | 'failed';
+export type SandboxState = 'creating' | 'ready' | 'pausing' | 'paused' | 'resuming' | 'destroying' | 'gone' | 'failed';
+
+/** How a sandbox's VM came up last. */
+export type BootMode = 'cold' | 'restore' | 'pool' | 'resume' | 'fork';
 
 export interface SandboxView {
   id: string;
@@ -22,7 +30,7 @@ export interface SandboxView {
   created_at: string;
   ready_at: string | null;
   boot_ms: number | null;
-  boot_mode: 'cold' | 'restore' | 'pool' | null;
+  boot_mode: BootMode | null;
   vcpus: number;
   memory_mib: number;
   /** The writable disk (the tmpfs overlay upper), in effect in the guest (null: not yet known). */
@@ -37,6 +45,14 @@ export interface SandboxView {
   vmm_pid: number | null;
   agent_version: string | null;
   error: { code: string; message: string } | null;
+  /** What happens at the deadline: destroyed, or paused (then kept for --paused-retention). */
+  on_timeout: 'destroy' | 'pause';
+  /** Calls on a paused sandbox resume it first (else they answer 409 SANDBOX_PAUSED). */
+  auto_resume: boolean;
+  /** While paused: when, how big on disk, and until when it is kept. */
+  paused: { paused_at: string; bytes: number; pause_ms: number; expires_at: string | null } | null;
+  /** The sandbox it was forked from. */
+  forked_from: string | null;
 }
 
 /** Limits the guest applies at each handshake (docs/protocol.md, HELLO). */
@@ -61,7 +77,7 @@ export class Sandbox {
   createdAt = new Date();
   state: SandboxState = 'creating';
   /** How the VM came up: a cold boot, a restore of the pack's golden snapshot, or the warm pool. */
-  bootMode: 'cold' | 'restore' | 'pool' | undefined;
+  bootMode: BootMode | undefined;
   readyAt: Date | undefined;
   vm: VmHandle | undefined;
   agent: AgentClient | undefined;
@@ -83,6 +99,16 @@ export class Sandbox {
   destroying: Promise<void> | undefined;
   /** Background processes started with `background: true`. */
   readonly processes = new ProcessTable();
+  /** on_timeout and auto_resume of its create. */
+  onTimeout: 'destroy' | 'pause' = 'destroy';
+  autoResume = true;
+  /** While paused: its directory in the paused store and what the pause measured. */
+  paused: { dir: string; pausedAt: Date; bytes: number; pauseMs: number; expiresAt: Date | undefined; timer?: NodeJS.Timeout } | undefined;
+  /** A pause or resume under way: concurrent calls share it. */
+  transition: Promise<void> | undefined;
+  forkedFrom: string | undefined;
+  /** The boot files its VM came from when not the images' current ones (a resumed or forked sandbox's links). */
+  bootFiles: SavedFiles | undefined;
   /** Persistent interpreter sessions (`"session": name` on exec). */
   readonly sessions: SessionRegistry;
   /** File operations on the agent, made once the sandbox is ready. */
@@ -140,6 +166,12 @@ export class Sandbox {
       vmm_pid: this.vm && (this.state === 'ready' || this.state === 'creating') ? this.vm.pid : null,
       agent_version: this.agentVersion ?? null,
       error: this.failure ?? null,
+      on_timeout: this.onTimeout,
+      auto_resume: this.autoResume,
+      paused: this.paused && this.state === 'paused'
+        ? { paused_at: this.paused.pausedAt.toISOString(), bytes: this.paused.bytes, pause_ms: this.paused.pauseMs, expires_at: this.paused.expiresAt?.toISOString() ?? null }
+        : null,
+      forked_from: this.forkedFrom ?? null,
     };
   }
 }

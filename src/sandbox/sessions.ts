@@ -19,7 +19,7 @@
 // Rich outputs (display(), matplotlib figures, the final expression's value) come as B frames:
 // MIME bundles in Jupyter's convention, in `results` (or to a streamed cell's listener).
 import { readFileSync } from 'node:fs';
-import type { AgentClient, ExecHandle, ExitInfo } from '../agent/client.ts';
+import type { AgentClient, ExecCallbacks, ExecHandle, ExitInfo } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
 import { settlesWithin } from '../settles-within.ts';
 
@@ -75,6 +75,15 @@ export interface SessionInfo {
   lastUsedAt: Date;
   /** Cells run so far. */
   execs: number;
+}
+
+/** Something of a sandbox that lives on an exec channel, taken back when a saved guest resumes. */
+export interface ChannelOwner {
+  channel: number;
+  callbacks(): ExecCallbacks;
+  attach(handle: ExecHandle): void;
+  /** Its channel did not come back with the guest. */
+  lost(err: Error): void;
 }
 
 export const SESSION_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -144,17 +153,27 @@ function parseBundle(payload: Buffer): ResultBundle | undefined {
   return bundle;
 }
 
+/** An idle session as a paused sandbox keeps it; its channel's flow control is in the agent's saved state. */
+export interface SavedSession {
+  name: string;
+  created_at: string;
+  last_used_at: string;
+  execs: number;
+  next_id: number;
+  channel: number;
+}
+
 /** Thrown by a session that ended before a queued cell could run: the registry retries on a new one. */
 class SessionGone extends Error {}
 
 class Session {
   readonly name: string;
-  readonly createdAt = new Date();
+  readonly createdAt: Date = new Date();
   lastUsedAt = new Date();
   execs = 0;
   exit: ExitInfo | undefined;
   readonly ready: Promise<void>;
-  private readonly handle: ExecHandle;
+  private handle!: ExecHandle;
   private readonly onGone: (s: Session) => void;
   private pending: Buffer[] = [];
   private pendingLen = 0;
@@ -162,6 +181,8 @@ class Session {
   private cell: Cell | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private nextId = 0;
+  /** Cells asked for and not answered yet (running or queued). */
+  private running = 0;
   private failure: Error | undefined;
   /** X came: the interpreter is gone, the pump is ending. */
   private interpreterEnded = false;
@@ -170,18 +191,54 @@ class Session {
   private resolveReady!: () => void;
   private rejectReady!: (e: Error) => void;
 
-  constructor(name: string, agent: AgentClient, env: Record<string, string>, onGone: (s: Session) => void) {
+  /** Starts a new interpreter on `agent`, or (`saved`) takes back an idle one of a resumed sandbox (attach). */
+  constructor(name: string, start: { agent: AgentClient; env: Record<string, string> } | { saved: SavedSession }, onGone: (s: Session) => void) {
     this.name = name;
     this.onGone = onGone;
     this.ready = new Promise((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
     this.ready.catch(() => {});
-    this.handle = agent.exec(
-      { argv: ['python3', '-u', '-c', BOOTSTRAP], stdin: SERVER_SOURCE, stdinOpen: true, cwd: '/root', env },
-      { onStdout: (b) => this.onData(b), onStderr: (b) => { this.stderrTail = (this.stderrTail + b.toString()).slice(-4096); } },
-    );
+    if ('saved' in start) {
+      this.createdAt = new Date(start.saved.created_at);
+      this.lastUsedAt = new Date(start.saved.last_used_at);
+      this.execs = start.saved.execs;
+      this.nextId = start.saved.next_id;
+      return;
+    }
+    this.attach(start.agent.exec(
+      { argv: ['python3', '-u', '-c', BOOTSTRAP], stdin: SERVER_SOURCE, stdinOpen: true, cwd: '/root', env: start.env },
+      this.callbacks(),
+    ));
     const timer = setTimeout(() => this.kill(new EmberdError('SESSION_START_FAILED', `session "${name}": the interpreter did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
     void this.ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
-    this.handle.exited.then((e) => this.ended(e, undefined), (err: Error) => this.ended(undefined, err));
+  }
+
+  callbacks(): ExecCallbacks {
+    return { onStdout: (b) => this.onData(b), onStderr: (b) => { this.stderrTail = (this.stderrTail + b.toString()).slice(-4096); } };
+  }
+
+  /** Binds the session to its exec: the one it started, or its channel adopted on a resumed guest (then it is ready). */
+  attach(handle: ExecHandle, resumed = false): void {
+    this.handle = handle;
+    handle.exited.then((e) => this.ended(e, undefined), (err: Error) => this.ended(undefined, err));
+    if (resumed) this.resolveReady();
+  }
+
+  /** A saved session whose channel did not come back: it is gone. */
+  lost(err: Error): void {
+    this.ended(undefined, err);
+  }
+
+  /** Nothing in flight or queued, and its interpreter is up: a pause can save it as it is. */
+  get idle(): boolean {
+    return this.alive && !this.cell && this.running === 0 && !this.handle.stdinPending && this.pendingLen === 0;
+  }
+
+  get channel(): number {
+    return this.handle.channel;
+  }
+
+  save(): SavedSession {
+    return { name: this.name, created_at: this.createdAt.toISOString(), last_used_at: this.lastUsedAt.toISOString(), execs: this.execs, next_id: this.nextId, channel: this.handle.channel };
   }
 
   get alive(): boolean {
@@ -189,7 +246,8 @@ class Session {
   }
 
   run(code: string, opts: SessionRunOptions): Promise<SessionResult> {
-    const p = this.queue.then(() => this.runNow(code, opts));
+    this.running++;
+    const p = this.queue.then(() => this.runNow(code, opts)).finally(() => { this.running--; });
     this.queue = p.catch(() => {});
     return p;
   }
@@ -426,6 +484,30 @@ export class SessionRegistry {
     await s.close();
   }
 
+  /** Sessions with a cell running or queued (a pause waits for none, or ends them when forced). */
+  busy(): string[] {
+    return [...this.sessions.values()].filter((s) => !s.idle).map((s) => s.name);
+  }
+
+  /** Every live session, for a paused sandbox's record (call when none is busy). */
+  save(): SavedSession[] {
+    return [...this.sessions.values()].filter((s) => s.alive).map((s) => s.save());
+  }
+
+  /**
+   * The saved sessions of a resumed guest replace whatever this registry held; each is bound to
+   * its channel when the agent adopts it (ChannelOwner.attach).
+   */
+  revive(saved: SavedSession[]): ChannelOwner[] {
+    this.sessions.clear();
+    this.closed = false;
+    return saved.map((r) => {
+      const s = new Session(r.name, { saved: r }, (gone) => { if (this.sessions.get(r.name) === gone) this.sessions.delete(r.name); });
+      this.sessions.set(r.name, s);
+      return { channel: r.channel, callbacks: () => s.callbacks(), attach: (h: ExecHandle) => s.attach(h, true), lost: (e: Error) => s.lost(e) };
+    });
+  }
+
   /** Ends every session; no new ones start. Used when the sandbox goes away. */
   async closeAll(): Promise<void> {
     this.closed = true;
@@ -453,7 +535,7 @@ export class SessionRegistry {
     if (this.sessions.size >= MAX_SESSIONS) {
       throw new EmberdError('TOO_MANY_SESSIONS', `this sandbox already has ${this.sessions.size} sessions (the limit is ${MAX_SESSIONS}); delete some with DELETE /sandboxes/{id}/sessions/{name}`);
     }
-    const s = new Session(name, agent, this.env, (gone) => { if (this.sessions.get(name) === gone) this.sessions.delete(name); });
+    const s = new Session(name, { agent, env: this.env }, (gone) => { if (this.sessions.get(name) === gone) this.sessions.delete(name); });
     this.sessions.set(name, s);
     return s;
   }

@@ -85,14 +85,29 @@ export interface Backend {
   readonly snapshots?: SnapshotSupport;
 }
 
+export interface SaveOptions {
+  /** Resume the VM after the save instead of ending it. */
+  keepRunning?: boolean;
+  /**
+   * Also prepare the shared-memory path (prepareShared) when the backend has one: goldens and
+   * forks, whose state many clones start from (default true); a pause has one resume and skips it.
+   */
+  shared?: boolean;
+  /** Called once the guest is stopped and before its state is written (a fork takes the host's side of it then). */
+  onStopped?: () => Promise<void>;
+}
+
 export interface SnapshotSupport {
   /**
    * Everything besides the images that a saved state depends on (VMM and its version, its
    * acceleration, the snapshot format): part of the key a golden snapshot is stored under.
    */
   readonly fingerprint: string;
-  /** Pauses `vm`, writes its whole state into `dir` (created), and ends the VM. */
-  save(vm: VmHandle, dir: string): Promise<{ bytes: number }>;
+  /**
+   * Pauses `vm`, writes its whole state into `dir` (created), and ends the VM; with keepRunning
+   * the VM goes on running afterwards instead (a fork), on the same control stream.
+   */
+  save(vm: VmHandle, dir: string, opts?: SaveOptions): Promise<{ bytes: number }>;
   /**
    * Starts a clone of the VM saved in `dir`, running, with its own sockets under spec.runDir;
    * `spec` must describe the same machine the snapshot was taken from. Returns like boot().

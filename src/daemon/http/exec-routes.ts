@@ -30,11 +30,11 @@ export function registerExecRoutes(app: FastifyInstance, manager: SandboxManager
       return { ...execAnswer(r, enc), value: r.value, session_reset: r.sessionReset, results: r.results } satisfies SessionExecAnswer;
     }
     if (body.background) {
-      const p = manager.startProcess(id, execParams(body));
+      const p = await manager.startProcess(id, execParams(body));
       return reply.status(202).send({ process_id: p.id, state: 'running' } satisfies BackgroundStarted);
     }
     if (streamed) {
-      const events = manager.execStream(id, execParams(body));
+      const events = await manager.execStream(id, execParams(body));
       reply.raw.once('close', () => events.destroy()); // a client that goes away kills the process
       return sendEvents(reply, events, enc);
     }

@@ -7,7 +7,7 @@ import { VERSION } from '../../version.ts';
 import { SCHEMAS, errorBodyFor, responsesOf, type Body, type RouteResponses } from './responses.ts';
 import {
   createSandboxBody, deleteFileQuery, execBody, getFileQuery, pathQuery, processOutputQuery, processSignalBody, processStdinBody,
-  processWaitQuery, putFileQuery, sandboxTimeoutBody,
+  processWaitQuery, putFileQuery, sandboxTimeoutBody, resumeBody, forkBody,
 } from './schemas.ts';
 import { ptyQuery } from './pty-routes.ts';
 
@@ -31,6 +31,9 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/sandboxes', summary: 'List sandboxes', ok: 200 },
   { method: 'get', path: '/sandboxes/{id}', summary: 'One sandbox: state, backend, VMM pid, boot log tail', ok: 200 },
   { method: 'delete', path: '/sandboxes/{id}', summary: 'Destroy a sandbox', ok: 204 },
+  { method: 'post', path: '/sandboxes/{id}/pause', summary: 'Save the whole sandbox to disk and stop its VM (docs/api.md "Pause, resume, fork")', ok: 200 },
+  { method: 'post', path: '/sandboxes/{id}/resume', summary: 'Bring a paused sandbox back as it was', body: resumeBody, ok: 200 },
+  { method: 'post', path: '/sandboxes/{id}/fork', summary: 'New sandboxes from this one\'s state at this moment', body: forkBody, ok: 201 },
   { method: 'post', path: '/sandboxes/{id}/timeout', summary: 'Reset the sandbox\'s deadline to now + timeout_s', body: sandboxTimeoutBody, ok: 200 },
   { method: 'post', path: '/sandboxes/{id}/exec', summary: 'Run code or a program (buffered, NDJSON-streamed, in a session, or in the background)', body: execBody, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/processes', summary: 'List background processes', ok: 200 },
@@ -66,7 +69,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   404: 'no such sandbox, process, session, file or route',
   405: 'method not allowed',
   406: 'not acceptable',
-  409: 'not in a state to do this (not ready, failed, exited, broken pack, not empty)',
+  409: 'not in a state to do this (not ready, paused, busy, failed, exited, broken pack, not empty; a saved state that cannot be resumed)',
   413: 'too large (--max-body, --max-upload, the disk)',
   415: 'unsupported media type',
   429: 'a limit is reached (sandboxes, processes, sessions): free some, or retry after Retry-After',
@@ -74,7 +77,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   502: 'the VM or its agent failed',
   503: 'emberd is busy, short of host memory or shutting down: retry after Retry-After',
   504: 'the VM or its agent did not answer in time',
-  507: 'the sandbox\'s disk is full',
+  507: 'the sandbox\'s disk is full, or paused sandboxes fill their budget (--paused-disk-max)',
 };
 const RETRY_AFTER = { 'Retry-After': { description: 'seconds until a retry may succeed', schema: { type: 'integer', minimum: 1 } } };
 const WWW_AUTHENTICATE = { 'WWW-Authenticate': { schema: { type: 'string', const: 'Bearer realm="emberd"' } } };

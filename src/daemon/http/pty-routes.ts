@@ -44,7 +44,7 @@ export function registerPtyRoutes(app: FastifyInstance, manager: SandboxManager)
           throw new EmberdError('INVALID_REQUEST', 'GET /sandboxes/{id}/pty speaks WebSocket only: connect with a WebSocket client (Upgrade: websocket), e.g. `emberctl shell ID`');
         }
         const q = parseQuery(ptyQuery, req.query);
-        const pty = manager.openPty(req.params.id, {
+        const pty = await manager.openPty(req.params.id, {
           rows: q.rows,
           cols: q.cols,
           argv: q.cmd === undefined ? undefined : ['/bin/sh', '-c', q.cmd],

@@ -25,7 +25,7 @@ export function errorCodesFor(status: number): ErrorCode[] {
 
 // ---- sandboxes ----
 
-const sandboxState = z.enum(['creating', 'ready', 'destroying', 'gone', 'failed']);
+const sandboxState = z.enum(['creating', 'ready', 'pausing', 'paused', 'resuming', 'destroying', 'gone', 'failed']);
 const backendName = z.enum(['qemu', 'firecracker', 'host-agent']);
 const env = z.record(z.string(), z.string());
 
@@ -37,7 +37,7 @@ export const sandboxSummary = z.strictObject({
   backend: backendName,
   created_at: isoTime,
   boot_ms: z.number().int().nullable(),
-  boot_mode: z.enum(['cold', 'restore', 'pool']).nullable(),
+  boot_mode: z.enum(['cold', 'restore', 'pool', 'resume', 'fork']).nullable(),
   vcpus: z.number().int(),
   memory_mib: z.number().int(),
   disk_mib: z.number().int().nullable().describe('the writable disk in effect in the guest (null: not yet known)'),
@@ -45,7 +45,19 @@ export const sandboxSummary = z.strictObject({
   env: env.describe('variables every exec inherits'),
   expires_at: isoTime.nullable().describe('when the daemon destroys it (null: no deadline)'),
   timeout_s: z.number().int().nullable(),
+  on_timeout: z.enum(['destroy', 'pause']),
+  auto_resume: z.boolean(),
+  paused: z.strictObject({
+    paused_at: isoTime,
+    bytes: z.number().int().describe('the saved VM on disk'),
+    pause_ms: z.number().int(),
+    expires_at: isoTime.nullable().describe('when it is deleted (--paused-retention; null: never)'),
+  }).nullable().describe('while paused'),
+  forked_from: z.string().nullable(),
 });
+
+/** POST /sandboxes/{id}/fork */
+export const forkAnswer = z.strictObject({ sandboxes: z.array(sandboxSummary) });
 
 /** Sandbox.view(): the summary and what only GET /sandboxes/{id} shows. */
 export const sandboxView = sandboxSummary.extend({
@@ -199,7 +211,7 @@ export const openApiShape = z.looseObject({ openapi: z.literal('3.1.0'), info: z
 /** The named schemas of /openapi.json's components (responses refer to them by these names). */
 export const SCHEMAS: Record<string, z.ZodType> = {
   DaemonInfo: daemonInfo, OpenApiDocument: openApiShape, PackList: packList, Pack: packView, Snapshot: snapshotView,
-  SandboxSummary: sandboxSummary, SandboxDetails: sandboxDetails, SandboxList: sandboxList,
+  SandboxSummary: sandboxSummary, SandboxDetails: sandboxDetails, SandboxList: sandboxList, ForkAnswer: forkAnswer,
   ExecAnswer: execAnswer, SessionExecAnswer: sessionExecAnswer, ExecResult: execResult, ResultBundle: resultBundle,
   ExecEvent: execEvent, BackgroundStarted: backgroundStarted,
   Process: processView, ProcessList: processList, ProcessOutput: processOutput,
@@ -217,6 +229,7 @@ export function errorBodyFor(status: number): z.ZodType {
 export type SandboxSummary = z.infer<typeof sandboxSummary>;
 export type SandboxDetails = z.infer<typeof sandboxDetails>;
 export type SandboxList = z.infer<typeof sandboxList>;
+export type ForkAnswer = z.infer<typeof forkAnswer>;
 export type ExecAnswer = z.infer<typeof execAnswer>;
 export type SessionExecAnswer = z.infer<typeof sessionExecAnswer>;
 export type BackgroundStarted = z.infer<typeof backgroundStarted>;
@@ -253,9 +266,11 @@ export interface RouteResponses {
   other?: 'any';
 }
 
-const ID = [404, 409, 502, 504]; // a sandbox that does not exist / is not ready / whose guest fails
+// A sandbox that does not exist / is not ready / whose guest fails; a paused one that cannot be
+// resumed now (a limit: 429, 503; its saved state: 409, 500).
+const ID = [404, 409, 429, 500, 502, 503, 504];
 const BODY = [400, 413, 415];
-const FILES = [400, 403, 404, 409, 413, 502, 504, 507];
+const FILES = [400, 403, 404, 409, 413, 429, 502, 503, 504, 507];
 const json = (schema: z.ZodType): Body => ({ json: schema });
 const noContent = (description: string): Success[] => [{ status: 204, description, bodies: [{ none: true }] }];
 const ok = (status: number, description: string, ...bodies: Body[]): Success[] => [{ status, description, bodies }];
@@ -272,6 +287,9 @@ export const RESPONSES: Record<string, RouteResponses> = {
   'GET /sandboxes': { ok: ok(200, 'live sandboxes', json(sandboxList)), errors: [] },
   'GET /sandboxes/{id}': { ok: ok(200, 'the sandbox', json(sandboxDetails)), errors: [404] },
   'DELETE /sandboxes/{id}': { ok: noContent('destroyed'), errors: [404, 409] },
+  'POST /sandboxes/{id}/pause': { ok: ok(200, 'the sandbox, paused (its state saved, its VM gone)', json(sandboxSummary)), errors: [400, 404, 409, 500, 502, 504, 507] },
+  'POST /sandboxes/{id}/resume': { ok: ok(200, 'the sandbox, running again as it was', json(sandboxSummary)), errors: [...BODY, ...ID] },
+  'POST /sandboxes/{id}/fork': { ok: ok(201, 'the new sandboxes, ready, each from the parent\'s state', json(forkAnswer)), errors: [...BODY, ...ID] },
   'POST /sandboxes/{id}/timeout': { ok: ok(200, 'the sandbox with its new deadline', json(sandboxSummary)), errors: [...BODY, 404, 409] },
   'POST /sandboxes/{id}/exec': {
     ok: [

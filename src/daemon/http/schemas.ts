@@ -2,7 +2,7 @@
 // from them. docs/api.md documents them; the end-to-end tests exercise every rule. Unknown fields
 // are rejected so a typo never silently does nothing.
 import { z } from 'zod';
-import { LONGEST_TIMEOUT_S, MIN_MEMORY_MIB } from '../../sandbox/manager.ts';
+import { LONGEST_TIMEOUT_S, MAX_FORKS, MIN_MEMORY_MIB } from '../../sandbox/manager.ts';
 import { SESSION_NAME } from '../../sandbox/sessions.ts';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -25,9 +25,19 @@ export const createSandboxBody = z.strictObject({
   env: env.optional(),
   /** Seconds until the sandbox is destroyed (default --sandbox-timeout); 0: never, if allowed. */
   timeout_s: timeoutS.optional(),
+  /** At the deadline: destroy it (default), or pause it (kept --paused-retention, resumable). */
+  on_timeout: z.enum(['destroy', 'pause']).optional(),
+  /** Calls on the sandbox while it is paused resume it first (default); false: they answer 409 SANDBOX_PAUSED. */
+  auto_resume: z.boolean().optional(),
 }).optional();
 
 export const sandboxTimeoutBody = z.strictObject({ timeout_s: timeoutS });
+
+/** POST /sandboxes/{id}/resume: optionally a new lifetime from now. */
+export const resumeBody = z.strictObject({ timeout_s: timeoutS.optional() }).optional();
+
+/** POST /sandboxes/{id}/fork */
+export const forkBody = z.strictObject({ count: z.number().int().min(1).max(MAX_FORKS).optional() }).optional();
 
 
 const base64 = z.string().max(4 << 20).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');

@@ -86,6 +86,8 @@ export const SNAPSHOT_FILES = {
 
 /** Pause the vCPUs: the only state `PUT /snapshot/create` accepts. */
 export const PAUSE_VM: ApiRequest = { method: 'PATCH', path: '/vm', body: { state: 'Paused' } };
+/** After a snapshot of a VM that goes on (a fork): Firecracker resumes a paused VM on request. */
+export const RESUME_VM: ApiRequest = { method: 'PATCH', path: '/vm', body: { state: 'Resumed' } };
 
 /** Paths as the Firecracker process sees them (chroot-relative under the jailer). */
 export interface FcSnapshotPaths {

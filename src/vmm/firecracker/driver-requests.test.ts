@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FirecrackerApiSpec, SPEC_VERSIONS, type ApiRequest } from './api-spec.ts';
 import {
-  bootRequests, FC_KERNEL_ARGS, firecrackerBootArgs, firecrackerInstanceId, GET_VERSION, INSTANCE_START, PAUSE_VM, restoreRequests, saveRequests, SEND_CTRL_ALT_DEL,
+  bootRequests, FC_KERNEL_ARGS, firecrackerBootArgs, firecrackerInstanceId, GET_VERSION, INSTANCE_START, PAUSE_VM, RESUME_VM, restoreRequests, saveRequests, SEND_CTRL_ALT_DEL,
   type FcGuestPaths,
 } from './boot-config.ts';
 import { jailLayout } from './jailer.ts';
@@ -116,6 +116,7 @@ function snapshotRequests(): { label: string; req: ApiRequest; versions: readonl
   const out: { label: string; req: ApiRequest; versions: readonly string[] }[] = [];
   for (const [name, p] of [['host paths', snapHost], ['jailed', snapJail]] as const) {
     for (const req of saveRequests(p)) out.push({ label: `save, ${name}`, req, versions: SPEC_VERSIONS });
+    out.push({ label: `resume after a fork's save, ${name}`, req: RESUME_VM, versions: SPEC_VERSIONS });
     for (const logging of [{}, { logFile: '/run/emberd/sb_x/firecracker.log', metricsFile: '/run/emberd/sb_x/firecracker.metrics' }]) {
       for (const req of restoreRequests({ ...p, ...logging })) out.push({ label: `load on 1.15, ${name}`, req, versions: SPEC_VERSIONS });
       const override = name === 'jailed' ? jail.vsock.inJail : hostPaths.vsockUds;
@@ -127,7 +128,7 @@ function snapshotRequests(): { label: string; req: ApiRequest; versions: readonl
 
 test('every snapshot request validates against the spec of each version it is sent to', () => {
   const reqs = snapshotRequests();
-  assert.ok(reqs.length >= 16);
+  assert.ok(reqs.length >= 18);
   for (const { label, req, versions } of reqs) {
     for (const v of versions) {
       for (const strictness of ['spec', 'firecracker'] as const) {

@@ -7,8 +7,8 @@ import { createHash } from 'node:crypto';
 import { constants as fsc, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { BootSpec, SnapshotSupport, VmHandle } from '../backend.ts';
-import { restoreRequests, saveRequests, SNAPSHOT_FILES, type FcSnapshotPaths } from './boot-config.ts';
+import type { BootSpec, SaveOptions, SnapshotSupport, VmHandle } from '../backend.ts';
+import { RESUME_VM, restoreRequests, saveRequests, SNAPSHOT_FILES, type FcSnapshotPaths } from './boot-config.ts';
 import { FirecrackerError, isFirecrackerError } from './errors.ts';
 import type { JailerOptions } from './jailer.ts';
 import { probeSnapshotFormat, type FirecrackerProbe } from './probe.ts';
@@ -68,11 +68,12 @@ export class FirecrackerSnapshots implements SnapshotSupport {
 
   /**
    * PATCH /vm Paused, PUT /snapshot/create (Full), then the VM is killed: it is paused, there is
-   * nothing to shut down, and the files are complete once Firecracker has answered. Under the
+   * nothing to shut down, and the files are complete once Firecracker has answered; with
+   * keepRunning (a fork) PATCH /vm Resumed instead. Under the
    * jailer Firecracker can write only inside its chroot, as the jail uid: the two files are
    * created there for it first, then moved into `dir`.
    */
-  async save(handle: VmHandle, dirArg: string): Promise<{ bytes: number }> {
+  async save(handle: VmHandle, dirArg: string, o: SaveOptions = {}): Promise<{ bytes: number }> {
     const dir = resolve(dirArg); // Firecracker resolves relative paths against its own working directory
     if (!(handle instanceof FirecrackerVm) || !handle.client || !handle.started) {
       throw new FirecrackerError('FIRECRACKER_SNAPSHOT', 'only a running VM started by this Firecracker backend can be snapshotted');
@@ -90,12 +91,20 @@ export class FirecrackerSnapshots implements SnapshotSupport {
       format = this.snapshotFormat();
       mkdirSync(dir, { recursive: true });
       if (vm.layout && jail) for (const f of Object.values(written)) { writeFileSync(f, ''); chownSync(f, jail.uid, jail.gid); }
-      for (const r of saveRequests(paths)) await client.request(r.method as 'PUT' | 'PATCH', r.path, r.body, SNAPSHOT_CREATE_TIMEOUT_MS);
+      for (const r of saveRequests(paths)) {
+        if (r.path === '/snapshot/create') await o.onStopped?.();
+        await client.request(r.method as 'PUT' | 'PATCH', r.path, r.body, SNAPSHOT_CREATE_TIMEOUT_MS);
+      }
       if (vm.layout) { moveFile(written.state, out.state); moveFile(written.memory, out.memory); }
     } catch (e) {
+      // A failed save leaves the VM running where it can (a failed pause keeps the sandbox).
+      if (!(await this.resumeVm(vm))) await vm.kill();
       throw isFirecrackerError(e) ? e : new FirecrackerError('FIRECRACKER_SNAPSHOT', `could not save the VM into ${dir}: ${(e as Error).message}`, { cause: e });
-    } finally {
+    }
+    if (!o.keepRunning) await vm.kill();
+    else if (!(await this.resumeVm(vm))) {
       await vm.kill();
+      throw new FirecrackerError('FIRECRACKER_SNAPSHOT', 'the VM could not be resumed after its snapshot');
     }
     const meta: SnapshotMeta = {
       format: SNAPSHOT_LAYOUT,
@@ -107,6 +116,16 @@ export class FirecrackerSnapshots implements SnapshotSupport {
     };
     writeFileSync(join(dir, SNAPSHOT_FILES.meta), JSON.stringify(meta, null, 2) + '\n');
     return { bytes: statSync(out.state).size + statSync(out.memory).size };
+  }
+
+  /** PATCH /vm Resumed; false if Firecracker did not take it. */
+  private async resumeVm(vm: FirecrackerVm): Promise<boolean> {
+    try {
+      await vm.client!.request(RESUME_VM.method as 'PATCH', RESUME_VM.path, RESUME_VM.body, SNAPSHOT_CREATE_TIMEOUT_MS);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Checks the snapshot can be loaded here (else FIRECRACKER_SNAPSHOT, before any process), then starts the clone. */

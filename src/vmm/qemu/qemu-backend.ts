@@ -7,7 +7,7 @@ import { chmodSync, chownSync, closeSync, existsSync, ftruncateSync, mkdirSync, 
 import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Socket } from 'node:net';
-import type { Backend, BackendInfo, BootSpec, RestorePath, SnapshotSupport, VmHandle } from '../backend.ts';
+import type { Backend, BackendInfo, BootSpec, RestorePath, SaveOptions, SnapshotSupport, VmHandle } from '../backend.ts';
 import { connectUnix } from '../../agent/connect.ts';
 import { EmberdError, isEmberdError } from '../../errors.ts';
 import { hostTscKhz, probeKvm } from '../host.ts';
@@ -109,7 +109,7 @@ export class QemuBackend implements Backend {
     this.useShared = o.sharedMemory === 'on' || (o.sharedMemory !== 'off' && (this.readOnlyRamFile || !this.confinement.drop));
     this.snapshots = {
       fingerprint: `qemu ${version} ${accel} ${SNAPSHOT_FORMAT}`,
-      save: (vm, dir) => this.save(vm as QemuVm, dir),
+      save: (vm, dir, o) => this.save(vm as QemuVm, dir, o),
       restore: (spec, dir) => this.restore(spec, dir),
       ...(this.useShared ? {
         sharedMemoryFile: (dir: string) => sharedPaths(dir).memory,
@@ -138,19 +138,28 @@ export class QemuBackend implements Backend {
   /**
    * Snapshot: QMP stop, then `migrate` the whole state to a socket emberd listens on in QEMU's
    * jail, through zstd into a file. The control connection stays open: the guest agent is idle,
-   * and a clone simply sees a host connect again. The VM is ended afterwards; then the
-   * shared-memory unit is built from that stream (buildShared), so the golden itself is never resumed.
+   * and a clone simply sees a host connect again. The VM is ended afterwards (or, keepRunning,
+   * continued: `cont` from postmigrate); then the shared-memory unit is built from that stream
+   * (buildShared), so the saved VM itself is never resumed from the file clones map.
    */
-  private async save(vm: QemuVm, dir: string): Promise<{ bytes: number }> {
+  private async save(vm: QemuVm, dir: string, o: SaveOptions = {}): Promise<{ bytes: number }> {
     if (!vm.qmp) throw new EmberdError('INTERNAL', 'cannot snapshot a VM without its QMP connection');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, STATE_FILE);
     await vm.qmp.execute('stop');
-    await migrateToFile(vm.qmp, vm.layout.migrate, this.confinement.drop, file);
-    await vm.stop(0);
+    try {
+      await o.onStopped?.();
+      await migrateToFile(vm.qmp, vm.layout.migrate, this.confinement.drop, file);
+    } catch (e) {
+      // The VM goes on as if nothing happened (a failed pause leaves the sandbox running).
+      await vm.qmp.execute('cont').catch(() => {});
+      throw e;
+    }
+    if (o.keepRunning) await vm.qmp.execute('cont');
+    else await vm.stop(0);
     const bytes = statSync(file).size;
     // Without the unit every restore still works (from the stream), so a failure here is not the save's.
-    if (this.useShared) await this.prepareShared({ ...vm.spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
+    if (this.useShared && o.shared !== false) await this.prepareShared({ ...vm.spec, deadline: Date.now() + SHARED_BUILD_TIMEOUT_MS }, dir);
     const unit = checkUnit(dir, vm.spec.machine.memoryMib);
     return { bytes: bytes + ('unit' in unit ? unitDiskBytes(unit.unit) : 0) };
   }
