@@ -4,7 +4,7 @@
 // `sandbox.json`, written last and renamed into place: a directory without it is an unfinished
 // pause and is removed. The record is versioned; one this daemon cannot read is reported, never
 // silently dropped.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, realpathSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentState } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
@@ -169,11 +169,11 @@ export class SavedStore {
 /** A hard link (free, and immune to the images being rebuilt), or a copy across filesystems. */
 function linkOrCopy(src: string, dst: string): void {
   try {
-    linkSync(src, dst);
+    linkSync(realpathSync(src), dst); // the file itself, not a symlink to where the images are
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EXDEV' && code !== 'EPERM') throw new EmberdError('INTERNAL', `cannot keep ${src} for the paused sandbox: ${(e as Error).message}`);
-    copyFileSync(src, dst);
+    copyFileSync(realpathSync(src), dst);
   }
 }
 
