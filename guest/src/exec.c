@@ -33,7 +33,7 @@ static struct exec execs[MAX_EXECS];
 static bool wake_now; /* an exec ended outside the poll loop's view: do not sleep before handling it */
 static uint32_t ended[64]; /* ring of recently finished channels (0 = empty slot) */
 static unsigned ended_next;
-static int forkserver_pi = -1; /* pollfd index of the forkserver socket in this loop iteration */
+static int forkserver_n; /* pollfds of the forkserver (first in the exec's part) in this loop iteration */
 
 struct exec *exec_find(uint32_t channel)
 {
@@ -184,12 +184,33 @@ static void started(struct exec *e, struct start s)
             kill_group(e, signo);
 }
 
+/* A worker said it is done (FORKSERVER_EXITED): the exec ends as if its leader had been reaped
+ * with that status, and the worker, which has only _exit left to do, is killed so that it cannot
+ * outlive its exec whatever it does. It is reaped later like any orphan. Not yet reaped (e->exited
+ * is false), so its pid is still its own. */
+static void early_exit(pid_t pid, int status)
+{
+    for (int k = 0; k < MAX_EXECS; k++) {
+        struct exec *e = &execs[k];
+        if (!e->used || !e->fast || e->pid != pid || e->exited)
+            continue;
+        kill(pid, SIGKILL);
+        mark_exited(e, status << 8); /* as waitpid would say for exit(status) */
+        wake_now = true;
+        return;
+    }
+}
+
 /* Takes every event the forkserver has for us. The forkserver only queues them (forkserver.h
  * says why); acting on them here cannot re-enter any caller. */
 static void take_forkserver_events(void)
 {
     struct forkserver_event ev;
     while (forkserver_take(&ev)) {
+        if (ev.kind == FORKSERVER_EXITED) {
+            early_exit(ev.pid, ev.value);
+            continue;
+        }
         bool wanted = false;
         for (int k = 0; k < MAX_EXECS; k++) {
             struct exec *e = &execs[k];
@@ -273,7 +294,7 @@ int execs_poll_prepare(struct pollfd *p, bool out_room, int *timeout_ms)
 {
     uint64_t now = mono_ns();
     int n = forkserver_poll_prepare(p);
-    forkserver_pi = n ? 0 : -1;
+    forkserver_n = n;
     for (int k = 0; k < MAX_EXECS; k++) {
         struct exec *e = &execs[k];
         if (e->used)
@@ -284,8 +305,11 @@ int execs_poll_prepare(struct pollfd *p, bool out_room, int *timeout_ms)
 
 void execs_poll_handle(const struct pollfd *p, struct buf *out)
 {
-    if (forkserver_pi >= 0 && p[forkserver_pi].revents)
-        take_forkserver_events();
+    for (int i = 0; i < forkserver_n; i++)
+        if (p[i].revents) {
+            take_forkserver_events();
+            break;
+        }
     uint64_t now = mono_ns();
     for (int k = 0; k < MAX_EXECS; k++) {
         struct exec *e = &execs[k];

@@ -12,7 +12,7 @@
 #include "pipes.h"
 
 #define MAX_EXECS 64
-#define EXEC_POLLFDS (MAX_EXECS * PIPES_POLLFDS + 1) /* + the forkserver socket */
+#define EXEC_POLLFDS (MAX_EXECS * PIPES_POLLFDS + 2) /* + the forkserver and exit sockets */
 
 struct exec;
 

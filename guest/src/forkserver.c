@@ -6,18 +6,27 @@
  *             report) is gone; then EOF, and the exec side, once it has taken every report,
  *             takes a LOST event: every request left unanswered falls back.
  * A request never answered by a report never ran (the worker reports before it runs any code),
- * which is what makes the fallback safe. */
+ * which is what makes the fallback safe.
+ *
+ * Early exits: a worker that has run its code, its atexit functions and flushed its stdio sends
+ * its exit status as one datagram to the agent's exit socket (abstract AF_UNIX "emberd-exit-<agent
+ * pid>", SO_PASSCRED: the kernel says which pid sent it) before it calls _exit. The exec side
+ * then ends the exec at once and SIGKILLs the worker (whatever it does after that cannot change
+ * what the exec was), instead of waiting for the kernel to tear the process down and for the
+ * reap. The reap still comes, as for any orphan. */
 #include "forkserver.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "limits.h"
@@ -55,7 +64,8 @@ static struct {
     unsigned pending;     /* requests sent and not yet answered */
     uint64_t progress_ns; /* last report, or the send that made `pending` non-zero */
     unsigned served, failed_starts;
-} server = { .mode = -1, .sock = -1 };
+    int exits;            /* the exit socket (datagrams from workers), -1 until the first start */
+} server = { .mode = -1, .sock = -1, .exits = -1 };
 
 /* The pack's interpreter, once: python with `-c` as its last argument, or no fast path. */
 static void load_interpreter(void)
@@ -143,8 +153,28 @@ static void broken(const char *why)
     server.progress_ns = mono_ns();
 }
 
+/* The exit socket, bound once (before the first server starts) and kept: workers outlive their
+ * server. Without it workers' exits are seen only by the reap, as before. */
+static void open_exits(void)
+{
+    int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int len = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "emberd-exit-%d", (int)getpid());
+    int on = 1;
+    if (s < 0 || setsockopt(s, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) < 0 ||
+        bind(s, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) < 0) {
+        say("forkserver: no exit socket (%s): fast execs end when their worker is reaped", strerror(errno));
+        if (s >= 0)
+            close(s);
+        return;
+    }
+    server.exits = s;
+}
+
 static int start(void)
 {
+    if (server.exits < 0)
+        open_exits();
     size_t srclen = (size_t)(emberd_forkserver_source_end - emberd_forkserver_source);
     int sv[2] = { -1, -1 }, src[2] = { -1, -1 };
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(src, O_CLOEXEC) < 0)
@@ -290,12 +320,44 @@ static bool next_report(struct forkserver_event *ev)
     return false;
 }
 
+/* One worker's early exit from the exit socket: 4 bytes (its exit status), sent by the pid the
+ * kernel attached. Anything else is dropped. */
+static bool next_exit(struct forkserver_event *ev)
+{
+    while (server.exits >= 0) {
+        uint8_t b[8];
+        union {
+            char buf[CMSG_SPACE(sizeof(struct ucred))];
+            struct cmsghdr align;
+        } u;
+        struct iovec iov = { .iov_base = b, .iov_len = sizeof b };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+        ssize_t n = recvmsg(server.exits, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return false;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (n != 4 || (mh.msg_flags & MSG_CTRUNC) || !c || c->cmsg_level != SOL_SOCKET ||
+            c->cmsg_type != SCM_CREDENTIALS || c->cmsg_len != CMSG_LEN(sizeof(struct ucred)))
+            continue;
+        struct ucred cred;
+        memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        uint32_t status = get_be32(b);
+        if (cred.pid <= 0 || status > 255)
+            continue;
+        *ev = (struct forkserver_event){ .kind = FORKSERVER_EXITED, .pid = cred.pid, .value = (int32_t)status };
+        return true;
+    }
+    return false;
+}
+
 bool forkserver_take(struct forkserver_event *ev)
 {
     while (!next_report(ev)) {
         if (server.sock < 0) {
             if (!server.lost)
-                return false;
+                return next_exit(ev);
             server.lost = false;
             server.roff = server.rlen = 0; /* a partial report of a dead server is nothing */
             *ev = (struct forkserver_event){ .kind = FORKSERVER_LOST };
@@ -307,8 +369,8 @@ bool forkserver_take(struct forkserver_event *ev)
         ssize_t n = read(server.sock, server.rbuf + server.rlen, sizeof server.rbuf - server.rlen);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN)
-            return false;
+        if (n < 0 && errno == EAGAIN) /* reports first: a worker reports before it can exit */
+            return next_exit(ev);
         if (n <= 0)
             lost(n == 0 ? "connection closed" : strerror(errno));
         else
@@ -319,10 +381,12 @@ bool forkserver_take(struct forkserver_event *ev)
 
 int forkserver_poll_prepare(struct pollfd *p)
 {
-    if (server.sock < 0)
-        return 0;
-    p[0] = (struct pollfd){ .fd = server.sock, .events = POLLIN };
-    return 1;
+    int n = 0;
+    if (server.sock >= 0)
+        p[n++] = (struct pollfd){ .fd = server.sock, .events = POLLIN };
+    if (server.exits >= 0)
+        p[n++] = (struct pollfd){ .fd = server.exits, .events = POLLIN };
+    return n;
 }
 
 bool forkserver_reaped(pid_t pid)

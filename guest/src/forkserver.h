@@ -31,18 +31,25 @@ int forkserver_submit(const struct frame *f, const int child_fds[3], uint32_t *s
 
 /* REPORT answers one request. LOST: the server is gone, and every request still unanswered
  * never ran (and never will). No request goes to a new server while a LOST waits to be taken, so
- * every unanswered request then is one the lost server had. */
+ * every unanswered request then is one the lost server had. EXITED: process `pid` says it is
+ * done and exits with status `value` (0-255): its output is written, only _exit is left. Only a
+ * worker sends it (a fast exec's leader), but any guest process could: the exec side acts on it
+ * only for the leader of a fast exec, and then SIGKILLs it, so that a lie cannot keep running
+ * outside its exec. Every REPORT already sent is taken before an EXITED. */
 struct forkserver_event {
-    enum { FORKSERVER_REPORT, FORKSERVER_LOST } kind;
+    enum { FORKSERVER_REPORT, FORKSERVER_LOST, FORKSERVER_EXITED } kind;
     uint32_t seq;  /* REPORT: the request it answers */
-    int32_t value; /* REPORT: the worker's pid (> 0), or -errno: the server will not run it */
+    int32_t value; /* REPORT: the worker's pid (> 0), or -errno: the server will not run it;
+                    * EXITED: the exit status */
+    pid_t pid;     /* EXITED: who sent it (from the kernel) */
 };
 
 /* The next event, reading the server's socket (never blocking) when none is waiting. Every
  * report already sent is taken before the LOST that ends its server. False: nothing now. */
 bool forkserver_take(struct forkserver_event *ev);
 
-/* The serve loop: the forkserver socket (0 or 1 pollfd); readable means forkserver_take(). */
+/* The serve loop: the forkserver socket and the exit socket (0 to 2 pollfds); either readable
+ * means forkserver_take(). */
 int forkserver_poll_prepare(struct pollfd *p);
 /* A child that no exec owns was reaped: true if it was the forkserver. */
 bool forkserver_reaped(pid_t pid);

@@ -87,9 +87,14 @@ def _pretouch():
         os.close(null)
 
 
+_worker_pid = None  # set in the worker: a fork the user's code makes must not say it exited
+
+
 def _become_worker(sock, seq):
     """The worker's side of the hand-off: own session, the exec cgroup, then the report. The code
     runs only after the report was sent."""
+    global _worker_pid
+    _worker_pid = os.getpid()
     try:
         os.setsid()
     except OSError:
@@ -188,7 +193,6 @@ def _serve():
     os.close(null)
     space = _socket.CMSG_SPACE(_NFDS * 4 * 4)  # room for more fds than expected: none is leaked
     import gc
-    import atexit  # noqa: F401  every worker's exit runs it: imported once here, not per worker
     gc.freeze()  # workers' collections skip everything the server made (no copy-on-write faults)
     parked = []
     while True:
@@ -343,6 +347,26 @@ def _prepare(fds):
     return code, main.__dict__
 
 
+def _run_exitfuncs(atexit):
+    """atexit's functions, with their errors reported as at a real exit. There CPython calls them
+    with no Python frame running, so the error of a function without a frame of its own (a
+    builtin, such as sys.exit) shows no traceback; here the unraisable hook would be given this
+    frame as its traceback, which is taken off again."""
+    here, hook = sys._getframe(), sys.unraisablehook
+
+    def unraisable(u):
+        tb = u.exc_traceback
+        if tb is not None and tb.tb_frame is here and tb.tb_next is None:
+            u = type(u)((u.exc_type, u.exc_value, None, u.err_msg, u.object))
+        hook(u)
+    sys.unraisablehook = unraisable
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        if sys.unraisablehook is unraisable:  # unless an exit function set its own
+            sys.unraisablehook = hook
+
+
 def _finish(status, namespace, interrupted):
     """CPython's exit, in its order, minus the teardown of every module: in a fork that teardown
     writes to nearly every page, and each copy-on-write fault is slow (30+ ms under TCG).
@@ -353,7 +377,9 @@ def _finish(status, namespace, interrupted):
             sys.modules['threading']._shutdown()
     except BaseException:
         pass
-    sys.modules['atexit']._run_exitfuncs()  # imported by the server
+    atexit = sys.modules.get('atexit')  # never imported here: only code that imported it registered functions
+    if atexit is not None and atexit._ncallbacks():
+        _run_exitfuncs(atexit)
     try:
         namespace.clear()
         import gc
@@ -375,7 +401,20 @@ def _finish(status, namespace, interrupted):
         import _signal
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
         os.kill(os.getpid(), _signal.SIGINT)
+    _exited(status & 0xff)
     os._exit(status & 0xff)
+
+
+def _exited(status):
+    """The early exit: tells the agent this worker's status before the kernel tears it down (the
+    agent then kills it). Best effort: without it the exec ends when the worker is reaped."""
+    if os.getpid() != _worker_pid:
+        return  # a fork made by the user's code, which exits like any fork
+    try:
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK)
+        s.sendto(status.to_bytes(4, 'big'), b'\0emberd-exit-%d' % os.getppid())
+    except OSError:
+        pass
 
 
 def _run(fds):
