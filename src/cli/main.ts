@@ -35,7 +35,9 @@ program.command('create')
   .option('--disk <mib>', 'writable disk in MiB (default: the daemon\'s --disk)', (v) => Number(v))
   .option('--pids-max <n>', 'processes + threads its execs may have (default: the daemon\'s --pids-max)', (v) => Number(v))
   .option('--env <KEY=VALUE>', 'a variable every exec inherits (repeatable)', (v, all: string[] = []) => [...all, v])
-  .action(async (o: { pack?: string; timeout?: number; vcpus?: number; memory?: number; disk?: number; pidsMax?: number; env?: string[] }) => {
+  .addOption(new Option('--on-timeout <action>', 'at the deadline, destroy it or pause it (default destroy)').choices(['destroy', 'pause']))
+  .option('--no-auto-resume', 'calls on it while paused fail with SANDBOX_PAUSED instead of resuming it')
+  .action(async (o: { pack?: string; timeout?: number; vcpus?: number; memory?: number; disk?: number; pidsMax?: number; env?: string[]; onTimeout?: 'destroy' | 'pause'; autoResume: boolean }) => {
     const sb = await client().createSandbox({
       language_pack: o.pack,
       timeout_s: o.timeout,
@@ -44,8 +46,36 @@ program.command('create')
       disk_mib: o.disk,
       pids_max: o.pidsMax,
       env: o.env ? envOf(o.env) : undefined,
+      on_timeout: o.onTimeout,
+      auto_resume: o.autoResume ? undefined : false,
     });
     print(sb, () => sb.id);
+  });
+
+program.command('pause')
+  .description('save a sandbox whole to the daemon\'s disk and end its VM; prints its size on disk and how long it took')
+  .argument('<id>', 'sandbox id')
+  .action(async (id: string) => {
+    const sb = await client().pauseSandbox(id);
+    print(sb, () => `paused ${sb.id}: ${sb.paused ? `${(sb.paused.bytes / 1048576).toFixed(1)} MiB in ${sb.paused.pause_ms} ms, kept until ${sb.paused.expires_at ?? 'deleted'}` : sb.state}`);
+  });
+
+program.command('resume')
+  .description('bring a paused sandbox back as it was (a running one is left as is)')
+  .argument('<id>', 'sandbox id')
+  .option('--timeout <seconds>', 'a new lifetime from now (default: the one it had)', (v) => Number(v))
+  .action(async (id: string, o: { timeout?: number }) => {
+    const sb = await client().resumeSandbox(id, { timeout_s: o.timeout });
+    print(sb, () => `resumed ${sb.id} in ${sb.boot_ms ?? '-'} ms; expires ${sb.expires_at ?? 'never'}`);
+  });
+
+program.command('fork')
+  .description('start new sandboxes from a sandbox\'s state now (the parent goes on); prints their ids, one a line')
+  .argument('<id>', 'sandbox id')
+  .option('--count <n>', 'how many (1-16)', (v) => Number(v), 1)
+  .action(async (id: string, o: { count: number }) => {
+    const forks = await client().forkSandbox(id, { count: o.count });
+    print(forks, () => forks.map((f) => f.id).join('\n'));
   });
 
 program.command('timeout')
@@ -129,6 +159,8 @@ program.command('inspect')
       `created:       ${d.created_at}`,
       `boot:          ${d.boot_ms ?? '-'} ms`,
       `expires:       ${d.expires_at ?? 'never'}`,
+      ...(d.paused ? [`paused:        ${d.paused.paused_at}, ${d.paused.bytes} bytes on disk, kept until ${d.paused.expires_at ?? 'deleted'}`] : []),
+      ...(d.forked_from ? [`forked from:   ${d.forked_from}`] : []),
       `vmm pid:       ${d.vmm_pid ?? '-'}`,
       `agent:         ${d.agent_version ?? '-'}`,
       ...(d.error ? [`error:         ${d.error.code}: ${d.error.message}`] : []),

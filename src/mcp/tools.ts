@@ -9,7 +9,7 @@ import { VERSION } from '../version.ts';
 import { clip, errorResult, execResult, okResult, type ExecAnswer } from './results.ts';
 
 /** What the tools use of the client (a test may hand in another implementation). */
-export type EmberdApi = Pick<EmberdClient, 'createSandbox' | 'exec' | 'uploadFile' | 'downloadFile' | 'list' | 'listSandboxes' | 'deleteSandbox'>;
+export type EmberdApi = Pick<EmberdClient, 'createSandbox' | 'exec' | 'uploadFile' | 'downloadFile' | 'list' | 'listSandboxes' | 'deleteSandbox' | 'pauseSandbox' | 'resumeSandbox' | 'forkSandbox'>;
 
 /** Default per-stream output shown to the model; the daemon's own cap (8 MiB) is far above it. */
 export const DEFAULT_MAX_OUTPUT_CHARS = 20_000;
@@ -178,14 +178,64 @@ export function createEmberdMcpServer(api: EmberdApi): McpServer {
 
   server.registerTool('list_sandboxes', {
     title: 'List sandboxes',
-    description: 'List the sandboxes of this emberd daemon: id, state, language pack, when each expires.',
+    description: 'List the sandboxes of this emberd daemon: id, state (ready, paused, ...), language pack, when each expires.',
     annotations: { readOnlyHint: true },
     inputSchema: z.object({}),
   }, async () => {
     try {
       const sandboxes = await api.listSandboxes();
-      const lines = sandboxes.map((s) => `${s.id} ${s.state} ${s.language_pack} ${s.vcpus} vCPU ${s.memory_mib} MiB, ${s.expires_at ? `expires ${s.expires_at}` : 'no deadline'}`);
+      const lines = sandboxes.map((s) => `${s.id} ${s.state} ${s.language_pack} ${s.vcpus} vCPU ${s.memory_mib} MiB, ${s.paused ? `paused, deleted ${s.paused.expires_at ?? 'never'}` : s.expires_at ? `expires ${s.expires_at}` : 'no deadline'}${s.forked_from ? `, forked from ${s.forked_from}` : ''}`);
       return okResult(sandboxes.length ? `${sandboxes.length} sandboxes:\n${lines.join('\n')}` : 'No sandboxes.', { sandboxes });
+    } catch (e) {
+      return errorResult(e);
+    }
+  });
+
+  server.registerTool('pause_sandbox', {
+    title: 'Pause a sandbox',
+    description: 'Pause a sandbox: its whole state (files, installed packages, session variables, background processes) is saved to disk and its VM stops, using no CPU or memory. It keeps its sandbox_id; run_code, run_command and the file tools resume it transparently (or call resume_sandbox). Fails with SANDBOX_BUSY while a call is still running in it.',
+    annotations: { idempotentHint: true },
+    inputSchema: z.object({ sandbox_id: sandboxId }),
+  }, async (args) => {
+    try {
+      const sb = await api.pauseSandbox(args.sandbox_id);
+      const p = sb.paused;
+      const kept = p ? `${(p.bytes / 1048576).toFixed(1)} MiB on disk, paused in ${p.pause_ms} ms; ${p.expires_at ? `kept until ${p.expires_at}, then deleted` : 'kept until destroy_sandbox'}` : `state ${sb.state}`;
+      return okResult(`Paused sandbox ${sb.id}: ${kept}.\nPass sandbox_id "${sb.id}" to any tool to resume it where it stopped.`, { sandbox_id: sb.id, sandbox: sb });
+    } catch (e) {
+      return errorResult(e);
+    }
+  });
+
+  server.registerTool('resume_sandbox', {
+    title: 'Resume a sandbox',
+    description: 'Resume a paused sandbox: it runs again exactly as it was paused (files, session variables, background processes). A running sandbox is left as is. Optionally give it a new lifetime.',
+    annotations: { idempotentHint: true },
+    inputSchema: z.object({
+      sandbox_id: sandboxId,
+      timeout_s: z.number().int().min(0).optional().describe('Seconds from now until the sandbox is destroyed (default: the lifetime it had)'),
+    }),
+  }, async (args) => {
+    try {
+      const sb = await api.resumeSandbox(args.sandbox_id, { timeout_s: args.timeout_s });
+      return okResult(`Sandbox ${sb.id} is ${sb.state === 'ready' ? 'running' : sb.state}; ${expiry(sb)}.`, { sandbox_id: sb.id, sandbox: sb });
+    } catch (e) {
+      return errorResult(e);
+    }
+  });
+
+  server.registerTool('fork_sandbox', {
+    title: 'Fork a sandbox',
+    description: 'Copy a sandbox as it is now into count new sandboxes (files, installed packages, session variables, background processes), to try several approaches from the same state. Each fork has its own sandbox_id and is independent afterwards; the original keeps running. Returns the new sandbox_ids: destroy_sandbox each when done.',
+    inputSchema: z.object({
+      sandbox_id: sandboxId.describe('The sandbox to copy'),
+      count: z.number().int().min(1).max(16).optional().describe('How many copies (default 1, at most 16)'),
+    }),
+  }, async (args) => {
+    try {
+      const forks = await api.forkSandbox(args.sandbox_id, { count: args.count });
+      const ids = forks.map((f) => f.id);
+      return okResult(`Forked sandbox ${args.sandbox_id} into ${ids.length} new sandbox${ids.length === 1 ? '' : 'es'}:\n${ids.map((i) => `sandbox_id: ${i}`).join('\n')}\nEach starts from ${args.sandbox_id}'s state and is independent; ${forks[0] ? expiry(forks[0]) : ''}.`, { sandbox_id: args.sandbox_id, sandbox_ids: ids, sandboxes: forks });
     } catch (e) {
       return errorResult(e);
     }

@@ -7,12 +7,12 @@ import { defaultTokenFile } from '../state-dir.ts';
 
 export interface SandboxSummary {
   id: string;
-  state: 'creating' | 'ready' | 'destroying' | 'gone' | 'failed';
+  state: 'creating' | 'ready' | 'pausing' | 'paused' | 'resuming' | 'destroying' | 'gone' | 'failed';
   language_pack: string;
   backend: string;
   created_at: string;
   boot_ms: number | null;
-  boot_mode: 'cold' | 'restore' | 'pool' | null;
+  boot_mode: 'cold' | 'restore' | 'pool' | 'resume' | 'fork' | null;
   vcpus: number;
   memory_mib: number;
   /** The writable disk and the process limit in effect in the guest. */
@@ -23,6 +23,24 @@ export interface SandboxSummary {
   /** When the sandbox will be destroyed; null: no deadline. */
   expires_at: string | null;
   timeout_s: number | null;
+  /** What its deadline does: destroy it, or pause it (kept --paused-retention, resumable). */
+  on_timeout: 'destroy' | 'pause';
+  /** Calls on it while paused resume it first; false: they answer 409 SANDBOX_PAUSED. */
+  auto_resume: boolean;
+  /** While paused: when, its size on disk, how long the pause took, when it is deleted (null: never). */
+  paused: PausedInfo | null;
+  /** The sandbox this one was forked from; null: not a fork. */
+  forked_from: string | null;
+}
+
+/** The `paused` field of a paused sandbox's summary. */
+export interface PausedInfo {
+  paused_at: string;
+  /** The saved VM on disk. */
+  bytes: number;
+  pause_ms: number;
+  /** When the daemon deletes it (--paused-retention); null: never. */
+  expires_at: string | null;
 }
 
 /** One entry of GET /packs. */
@@ -51,6 +69,10 @@ export interface CreateOptions {
   /** Processes + threads its execs may have; 0: the guest's ceiling. */
   pids_max?: number;
   env?: Record<string, string>;
+  /** At the deadline: destroy it (default), or pause it. */
+  on_timeout?: 'destroy' | 'pause';
+  /** Calls on it while paused resume it first (default true); false: they answer 409 SANDBOX_PAUSED. */
+  auto_resume?: boolean;
 }
 
 export interface SandboxDetails extends SandboxSummary {
@@ -204,6 +226,25 @@ export class EmberdClient {
   /** Resets the sandbox's deadline to now + timeoutS seconds (0: none, if the daemon allows it). */
   setTimeout(id: string, timeoutS: number): Promise<SandboxSummary> {
     return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/timeout`, { timeout_s: timeoutS });
+  }
+
+  /**
+   * Saves the whole sandbox (memory, files, processes, sessions) to the daemon's disk and ends its
+   * VM; answers it with state "paused". 409 SANDBOX_BUSY while an exec, session cell or file
+   * transfer runs in it.
+   */
+  pauseSandbox(id: string): Promise<SandboxSummary> {
+    return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/pause`);
+  }
+
+  /** Brings a paused sandbox back as it was; `timeout_s` gives it a new lifetime from now. A running one is answered as is. */
+  resumeSandbox(id: string, opts: { timeout_s?: number } = {}): Promise<SandboxSummary> {
+    return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/resume`, opts);
+  }
+
+  /** `count` (1-16, default 1) new sandboxes, each from this one's state now; the parent goes on. */
+  async forkSandbox(id: string, opts: { count?: number } = {}): Promise<SandboxSummary[]> {
+    return (await this.request<{ sandboxes: SandboxSummary[] }>('POST', `/sandboxes/${encodeURIComponent(id)}/fork`, opts)).sandboxes;
   }
 
   async listSandboxes(): Promise<SandboxSummary[]> {

@@ -6,6 +6,6 @@ export { Commands, CommandHandle, type CommandOptions, type CommandResult } from
 export { Files } from './files.ts';
 export {
   EmberdClient, EmberdError, EmberdApiError, resolveToken,
-  type ClientOptions, type CreateOptions, type ExecEvent, type ExecOptions, type ExecResponse, type FileStat, type PackInfo,
+  type ClientOptions, type CreateOptions, type ExecEvent, type ExecOptions, type ExecResponse, type FileStat, type PackInfo, type PausedInfo,
   type ProcessInfo, type ProcessOutput, type ResultBundle, type SandboxDetails, type SandboxSummary, type UploadData,
 } from './client.ts';

@@ -29,6 +29,10 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   timeoutS?: number;
   /** Variables every command and code run inherits. */
   env?: Record<string, string>;
+  /** At the deadline: 'destroy' it (default) or 'pause' it (kept on disk, resumable). */
+  onTimeout?: 'destroy' | 'pause';
+  /** Calls on it while paused resume it first (default true); false: they fail with SANDBOX_PAUSED. */
+  autoResume?: boolean;
 }
 
 export interface SandboxInfo {
@@ -45,6 +49,12 @@ export interface SandboxInfo {
   memoryMib: number;
   diskMib: number | null;
   env: Record<string, string>;
+  onTimeout: SandboxSummary['on_timeout'];
+  autoResume: boolean;
+  /** While paused: when, its size on disk, how long the pause took, when it is deleted (null: never). */
+  paused: { pausedAt: string; bytes: number; pauseMs: number; expiresAt: string | null } | null;
+  /** The sandbox it was forked from; null: not a fork. */
+  forkedFrom: string | null;
 }
 
 export interface RunCodeOptions extends StreamCallbacks {
@@ -83,7 +93,7 @@ export class Sandbox implements AsyncDisposable {
     const client = clientFor(opts);
     const summary = await client.createSandbox({
       language_pack: opts.pack, vcpus: opts.vcpus, memory_mib: opts.memoryMib, disk_mib: opts.diskMib,
-      pids_max: opts.pidsMax, timeout_s: opts.timeoutS, env: opts.env,
+      pids_max: opts.pidsMax, timeout_s: opts.timeoutS, env: opts.env, on_timeout: opts.onTimeout, auto_resume: opts.autoResume,
     });
     return new Sandbox(client, summary);
   }
@@ -129,6 +139,29 @@ export class Sandbox implements AsyncDisposable {
     return toInfo(await this.client.setTimeout(this.id, seconds));
   }
 
+  /**
+   * Saves it whole (memory, files, processes, sessions) to the daemon's disk and ends its VM: no
+   * CPU or memory until it resumes, on resume() or (unless autoResume is false) on the next call.
+   * SANDBOX_BUSY while a command, code run or file transfer runs in it.
+   */
+  async pause(): Promise<SandboxInfo> {
+    return toInfo(await this.client.pauseSandbox(this.id));
+  }
+
+  /** Brings it back as it was; `timeoutS` gives it a new lifetime from now. A running one stays as is. */
+  async resume(opts: { timeoutS?: number } = {}): Promise<SandboxInfo> {
+    return toInfo(await this.client.resumeSandbox(this.id, { timeout_s: opts.timeoutS }));
+  }
+
+  /**
+   * `count` (1-16) new sandboxes, each starting from this one's state now (memory, files,
+   * sessions, background processes) and independent afterwards; this one goes on running.
+   * Each must be killed on its own.
+   */
+  async fork(count = 1): Promise<Sandbox[]> {
+    return (await this.client.forkSandbox(this.id, { count })).map((s) => new Sandbox(this.client, s));
+  }
+
   /** Destroys the VM and its files. false when it was already gone (killed, expired). */
   async kill(): Promise<boolean> {
     try {
@@ -156,5 +189,7 @@ function toInfo(s: SandboxSummary): SandboxInfo {
   return {
     id: s.id, state: s.state, pack: s.language_pack, backend: s.backend, createdAt: s.created_at, expiresAt: s.expires_at,
     bootMs: s.boot_ms, bootMode: s.boot_mode, vcpus: s.vcpus, memoryMib: s.memory_mib, diskMib: s.disk_mib, env: s.env,
+    onTimeout: s.on_timeout, autoResume: s.auto_resume, forkedFrom: s.forked_from,
+    paused: s.paused && { pausedAt: s.paused.paused_at, bytes: s.paused.bytes, pauseMs: s.paused.pause_ms, expiresAt: s.paused.expires_at },
   };
 }
