@@ -211,11 +211,14 @@ export class Launcher {
       sb.bootMode = mode;
       const owners: ChannelOwner[] = [...sb.processes.revive(guest.processes), ...sb.sessions.revive(guest.sessions)];
       const byChannel = new Map(owners.map((ow) => [ow.channel, ow]));
-      const handles = sb.agent!.adopt(guest.agent, (ch) => byChannel.get(ch)?.callbacks() ?? {});
+      // Without the connection (Firecracker's vsock reset) the guest ended what ran on it.
+      const handles = this.cfg.backend.snapshots?.keepsConnections
+        ? sb.agent!.adopt(guest.agent, (ch) => byChannel.get(ch)?.callbacks() ?? {})
+        : new Map();
       for (const ow of owners) {
         const h = handles.get(ow.channel);
         if (h) ow.attach(h);
-        else ow.lost(new EmberdError('AGENT_DISCONNECTED', 'its channel was not in the saved state'));
+        else ow.lost(new EmberdError('AGENT_DISCONNECTED', this.cfg.backend.snapshots?.keepsConnections ? 'its channel was not in the saved state' : `the ${this.cfg.backend.name} backend resets the guest's connections when it saves a VM, which ended it`));
       }
       // A channel nothing owns (an exec a forced pause could not wait for) is ended.
       for (const [ch, h] of handles) if (!byChannel.has(ch)) h.signal(9);

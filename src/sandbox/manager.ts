@@ -532,6 +532,9 @@ export class SandboxManager {
     if (!Number.isInteger(count) || count < 1 || count > MAX_FORKS) {
       throw new EmberdError('INVALID_REQUEST', `count must be 1 to ${MAX_FORKS}; fork in several calls for more`);
     }
+    if (!this.cfg.backend.snapshots?.keepsConnections) {
+      throw new EmberdError('PAUSE_UNSUPPORTED', `the ${this.cfg.backend.name} backend resets the guest's connections at every snapshot, so a running sandbox cannot be forked here (pause and resume keep its memory and files)`);
+    }
     if (parent.state === 'paused') await this.resume(parent.id);
     await parent.transition?.catch(() => {});
     this.checkReady(parent);

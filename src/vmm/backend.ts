@@ -104,6 +104,13 @@ export interface SnapshotSupport {
    */
   readonly fingerprint: string;
   /**
+   * Whether a saved VM keeps the guest's control connection: QEMU's virtio-serial state is saved
+   * with the guest, so its processes and sessions go on; Firecracker resets vsock connections at
+   * every snapshot (the guest then ends what ran on them), so only memory and files carry over,
+   * and a fork would cut the parent off its agent.
+   */
+  readonly keepsConnections: boolean;
+  /**
    * Pauses `vm`, writes its whole state into `dir` (created), and ends the VM; with keepRunning
    * the VM goes on running afterwards instead (a fork), on the same control stream.
    */

@@ -38,7 +38,9 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-runBackendConformance('firecracker', () => new FirecrackerBackend({ binary: DOUBLE }));
+runBackendConformance('firecracker', () => new FirecrackerBackend({ binary: DOUBLE }), {
+  skip: { 'live-save': 'Firecracker resets vsock connections at every snapshot (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET; the double drops its bridge likewise): the guest ends what ran on them, so no channel carries over' },
+});
 
 const base = (n: string, over: Partial<BootSpec> = {}) => testBootSpec(`sb_${n}`, join(work, n), { pack: 'shell', ...over });
 

@@ -46,6 +46,8 @@ export interface SnapshotOptions {
 export class FirecrackerSnapshots implements SnapshotSupport {
   private readonly o: SnapshotOptions;
   private format: string | { error: string } | undefined;
+  /** On snapshot create Firecracker sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: the guest closes its connections. */
+  readonly keepsConnections = false;
 
   constructor(o: SnapshotOptions) {
     this.o = o;

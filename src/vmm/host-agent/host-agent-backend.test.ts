@@ -4,5 +4,8 @@ import { HostAgentBackend } from './host-agent-backend.ts';
 import { runBackendConformance } from '../conformance.ts';
 
 runBackendConformance('host-agent', () => new HostAgentBackend(), {
-  skip: { 'snapshot-restore': 'no VM: the agent is a host process, whose state cannot be saved and cloned' },
+  skip: {
+    'snapshot-restore': 'no VM: the agent is a host process, whose state cannot be saved and cloned',
+    'live-save': 'no VM: the agent is a host process, whose state cannot be saved and cloned',
+  },
 });

@@ -109,6 +109,7 @@ export class QemuBackend implements Backend {
     this.useShared = o.sharedMemory === 'on' || (o.sharedMemory !== 'off' && (this.readOnlyRamFile || !this.confinement.drop));
     this.snapshots = {
       fingerprint: `qemu ${version} ${accel} ${SNAPSHOT_FORMAT}`,
+      keepsConnections: true,
       save: (vm, dir, o) => this.save(vm as QemuVm, dir, o),
       restore: (spec, dir) => this.restore(spec, dir),
       ...(this.useShared ? {
