@@ -35,6 +35,9 @@ export const ERROR_STATUS = {
   SESSION_NOT_FOUND: 404,
   TOO_MANY_SESSIONS: 429,
   SESSION_START_FAILED: 500,
+  // egress (src/sandbox/egress/)
+  EGRESS_UNAVAILABLE: 501,
+  EGRESS_SETUP_FAILED: 500,
   // emberd or VM problems (5xx)
   INTERNAL: 500,
   BOOT_FAILED: 500,

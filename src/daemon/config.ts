@@ -1,4 +1,5 @@
 // Daemon configuration: flags override environment variables override defaults.
+import { parseUpstream, systemUpstream, type Upstream } from '../sandbox/egress/resolver.ts';
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import { availableParallelism } from 'node:os';
@@ -29,6 +30,8 @@ export interface DaemonConfig {
   stateDir: string;
   /** Bearer-token auth: on when asked, or by default when listening beyond loopback. */
   auth: { enabled: boolean; tokenFile: string };
+  /** Sandbox networks (docs/network.md "Egress"): the resolver's upstream, the default rate. */
+  egress: { dns: Upstream | undefined; rateMbit: number | undefined };
 }
 
 export const USAGE = `usage: emberd [options]            run the daemon
@@ -97,6 +100,10 @@ options (environment variable in brackets):
                            loopback address, on anywhere else; off is refused beyond loopback)
   --auth-token-file PATH   the token, created (mode 0600) on first use [EMBERD_AUTH_TOKEN_FILE]
                            (default STATE_DIR/token)
+  --egress-dns HOST[:PORT] the DNS server the resolver of sandboxes with "network" asks for allowed names
+                           [EMBERD_EGRESS_DNS] (default: the first nameserver of /etc/resolv.conf)
+  --egress-rate-mbit N     bandwidth each way of a sandbox with "network" whose create names none
+                           [EMBERD_EGRESS_RATE_MBIT] (default: unlimited)
   --state-dir DIR          state that outlives the daemon [EMBERD_STATE_DIR] (default /var/lib/emberd
                            as root, else $XDG_STATE_HOME/emberd)
   --log-level LEVEL        fatal, error, warn, info, debug, trace or silent [EMBERD_LOG_LEVEL] (default info);
@@ -156,6 +163,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       auth: { type: 'string' },
       'auth-token-file': { type: 'string' },
       'state-dir': { type: 'string' },
+      'egress-dns': { type: 'string' },
+      'egress-rate-mbit': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -199,6 +208,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (authMode === 'off' && !isLoopback(host)) {
     throw new ConfigError(`--auth off is refused on ${host}: anyone who reaches that address could run code on this host; use --auth on (the default there), or listen on 127.0.0.1`);
   }
+  const egressDnsRaw = pick('egress-dns', 'EMBERD_EGRESS_DNS', '');
+  const egressDns = egressDnsRaw ? parseUpstream(egressDnsRaw) : systemUpstream();
+  if (egressDnsRaw && !egressDns) throw new ConfigError(`--egress-dns must be an IPv4 address with an optional port (such as 127.0.0.1:5353), got "${egressDnsRaw}"`);
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   return {
     listen: { host, port },
@@ -255,6 +267,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       enabled: authMode === 'on' || (authMode === 'auto' && !isLoopback(host)),
       tokenFile: pick('auth-token-file', 'EMBERD_AUTH_TOKEN_FILE', '') || join(stateDir, 'token'),
     },
+    egress: { dns: egressDns, rateMbit: optionalInt('egress-rate-mbit', 'EMBERD_EGRESS_RATE_MBIT', 1, 100_000) },
   };
 }
 

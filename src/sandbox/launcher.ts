@@ -81,7 +81,9 @@ export class Launcher {
     const deadline = Date.now() + this.cfg.bootTimeoutMs;
     try {
       const golden = goldenName(pack.name, sb.machine, this.cfg.machine);
-      const snapshot = this.snapshots?.usable(golden);
+      // A golden has no network device, and a NIC cannot be added to a restored microvm: a
+      // sandbox with `network` always cold-boots (docs/network.md "Egress").
+      const snapshot = sb.egress ? undefined : this.snapshots?.usable(golden);
       if (snapshot) {
         try {
           await this.launch(sb, pack, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
@@ -163,6 +165,7 @@ export class Launcher {
       }
       sb.agent?.close();
       rmSync(sb.runDir, { recursive: true, force: true });
+      await sb.egress?.close(); // after the VMM: it holds the tap
     })();
     return sb.released;
   }
@@ -208,8 +211,9 @@ export class Launcher {
       initramfs: this.cfg.initramfs,
       packImage: pack.image,
       machine: sb.machine,
-      kernelArgs: [],
+      kernelArgs: sb.egress ? [sb.egress.kernelArg] : [],
       deadline,
+      ...(sb.egress && { network: sb.egress.network }),
     };
   }
 

@@ -1,4 +1,5 @@
 // One sandbox: its state machine and what it holds. The manager drives transitions.
+import type { EgressView, SandboxEgress } from './egress/egress.ts';
 import type { AgentClient } from '../agent/client.ts';
 import type { EmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -37,6 +38,8 @@ export interface SandboxView {
   vmm_pid: number | null;
   agent_version: string | null;
   error: { code: string; message: string } | null;
+  /** Egress (docs/network.md "Egress"): null for a sandbox created without `network` (no network device). */
+  network: EgressView | null;
 }
 
 /** Limits the guest applies at each handshake (docs/protocol.md, HELLO). */
@@ -100,6 +103,8 @@ export class Sandbox {
   readonly env: Record<string, string>;
   /** The guest-side limits asked for (undefined: the guest's default), sent in every HELLO. */
   readonly limits: GuestLimits;
+  /** Its network, when created with `network` (src/sandbox/egress/); closed with the VM. */
+  egress: SandboxEgress | undefined;
   /** What the guest reported in effect at the last handshake. */
   applied: { diskBytes?: number; pidsMax?: number } = {};
 
@@ -140,6 +145,7 @@ export class Sandbox {
       vmm_pid: this.vm && (this.state === 'ready' || this.state === 'creating') ? this.vm.pid : null,
       agent_version: this.agentVersion ?? null,
       error: this.failure ?? null,
+      network: this.egress?.view() ?? null,
     };
   }
 }

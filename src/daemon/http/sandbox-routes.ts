@@ -19,6 +19,7 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
       diskMib: body?.disk_mib,
       pidsMax: body?.pids_max,
       env: body?.env,
+      network: body?.network && { allow: body.network.allow, rateMbit: body.network.rate_mbit },
     });
     return reply.status(201).send(summary(sb) satisfies SandboxSummary);
   });
@@ -31,7 +32,7 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
   app.get('/sandboxes', async (): Promise<SandboxList> => ({ sandboxes: manager.list().map(summary) }));
 
   app.get<IdParams>('/sandboxes/:id', async (req): Promise<SandboxDetails> => {
-    const sb = manager.get(req.params.id);
+    const sb = await manager.inspect(req.params.id);
     return { ...sb.view(), boot_log_tail: sb.consoleTail(4096) };
   });
 
