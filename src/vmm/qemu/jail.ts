@@ -85,7 +85,12 @@ export function wrapperArgv(c: QemuConfinement, tools: WrapperTools, cgroupProcs
   const out: string[] = [];
   if (cgroupProcs) out.push(tools.sh, '-c', 'echo $$ > "$0" && exec "$@"', cgroupProcs);
   if (netnsPath) out.push(tools.nsenter ?? 'nsenter', `--net=${netnsPath}`, '--');
-  if (c.namespaces) out.push(tools.unshare, ...(c.namespaces === 'user' ? ['--user', '--map-current-user'] : []), '--pid', ...(netnsPath ? [] : ['--net']), '--ipc', '--fork', '--kill-child', '--');
+  // A dropped QEMU opens /dev/net/tun, which may be root's alone (0600): in a mount namespace of
+  // its own (private propagation: nothing reaches the host) /dev/net becomes a tmpfs holding only
+  // a tun node owned by QEMU's uid. It can still attach only to a tap it owns (the kernel checks).
+  const tun = !!netnsPath && !!c.drop && c.namespaces === 'plain';
+  if (c.namespaces) out.push(tools.unshare, ...(c.namespaces === 'user' ? ['--user', '--map-current-user'] : []), '--pid', ...(netnsPath ? [] : ['--net']), '--ipc', ...(tun ? ['--mount'] : []), '--fork', '--kill-child', '--');
+  if (tun) out.push(tools.sh, '-c', TUN_NODE_SCRIPT, `${c.drop!.uid}:${c.drop!.gid}`);
   if (c.drop) {
     out.push(
       tools.setpriv,
@@ -96,6 +101,9 @@ export function wrapperArgv(c: QemuConfinement, tools: WrapperTools, cgroupProcs
   }
   return out;
 }
+
+/** Run as root in QEMU's own mount namespace; $0 is QEMU's uid:gid. */
+export const TUN_NODE_SCRIPT = 'mount -t tmpfs -o mode=0755,size=16k emberd-tun /dev/net && mknod -m 0600 /dev/net/tun c 10 200 && chown "$0" /dev/net/tun && exec "$@"';
 
 /** QEMU's own argv words for the jail: chroot into `root` (relative to its cwd, the jail dir). */
 export function jailQemuArgs(c: QemuConfinement): string[] {
