@@ -43,6 +43,9 @@ export const ERROR_STATUS = {
   SAVED_STATE_CORRUPT: 409,
   PAUSED_DISK_FULL: 507,
   PAUSE_FAILED: 500,
+  // egress (src/sandbox/egress/)
+  EGRESS_UNAVAILABLE: 501,
+  EGRESS_SETUP_FAILED: 500,
   // emberd or VM problems (5xx)
   INTERNAL: 500,
   BOOT_FAILED: 500,

@@ -1,7 +1,7 @@
 /* emberd-init: PID 1 of every emberd microVM, and the guest end of docs/protocol.md.
  *
  *   mount /proc /sys /dev /run -> load modules -> mount the pack and switch root ->
- *   the exec cgroup (limits.h) -> open the control channel -> serve the protocol forever
+ *   the exec cgroup (limits.h) -> lo, and eth0 when the host gave one (net.h) -> open the control channel -> serve the protocol forever
  *   (reaping every child).
  *
  * Outside a VM (not PID 1), `emberd-init --listen-unix PATH` skips the boot steps and serves the
@@ -17,6 +17,7 @@
 #include "control.h"
 #include "limits.h"
 #include "modules.h"
+#include "net.h"
 #include "rootfs.h"
 #include "serve.h"
 #include "util.h"
@@ -34,6 +35,7 @@ static void boot(struct control *ctl)
     limits_init();
     set_hostname(bo.hostname);
     loopback_up();
+    net_up();
     uint64_t t2 = uptime_ms();
     control_open_guest(ctl);
     /* One line of boot profile: where the time between kernel start and serving went. */

@@ -1,4 +1,5 @@
 // Daemon configuration: flags override environment variables override defaults.
+import { parseUpstream, systemUpstream, type Upstream } from '../sandbox/egress/resolver.ts';
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import { availableParallelism } from 'node:os';
@@ -32,6 +33,8 @@ export interface DaemonConfig {
   /** Paused sandboxes: kept under STATE_DIR/paused (--paused-retention, --paused-disk-max), and --on-shutdown. */
   paused: { dir: string; retentionS: number; diskMaxMib: number };
   onShutdown: 'destroy' | 'pause';
+  /** Sandbox networks (docs/network.md "Egress"): the resolver's upstream, the default rate. */
+  egress: { dns: Upstream | undefined; rateMbit: number | undefined };
 }
 
 export const USAGE = `usage: emberd [options]            run the daemon
@@ -100,6 +103,10 @@ options (environment variable in brackets):
                            loopback address, on anywhere else; off is refused beyond loopback)
   --auth-token-file PATH   the token, created (mode 0600) on first use [EMBERD_AUTH_TOKEN_FILE]
                            (default STATE_DIR/token)
+  --egress-dns HOST[:PORT] the DNS server the resolver of sandboxes with "network" asks for allowed names
+                           [EMBERD_EGRESS_DNS] (default: the first nameserver of /etc/resolv.conf)
+  --egress-rate-mbit N     bandwidth each way of a sandbox with "network" whose create names none
+                           [EMBERD_EGRESS_RATE_MBIT] (default: unlimited)
   --state-dir DIR          state that outlives the daemon [EMBERD_STATE_DIR] (default /var/lib/emberd
                            as root, else $XDG_STATE_HOME/emberd); paused sandboxes go in STATE_DIR/paused
   --paused-retention S     seconds a paused sandbox is kept, then deleted [EMBERD_PAUSED_RETENTION_S]
@@ -168,6 +175,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'paused-retention': { type: 'string' },
       'paused-disk-max': { type: 'string' },
       'on-shutdown': { type: 'string' },
+      'egress-dns': { type: 'string' },
+      'egress-rate-mbit': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -213,6 +222,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   }
   const onShutdown = pick('on-shutdown', 'EMBERD_ON_SHUTDOWN', 'destroy');
   if (onShutdown !== 'destroy' && onShutdown !== 'pause') throw new ConfigError(`--on-shutdown must be destroy or pause, got "${onShutdown}"`);
+  const egressDnsRaw = pick('egress-dns', 'EMBERD_EGRESS_DNS', '');
+  const egressDns = egressDnsRaw ? parseUpstream(egressDnsRaw) : systemUpstream();
+  if (egressDnsRaw && !egressDns) throw new ConfigError(`--egress-dns must be an IPv4 address with an optional port (such as 127.0.0.1:5353), got "${egressDnsRaw}"`);
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   return {
     listen: { host, port },
@@ -275,6 +287,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       diskMaxMib: int('paused-disk-max', 'EMBERD_PAUSED_DISK_MAX_MIB', 20_480, 0, 1 << 30),
     },
     onShutdown,
+    egress: { dns: egressDns, rateMbit: optionalInt('egress-rate-mbit', 'EMBERD_EGRESS_RATE_MBIT', 1, 100_000) },
   };
 }
 

@@ -10,6 +10,8 @@ import { loadOrCreateToken } from './auth.ts';
 import { SandboxManager } from '../sandbox/manager.ts';
 import { prepareRunBase } from '../sandbox/run-dir.ts';
 import { selectBackend } from '../vmm/select.ts';
+import { QemuBackend } from '../vmm/qemu/qemu-backend.ts';
+import { Egress } from '../sandbox/egress/egress.ts';
 import { INITRAMFS_REL, VMLINUX_REL, loadImageSet, type ImageSet } from '../images/manifest.ts';
 import { goldenName, type SnapshotInputs } from '../sandbox/snapshots.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
@@ -44,6 +46,9 @@ async function main(argv: string[]): Promise<number> {
   if (auth) log.info({ token_file: auth.tokenFile }, `auth on: requests need the bearer token in ${auth.tokenFile}${auth.created ? ' (created now)' : ''}`);
   else log.info('auth off: any process on this host can use this daemon (it listens on loopback only); --auth on requires a token');
   const metrics = new DaemonMetrics();
+  const egress = new Egress({ runBase: cfg.runDir, ...vmmIdentity(backend, cfg), upstream: cfg.egress.dns, defaultRateMbit: cfg.egress.rateMbit, log: log.child({ component: 'egress' }) });
+  const staleNet = await egress.cleanStale();
+  if (staleNet.length) log.info({ removed: staleNet }, `removed ${staleNet.length} network namespaces, veths and tables a previous emberd left`);
   const manager = new SandboxManager({
     backend,
     images,
@@ -56,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
     observer: metrics,
     paused: cfg.paused,
     onShutdown: cfg.onShutdown,
+    egress,
     log,
   });
 
@@ -111,6 +117,15 @@ function goldens(images: ImageSet, backend: Backend, cfg: DaemonConfig): Map<str
     }
   }
   return out;
+}
+
+/** The uid/gid the VMM runs as (a sandbox's tap is created owned by it). */
+function vmmIdentity(backend: Backend, cfg: DaemonConfig): { vmmUid: number; vmmGid: number } {
+  if (backend instanceof QemuBackend) {
+    const drop = backend.confinement.drop;
+    return { vmmUid: drop?.uid ?? process.getuid?.() ?? 0, vmmGid: drop?.gid ?? process.getgid?.() ?? 0 };
+  }
+  return { vmmUid: cfg.vmm.jailerUid ?? 0, vmmGid: cfg.vmm.jailerGid ?? 0 };
 }
 
 function stopSignal(): Promise<NodeJS.Signals> {

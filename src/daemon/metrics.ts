@@ -12,12 +12,15 @@ import type { SandboxState } from '../sandbox/sandbox.ts';
 import type { SnapshotView } from '../sandbox/snapshots.ts';
 import type { MachineConfig } from '../vmm/backend.ts';
 import { VERSION } from '../version.ts';
+import type { EgressTotals } from '../sandbox/egress/egress.ts';
 
 /** What the gauges read at each scrape: SandboxManager has all of it. */
 export interface MetricsSource {
   list(): { state: SandboxState; pack: string }[];
   packNames(): string[];
   status(): { snapshots: Record<string, SnapshotView> | null; pool: Record<string, PoolView> | null; admission: AdmissionView };
+  /** Egress counters summed over every sandbox with `network`, live and gone (undefined: no egress). */
+  egressTotals?(): Promise<EgressTotals> | undefined;
   readonly config: { readonly sandboxes: { readonly poolSize: number; readonly machine: MachineConfig; readonly max: number } };
 }
 
@@ -69,6 +72,25 @@ export class DaemonMetrics implements SandboxObserver {
     });
 
     const self = this;
+    // Counters read at scrape time: the totals only grow (a gone sandbox's last counts are kept).
+    const egressCounter = (name: string, help: string, labelNames: string[], set: (c: Counter<string>, t: EgressTotals) => void) => new Counter({
+      name, help, labelNames, registers,
+      async collect() {
+        const t = await self.source?.egressTotals?.();
+        if (!t) return;
+        this.reset();
+        set(this, t);
+      },
+    });
+    egressCounter('emberd_egress_bytes_total', 'IP bytes of sandboxes with "network", by direction (out: sent by guests; in: replies to them)', ['direction'], (c, t) => {
+      c.inc({ direction: 'out' }, t.bytesOut);
+      c.inc({ direction: 'in' }, t.bytesIn);
+    });
+    egressCounter('emberd_egress_refused_connections_total', 'Connection attempts of sandboxes refused by their allowlist', [], (c, t) => c.inc(t.refused));
+    egressCounter('emberd_egress_dns_queries_total', 'Queries the sandboxes\' resolvers answered or refused, by outcome', ['outcome'], (c, t) => {
+      c.inc({ outcome: 'answered' }, t.dnsAnswered);
+      c.inc({ outcome: 'refused' }, t.dnsRefused);
+    });
     new Gauge({
       name: 'emberd_sandboxes', help: 'Sandboxes the daemon holds, by state and pack (warm pool ones are in emberd_pool_ready_sandboxes)', labelNames: ['state', 'pack'], registers,
       collect() {

@@ -94,7 +94,9 @@ export class Launcher {
     const deadline = Date.now() + this.cfg.bootTimeoutMs;
     try {
       const golden = goldenName(pack.name, sb.machine, this.cfg.machine);
-      const snapshot = this.snapshots?.usable(golden);
+      // A golden has no network device, and a NIC cannot be added to a restored microvm: a
+      // sandbox with `network` always cold-boots (docs/network.md "Egress").
+      const snapshot = sb.egress ? undefined : this.snapshots?.usable(golden);
       if (snapshot) {
         try {
           await this.launch(sb, { packImage: pack.image }, Math.min(deadline, Date.now() + RESTORE_TIMEOUT_MS), snapshot);
@@ -249,6 +251,7 @@ export class Launcher {
       }
       sb.agent?.close();
       rmSync(sb.runDir, { recursive: true, force: true });
+      await sb.egress?.close(); // after the VMM: it holds the tap
     })();
     return sb.released;
   }
@@ -294,8 +297,9 @@ export class Launcher {
       initramfs: files.initramfs ?? this.cfg.initramfs,
       packImage: files.packImage,
       machine: sb.machine,
-      kernelArgs: [],
+      kernelArgs: sb.egress ? [sb.egress.kernelArg] : [],
       deadline,
+      ...(sb.egress && { network: sb.egress.network }),
     };
   }
 

@@ -2,6 +2,7 @@
 // public interface the HTTP layer drives: each route validates its input and makes exactly one
 // call here. How a VM comes up and goes away is launcher.ts; what runs inside is the agent
 // client, files/, processes.ts and sessions.ts. This module never sees HTTP.
+import type { Egress, EgressRequest, EgressTotals } from './egress/egress.ts';
 import { availableParallelism } from 'node:os';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -101,6 +102,8 @@ export interface CreateOptions {
   pidsMax?: number;
   /** Seconds until the sandbox is destroyed; 0: never (only when the daemon allows it). */
   timeoutS?: number;
+  /** Egress to these destinations only (docs/network.md "Egress"); absent: no network device at all. */
+  network?: EgressRequest;
   /** At the deadline: destroy (default) or pause. */
   onTimeout?: 'destroy' | 'pause';
   /** Calls on a paused sandbox resume it first (default); false: they answer 409 SANDBOX_PAUSED. */
@@ -147,6 +150,8 @@ export interface ManagerConfig {
   paused?: PausedOptions;
   /** What shutdown() does with running sandboxes (--on-shutdown). */
   onShutdown?: 'destroy' | 'pause';
+  /** Sandbox networks (creates with `network`); absent: such creates are refused (EGRESS_UNAVAILABLE). */
+  egress?: Egress;
   log: Logger;
 }
 
@@ -364,7 +369,9 @@ export class SandboxManager {
       throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
     if (o.onTimeout === 'pause' && !this.saved) throw this.noPause();
-    const pooled = await this.takeFromPool(name, machine, env, limits);
+    if (o.network) this.checkEgress();
+    // The pool's VMs have no network device: a sandbox with `network` boots its own.
+    const pooled = o.network ? undefined : await this.takeFromPool(name, machine, env, limits);
     if (pooled) {
       pooled.onTimeout = o.onTimeout ?? 'destroy';
       pooled.autoResume = o.autoResume ?? true;
@@ -378,7 +385,7 @@ export class SandboxManager {
     sb.onTimeout = o.onTimeout ?? 'destroy';
     sb.autoResume = o.autoResume ?? true;
     this.sandboxes.set(sb.id, sb);
-    sb.created = this.boot(sb, pack, 'create');
+    sb.created = this.withEgress(sb, o.network).then(() => (sb.state === 'creating' ? this.boot(sb, pack, 'create') : undefined));
     await sb.created;
     if (sb.state !== 'ready') {
       // The client never learns a failed create's id: nothing of it may stay behind.
@@ -454,6 +461,7 @@ export class SandboxManager {
       this.pool?.close(),
       ...[...this.goldens].map((sb) => this.launcher.discardVm(sb)),
     ]);
+    await this.cfg.egress?.close();
   }
 
   // ---- pause, resume, fork (docs/snapshots.md, "Pause and resume") ----------------------------
@@ -833,6 +841,38 @@ export class SandboxManager {
     } finally {
       slot.release();
     }
+  }
+
+  /** EGRESS_UNAVAILABLE unless this daemon and backend can give a sandbox a network. */
+  private checkEgress(): void {
+    const why = !this.cfg.egress ? 'egress is not configured in this daemon'
+      : !this.cfg.backend.network ? `the ${this.cfg.backend.name} backend cannot attach a network device`
+        : this.cfg.egress.unavailable();
+    if (why) throw new EmberdError('EGRESS_UNAVAILABLE', `this daemon cannot give sandboxes a network (${why}); create the sandbox without "network"`);
+  }
+
+  /** Builds the sandbox's network before its VM boots; a failure leaves the sandbox failed with sb.refusal. */
+  private async withEgress(sb: Sandbox, req: EgressRequest | undefined): Promise<void> {
+    if (!req) return;
+    try {
+      sb.egress = await this.cfg.egress!.open(sb.id, req);
+    } catch (e) {
+      sb.refusal = isEmberdError(e) ? e : new EmberdError('EGRESS_SETUP_FAILED', (e as Error).message);
+      sb.failure = { code: sb.refusal.code, message: sb.refusal.message };
+      sb.state = 'failed';
+    }
+  }
+
+  /** The sandbox with its network counters read afresh (GET /sandboxes/{id}). */
+  async inspect(id: string): Promise<Sandbox> {
+    const sb = this.get(id);
+    await sb.egress?.refresh();
+    return sb;
+  }
+
+  /** Egress counters over every sandbox, live and gone (for /metrics); undefined without egress. */
+  egressTotals(): Promise<EgressTotals> | undefined {
+    return this.cfg.egress?.totals();
   }
 
   /** HOST_MEMORY_LOW unless the host keeps its reserve after giving a new guest its memory. */

@@ -1,4 +1,5 @@
 // One sandbox: its state machine and what it holds. The manager drives transitions.
+import type { EgressView, SandboxEgress } from './egress/egress.ts';
 import type { AgentClient } from '../agent/client.ts';
 import type { EmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -53,6 +54,8 @@ export interface SandboxView {
   paused: { paused_at: string; bytes: number; pause_ms: number; expires_at: string | null } | null;
   /** The sandbox it was forked from. */
   forked_from: string | null;
+  /** Egress (docs/network.md "Egress"): null for a sandbox created without `network` (no network device). */
+  network: EgressView | null;
 }
 
 /** Limits the guest applies at each handshake (docs/protocol.md, HELLO). */
@@ -126,6 +129,8 @@ export class Sandbox {
   readonly env: Record<string, string>;
   /** The guest-side limits asked for (undefined: the guest's default), sent in every HELLO. */
   readonly limits: GuestLimits;
+  /** Its network, when created with `network` (src/sandbox/egress/); closed with the VM. */
+  egress: SandboxEgress | undefined;
   /** What the guest reported in effect at the last handshake. */
   applied: { diskBytes?: number; pidsMax?: number } = {};
 
@@ -172,6 +177,7 @@ export class Sandbox {
         ? { paused_at: this.paused.pausedAt.toISOString(), bytes: this.paused.bytes, pause_ms: this.paused.pauseMs, expires_at: this.paused.expiresAt?.toISOString() ?? null }
         : null,
       forked_from: this.forkedFrom ?? null,
+      network: this.egress?.view() ?? null,
     };
   }
 }

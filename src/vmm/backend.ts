@@ -10,6 +10,17 @@ export interface MachineConfig {
   memoryMib: number;
 }
 
+/**
+ * A network device for the guest (sandboxes created with `network`; src/sandbox/egress/): a tap
+ * that already exists in `netns` (a named netns, /run/netns/<netns>) and that the VMM's uid may
+ * open. The VMM joins that netns instead of a new empty one.
+ */
+export interface GuestNetwork {
+  netns: string;
+  tap: string;
+  mac: string;
+}
+
 export interface BootSpec {
   /** Sandbox id; used for names and the guest hostname. */
   id: string;
@@ -25,6 +36,8 @@ export interface BootSpec {
   kernelArgs: string[];
   /** Epoch ms by which the control stream must be connected. */
   deadline: number;
+  /** Absent: no network device at all (the default). */
+  network?: GuestNetwork;
 }
 
 export interface VmExit {
@@ -81,6 +94,8 @@ export interface Backend {
   readonly info: BackendInfo;
   /** Boots a VM and returns once its control stream is connected (the guest may still be starting). */
   boot(spec: BootSpec): Promise<VmHandle>;
+  /** Whether boot() attaches spec.network (a virtio-net on the netns's tap); else it must not be given. */
+  readonly network?: boolean;
   /** Present when the backend can save a running VM and start clones of it. */
   readonly snapshots?: SnapshotSupport;
 }

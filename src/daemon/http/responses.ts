@@ -58,6 +58,16 @@ export const sandboxSummary = z.strictObject({
 
 /** POST /sandboxes/{id}/fork */
 export const forkAnswer = z.strictObject({ sandboxes: z.array(sandboxSummary) });
+/** A sandbox's egress (docs/network.md "Egress"): what it may reach and what it did. */
+export const sandboxNetwork = z.strictObject({
+  allow: z.array(z.string()).describe('the allowlist asked at create'),
+  rate_mbit: z.number().nullable().describe('Mbit/s each way (null: unlimited)'),
+  bytes_out: z.number().int().describe('IP bytes the guest sent that were let out (DNS to the resolver included)'),
+  bytes_in: z.number().int().describe('IP bytes of replies that came back to the guest'),
+  refused_connections: z.number().int().describe('connection attempts (TCP SYNs, UDP and ICMP packets) refused by the allowlist'),
+  dns_answered: z.number().int().describe('queries for allowed names the resolver answered'),
+  dns_refused: z.number().int().describe('queries the resolver refused (names not in the allowlist, other types)'),
+});
 
 /** Sandbox.view(): the summary and what only GET /sandboxes/{id} shows. */
 export const sandboxView = sandboxSummary.extend({
@@ -65,6 +75,7 @@ export const sandboxView = sandboxSummary.extend({
   vmm_pid: z.number().int().nullable(),
   agent_version: z.string().nullable(),
   error: z.strictObject({ code: z.string(), message: z.string() }).nullable().describe('why it failed'),
+  network: sandboxNetwork.nullable().describe('egress counters (null: created without "network": no network device)'),
 });
 
 export const sandboxDetails = sandboxView.extend({ boot_log_tail: z.string().describe('the last 4 KiB of the guest console') });
@@ -282,7 +293,7 @@ export const RESPONSES: Record<string, RouteResponses> = {
   'GET /packs': { ok: ok(200, 'every pack, usable or broken', json(packList)), errors: [] },
   'POST /sandboxes': {
     ok: ok(201, 'the sandbox, ready', json(sandboxSummary)),
-    errors: [...BODY, 409, 429, 502, 503, 504],
+    errors: [...BODY, 409, 429, 501, 502, 503, 504],
   },
   'GET /sandboxes': { ok: ok(200, 'live sandboxes', json(sandboxList)), errors: [] },
   'GET /sandboxes/{id}': { ok: ok(200, 'the sandbox', json(sandboxDetails)), errors: [404] },

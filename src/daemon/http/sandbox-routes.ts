@@ -21,6 +21,7 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
       env: body?.env,
       onTimeout: body?.on_timeout,
       autoResume: body?.auto_resume,
+      network: body?.network && { allow: body.network.allow, rateMbit: body.network.rate_mbit },
     });
     return reply.status(201).send(summary(sb) satisfies SandboxSummary);
   });
@@ -46,7 +47,7 @@ export function registerSandboxRoutes(app: FastifyInstance, manager: SandboxMana
   app.get('/sandboxes', async (): Promise<SandboxList> => ({ sandboxes: manager.list().map(summary) }));
 
   app.get<IdParams>('/sandboxes/:id', async (req): Promise<SandboxDetails> => {
-    const sb = manager.get(req.params.id);
+    const sb = await manager.inspect(req.params.id);
     return { ...sb.view(), boot_log_tail: sb.consoleTail(4096) };
   });
 

@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { LONGEST_TIMEOUT_S, MAX_FORKS, MIN_MEMORY_MIB } from '../../sandbox/manager.ts';
 import { SESSION_NAME } from '../../sandbox/sessions.ts';
+import { MAX_ALLOW_ENTRIES } from '../../sandbox/egress/policy.ts';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const env = z.record(z.string(), z.string().max(1 << 16)).refine((e) => Object.keys(e).every((k) => ENV_NAME.test(k)), {
@@ -29,6 +30,14 @@ export const createSandboxBody = z.strictObject({
   on_timeout: z.enum(['destroy', 'pause']).optional(),
   /** Calls on the sandbox while it is paused resume it first (default); false: they answer 409 SANDBOX_PAUSED. */
   auto_resume: z.boolean().optional(),
+  /**
+   * Egress (docs/network.md "Egress"): a network device whose traffic reaches only these
+   * destinations. Absent: no network device at all.
+   */
+  network: z.strictObject({
+    allow: z.array(z.string().min(1).max(253)).max(MAX_ALLOW_ENTRIES).describe('IPv4 addresses or CIDRs ("198.51.100.0/24") and host names ("pypi.org"); private, link-local and loopback ranges and the host\'s own addresses only when an entry lies inside them'),
+    rate_mbit: z.number().positive().max(100_000).optional().describe('bandwidth each way in Mbit/s (default --egress-rate-mbit: unlimited)'),
+  }).optional(),
 }).optional();
 
 export const sandboxTimeoutBody = z.strictObject({ timeout_s: timeoutS });

@@ -25,13 +25,17 @@ export const INITRAMFS_MODULES = [
   'vsock',
   'vmw_vsock_virtio_transport_common',
   'vmw_vsock_virtio_transport',
+  // eth0 of a sandbox created with `network` (docs/network.md, "Egress"); unused otherwise
+  'failover',
+  'net_failover',
+  'virtio_net',
 ] as const;
 
 /** Mount points etc. created in the initramfs. */
 export const INITRAMFS_DIRS = ['dev', 'proc', 'sys', 'run', 'mnt', 'mnt/lower', 'mnt/upper', 'newroot', 'lib', 'lib/modules'] as const;
 
 /** Bumped whenever this recipe changes its output (part of the step key). */
-const INITRAMFS_RECIPE_VERSION = 1;
+const INITRAMFS_RECIPE_VERSION = 2;
 
 /**
  * @param kernel the kernel image package the modules come from

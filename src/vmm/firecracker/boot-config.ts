@@ -49,7 +49,7 @@ function loggingRequests(p: Pick<FcGuestPaths, 'logFile' | 'metricsFile'>): ApiR
 }
 
 /** Every configuration request, in the order they are sent; InstanceStart follows them. */
-export function bootRequests(spec: Pick<BootSpec, 'kernelArgs' | 'machine'>, p: FcGuestPaths): ApiRequest[] {
+export function bootRequests(spec: Pick<BootSpec, 'kernelArgs' | 'machine' | 'network'>, p: FcGuestPaths): ApiRequest[] {
   const reqs = loggingRequests(p);
   reqs.push(
     // PUT replaces every optional field with its default, so state them all.
@@ -60,7 +60,15 @@ export function bootRequests(spec: Pick<BootSpec, 'kernelArgs' | 'machine'>, p: 
     { method: 'PUT', path: '/drives/pack', body: { drive_id: 'pack', path_on_host: p.pack, is_root_device: false, is_read_only: true } },
     { method: 'PUT', path: '/vsock', body: { guest_cid: GUEST_CID, uds_path: p.vsockUds } },
   );
+  // Egress (docs/network.md): the tap of the sandbox's netns, which Firecracker must run in
+  // (the jailer's --netns). No rate limiter here: the netns's tc qdiscs shape both ways.
+  if (spec.network) reqs.push(networkInterfaceRequest(spec.network));
   return reqs;
+}
+
+/** PUT /network-interfaces/eth0: the guest's one NIC on the netns's tap. */
+export function networkInterfaceRequest(n: NonNullable<BootSpec['network']>): ApiRequest {
+  return { method: 'PUT', path: '/network-interfaces/eth0', body: { iface_id: 'eth0', host_dev_name: n.tap, guest_mac: n.mac } };
 }
 
 export const INSTANCE_START: ApiRequest = { method: 'PUT', path: '/actions', body: { action_type: 'InstanceStart' } };

@@ -33,6 +33,7 @@ function allRequests(): { label: string; req: ApiRequest }[] {
       }
     }
   }
+  for (const req of bootRequests({ machine: machines[0]!, kernelArgs: ['emberd.net=10.255.255.2/30,10.255.255.1'], network: { netns: 'emberd-ab12-sb_x', tap: 'tap0', mac: '02:eb:00:00:00:02' } }, hostPaths)) out.push({ label: 'with a network', req });
   for (const req of [GET_VERSION, INSTANCE_START, SEND_CTRL_ALT_DEL]) out.push({ label: 'action', req });
   return out;
 }
@@ -192,4 +193,10 @@ test('snapshot formats and vsock_override support by version', () => {
   // The spec files agree: the 1.16.1 swagger has VsockOverride, the 1.15.1 one has not.
   assert.ok(FirecrackerApiSpec.load('1.16.1').validateRequest({ method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_file_path: 'm', vsock_override: { uds_path: 'v' } } }).ok);
   assert.equal(FirecrackerApiSpec.load('1.15.1').validateRequest({ method: 'PUT', path: '/snapshot/load', body: { snapshot_path: 's', mem_file_path: 'm', vsock_override: { uds_path: 'v' } } }).ok, false);
+});
+
+test('a spec with a network gets PUT /network-interfaces/eth0 on its tap, and a spec without none', () => {
+  const net = bootRequests({ machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [], network: { netns: 'n', tap: 'tap0', mac: '02:eb:00:00:00:02' } }, hostPaths);
+  assert.deepEqual(net.at(-1), { method: 'PUT', path: '/network-interfaces/eth0', body: { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:eb:00:00:00:02' } });
+  assert.ok(!bootRequests({ machine: { vcpus: 1, memoryMib: 256 }, kernelArgs: [] }, hostPaths).some((r) => r.path.startsWith('/network-interfaces')));
 });

@@ -56,3 +56,10 @@ test('shared-memory RAM: a file-backed object named like microvm\'s own RAM bloc
   const ro = qemuArgs(spec, { ...paths, memory: { path: '/proc/self/fd/7', share: false, readOnlyFile: true } }, { accel: 'tcg' });
   assert.match(flag(ro, '-object')[0]!, /,share=off,readonly=on,rom=off$/);
 });
+
+test('a spec with a network gets a virtio-net on its tap and no -nic none', () => {
+  const args = qemuArgs({ ...spec, network: { netns: 'emberd-ab12-sb_x', tap: 'tap0', mac: '02:eb:00:00:00:02' } }, paths, { accel: 'tcg' });
+  assert.deepEqual(flag(args, '-netdev'), ['tap,id=net0,ifname=tap0,script=no,downscript=no']);
+  assert.ok(flag(args, '-device').includes('virtio-net-device,netdev=net0,mac=02:eb:00:00:00:02'));
+  assert.deepEqual(flag(args, '-nic'), []);
+});

@@ -79,7 +79,10 @@ export function qemuArgs(spec: BootSpec, paths: QemuPaths, opts: QemuOptions): s
     '-chardev', `socket,id=control,path=${paths.controlSocket},server=on,wait=off`,
     '-device', 'virtserialport,chardev=control,name=emberd.control',
     '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
-    // No network device: a sandbox has no network unless a later feature adds one explicitly.
-    '-nic', 'none',
+    // No network device unless the sandbox asked for egress (docs/network.md): then a virtio-net
+    // on the tap its netns holds, opened by QEMU before it chroots.
+    ...(spec.network
+      ? ['-netdev', `tap,id=net0,ifname=${spec.network.tap},script=no,downscript=no`, '-device', `virtio-net-device,netdev=net0,mac=${spec.network.mac}`]
+      : ['-nic', 'none']),
   ];
 }

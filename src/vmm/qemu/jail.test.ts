@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { canRead, checkReadableBy, jailLayout, jailQemuArgs, prepareJail, wrapperArgv } from './jail.ts';
+import { canRead, checkReadableBy, jailLayout, jailQemuArgs, prepareJail, TUN_NODE_SCRIPT, wrapperArgv } from './jail.ts';
 import type { QemuConfinement } from './confinement.ts';
 import { isEmberdError } from '../../errors.ts';
 
@@ -81,4 +81,17 @@ test('an image QEMU\'s uid cannot read fails the boot with what to do', () => {
   } finally {
     rmSync(base, { recursive: true, force: true });
   }
+});
+
+test('with a network: nsenter joins the sandbox netns (no new net namespace), and a private mount namespace gives QEMU a tun node of its own', () => {
+  const argv = wrapperArgv(rootPlan, { ...tools, nsenter: '/usr/bin/nsenter' }, undefined, '/run/netns/emberd-ab12-sb_x');
+  assert.deepEqual(argv.slice(0, 12), [
+    '/usr/bin/nsenter', '--net=/run/netns/emberd-ab12-sb_x', '--',
+    '/usr/bin/unshare', '--pid', '--ipc', '--mount', '--fork', '--kill-child', '--',
+    '/bin/sh', '-c',
+  ]);
+  assert.equal(argv[12], TUN_NODE_SCRIPT);
+  assert.equal(argv[13], '65534:65534');
+  assert.equal(argv[14], '/usr/bin/setpriv', 'the uid change comes after the tun node is made');
+  assert.equal(argv.includes('--net'), false);
 });

@@ -67,11 +67,13 @@ export function removeJail(layout: JailLayout): void {
   rmSync(layout.dir, { recursive: true, force: true });
 }
 
-export interface WrapperTools { setpriv: string; unshare: string; sh: string }
+export interface WrapperTools { setpriv: string; unshare: string; sh: string; nsenter?: string }
 
 /**
  * The commands between emberd's `setpriv --pdeathsig KILL --` and QEMU, each exec'ing the next:
  *  1. with a cgroup: sh moves itself (and so everything after) into it before anything else runs;
+ *  1b. with a network (BootSpec.network): nsenter joins the sandbox's named netns, which holds
+ *     its tap, and unshare then makes no net namespace of its own;
  *  2. unshare: new pid, net and ipc namespaces (a user namespace too for a non-root emberd); it
  *     forks QEMU as pid 1 of the new pid namespace and waits, dying by the signal QEMU died of;
  *     --kill-child ties QEMU to it;
@@ -79,10 +81,16 @@ export interface WrapperTools { setpriv: string; unshare: string; sh: string }
  *     inheritable, ambient), no_new_privs, and PR_SET_PDEATHSIG again: a uid change clears it, so
  *     it is set after, and QEMU still dies with the unshare that dies with emberd.
  */
-export function wrapperArgv(c: QemuConfinement, tools: WrapperTools, cgroupProcs?: string): string[] {
+export function wrapperArgv(c: QemuConfinement, tools: WrapperTools, cgroupProcs?: string, netnsPath?: string): string[] {
   const out: string[] = [];
   if (cgroupProcs) out.push(tools.sh, '-c', 'echo $$ > "$0" && exec "$@"', cgroupProcs);
-  if (c.namespaces) out.push(tools.unshare, ...(c.namespaces === 'user' ? ['--user', '--map-current-user'] : []), '--pid', '--net', '--ipc', '--fork', '--kill-child', '--');
+  if (netnsPath) out.push(tools.nsenter ?? 'nsenter', `--net=${netnsPath}`, '--');
+  // A dropped QEMU opens /dev/net/tun, which may be root's alone (0600): in a mount namespace of
+  // its own (private propagation: nothing reaches the host) /dev/net becomes a tmpfs holding only
+  // a tun node owned by QEMU's uid. It can still attach only to a tap it owns (the kernel checks).
+  const tun = !!netnsPath && !!c.drop && c.namespaces === 'plain';
+  if (c.namespaces) out.push(tools.unshare, ...(c.namespaces === 'user' ? ['--user', '--map-current-user'] : []), '--pid', ...(netnsPath ? [] : ['--net']), '--ipc', ...(tun ? ['--mount'] : []), '--fork', '--kill-child', '--');
+  if (tun) out.push(tools.sh, '-c', TUN_NODE_SCRIPT, `${c.drop!.uid}:${c.drop!.gid}`);
   if (c.drop) {
     out.push(
       tools.setpriv,
@@ -93,6 +101,9 @@ export function wrapperArgv(c: QemuConfinement, tools: WrapperTools, cgroupProcs
   }
   return out;
 }
+
+/** Run as root in QEMU's own mount namespace; $0 is QEMU's uid:gid. */
+export const TUN_NODE_SCRIPT = 'mount -t tmpfs -o mode=0755,size=16k emberd-tun /dev/net && mknod -m 0600 /dev/net/tun c 10 200 && chown "$0" /dev/net/tun && exec "$@"';
 
 /** QEMU's own argv words for the jail: chroot into `root` (relative to its cwd, the jail dir). */
 export function jailQemuArgs(c: QemuConfinement): string[] {

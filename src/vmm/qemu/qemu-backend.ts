@@ -53,6 +53,7 @@ export function findQemu(binary?: string): string {
 }
 
 const UNSHARE = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
+const NSENTER = ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p));
 
 /** Whether a non-root emberd can give QEMU its own user, pid, net and ipc namespaces. */
 function usernsWorks(): boolean {
@@ -74,6 +75,7 @@ const reaped = new Map<string, true>();
 
 export class QemuBackend implements Backend {
   readonly name = 'qemu' as const;
+  readonly network = true;
   readonly info: BackendInfo;
   /** What confines each QEMU here; for GET / (in info) and the tests. */
   readonly confinement: QemuConfinement;
@@ -100,7 +102,7 @@ export class QemuBackend implements Backend {
       usernsWorks,
       cgroups: probeCgroups(isRoot),
     });
-    this.tools = { setpriv: SETPRIV ?? 'setpriv', unshare: UNSHARE ?? 'unshare', sh: '/bin/sh' };
+    this.tools = { setpriv: SETPRIV ?? 'setpriv', unshare: UNSHARE ?? 'unshare', sh: '/bin/sh', nsenter: NSENTER ?? 'nsenter' };
     // QEMU 8.2 added `rom` to memory-backend-file: readonly=on,rom=off maps a read-only file as writable private RAM.
     this.readOnlyRamFile = /\brom=/.test(execFileSync(this.binary, ['-object', 'memory-backend-file,help'], { encoding: 'utf8' }));
     const version = (/version ([\d.]+)/.exec(execFileSync(this.binary, ['--version'], { encoding: 'utf8' }))?.[1]) ?? 'unknown';
@@ -314,7 +316,7 @@ export class QemuBackend implements Backend {
       ];
       const proc = spawnVmm(this.binary, args, {
         cwd: layout.dir,
-        wrap: wrapperArgv(c, this.tools, cgroup?.procs),
+        wrap: wrapperArgv(c, this.tools, cgroup?.procs, spec.network ? `/run/netns/${spec.network.netns}` : undefined),
         extraFds: [...fds.slice(0, 3), ...(incoming ? ['pipe' as const] : []), ...fds.slice(3)],
       });
       spawned = true;
