@@ -479,6 +479,7 @@ export class SandboxManager {
     await sb.transition?.catch(() => {});
     if (sb.state === 'paused') return sb;
     this.checkReady(sb);
+    this.checkSavable(sb);
     if (this.cfg.paused!.diskMaxMib > 0) {
       const used = Math.round(store.bytes() / 1048576);
       if (used >= this.cfg.paused!.diskMaxMib) {
@@ -546,6 +547,7 @@ export class SandboxManager {
     if (parent.state === 'paused') await this.resume(parent.id);
     await parent.transition?.catch(() => {});
     this.checkReady(parent);
+    this.checkSavable(parent);
     const live = this.running();
     if (live.length + count > this.cfg.sandboxes.max) {
       throw new EmberdError('TOO_MANY_SANDBOXES', `${count} forks would make ${live.length + count} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
@@ -947,6 +949,11 @@ export class SandboxManager {
   /** The kernel, initramfs and pack its VM runs from: what a pause or fork of it must keep. */
   private bootFilesOf(sb: Sandbox): SavedFiles {
     return sb.bootFiles ?? { kernel: this.cfg.images.kernel, initramfs: this.cfg.images.initramfs, packImage: this.packs.get(sb.pack)?.image ?? '' };
+  }
+
+  /** A sandbox with a network device cannot be saved yet: its netns, tap and resolver would have to come back with it. */
+  private checkSavable(sb: Sandbox): void {
+    if (sb.egress) throw new EmberdError('PAUSE_UNSUPPORTED', `sandbox ${sb.id} has a network (egress), and sandboxes with one cannot be paused or forked yet; create it without "network" to pause it`);
   }
 
   private pauseStore(): SavedStore {
