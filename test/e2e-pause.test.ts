@@ -147,6 +147,18 @@ describe('pause and resume, across daemons', () => {
     assert.deepEqual(readdirSync(pausedDir).filter((n) => n.includes('fork')), [], 'no fork image is left behind');
   });
 
+  test('resume of one sandbox keeps the boot files of another resumed one (a resume does not scan and prune the store)', async () => {
+    const b = (await post(d, '/sandboxes', {})).json.id as string;
+    assert.equal((await post(d, `/sandboxes/${id}/pause`)).status, 200);
+    assert.equal((await post(d, `/sandboxes/${id}/resume`)).status, 200); // its dir now holds only its boot files
+    assert.equal((await post(d, `/sandboxes/${b}/pause`)).status, 200);
+    assert.equal((await post(d, `/sandboxes/${b}/resume`)).status, 200);
+    const again = await post(d, `/sandboxes/${id}/pause`);
+    assert.equal(again.status, 200, again.text);
+    assert.equal((await post(d, `/sandboxes/${id}/resume`)).status, 200);
+    await http(d, 'DELETE', `/sandboxes/${b}`);
+  });
+
   test('deleting a paused sandbox reclaims its disk', async () => {
     assert.equal((await post(d, `/sandboxes/${id}/pause`)).status, 200);
     assert.ok(existsSync(join(pausedDir, id)));

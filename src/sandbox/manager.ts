@@ -998,9 +998,9 @@ export class SandboxManager {
     const paused = sb.paused!;
     const run = (async () => {
       const store = this.pauseStore();
-      const found = store.scan().find((f) => f.dir === paused.dir);
-      if (!found || !('record' in found)) {
-        const err = found && 'error' in found ? found.error : { code: 'SAVED_STATE_CORRUPT' as const, message: `the saved state of ${sb.id} is gone from ${paused.dir}; delete the sandbox` };
+      const found = store.read(paused.dir);
+      if ('error' in found) {
+        const err = found.error;
         sb.failure = err;
         sb.state = 'failed';
         throw new EmberdError(err.code, err.message);

@@ -5,7 +5,7 @@
 // pause and is removed. The record is versioned; one this daemon cannot read is reported, never
 // silently dropped.
 import { copyFileSync, existsSync, linkSync, realpathSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { AgentState } from '../agent/client.ts';
 import { EmberdError } from '../errors.ts';
 import type { MachineConfig } from '../vmm/backend.ts';
@@ -136,25 +136,28 @@ export class SavedStore {
     for (const name of this.names()) {
       const dir = join(this.root, name);
       if (!existsSync(join(dir, RECORD))) { rmSync(dir, { recursive: true, force: true }); continue; }
-      let raw: Partial<SavedSandbox>;
-      try {
-        raw = JSON.parse(readFileSync(join(dir, RECORD), 'utf8')) as Partial<SavedSandbox>;
-        if (typeof raw !== 'object' || raw === null) throw new Error('not a JSON object');
-      } catch (e) {
-        found.push({ dir, id: name, error: { code: 'SAVED_STATE_CORRUPT', message: `the saved state of ${name} cannot be read (${(e as Error).message}); delete the sandbox` } });
-        continue;
-      }
-      if (raw.format !== SAVED_FORMAT) {
-        found.push({ dir, id: name, pausedAt: raw.paused_at, pack: raw.pack, error: { code: 'SAVED_STATE_INCOMPATIBLE', message: `sandbox ${name} was paused by an emberd whose saved format is ${JSON.stringify(raw.format)}; this one reads ${SAVED_FORMAT}: resume it with that version, or delete it` } });
-        continue;
-      }
-      if (raw.id !== name || !raw.pack || !raw.machine || !raw.agent || !Array.isArray(raw.processes) || !Array.isArray(raw.sessions)) {
-        found.push({ dir, id: name, error: { code: 'SAVED_STATE_CORRUPT', message: `the saved state of ${name} is incomplete; delete the sandbox` } });
-        continue;
-      }
-      found.push({ dir, record: raw as SavedSandbox });
+      found.push(this.read(dir));
     }
     return found;
+  }
+
+  /** One paused sandbox's record, or why it cannot be resumed (a missing record is corrupt). */
+  read(dir: string): FoundSaved {
+    const name = basename(dir);
+    let raw: Partial<SavedSandbox>;
+    try {
+      raw = JSON.parse(readFileSync(join(dir, RECORD), 'utf8')) as Partial<SavedSandbox>;
+      if (typeof raw !== 'object' || raw === null) throw new Error('not a JSON object');
+    } catch (e) {
+      return { dir, id: name, error: { code: 'SAVED_STATE_CORRUPT', message: `the saved state of ${name} cannot be read (${(e as Error).message}); delete the sandbox` } };
+    }
+    if (raw.format !== SAVED_FORMAT) {
+      return { dir, id: name, pausedAt: raw.paused_at, pack: raw.pack, error: { code: 'SAVED_STATE_INCOMPATIBLE', message: `sandbox ${name} was paused by an emberd whose saved format is ${JSON.stringify(raw.format)}; this one reads ${SAVED_FORMAT}: resume it with that version, or delete it` } };
+    }
+    if (raw.id !== name || !raw.pack || !raw.machine || !raw.agent || !Array.isArray(raw.processes) || !Array.isArray(raw.sessions)) {
+      return { dir, id: name, error: { code: 'SAVED_STATE_CORRUPT', message: `the saved state of ${name} is incomplete; delete the sandbox` } };
+    }
+    return { dir, record: raw as SavedSandbox };
   }
 
   private names(): string[] {
