@@ -43,6 +43,12 @@ export const ERROR_STATUS = {
   SAVED_STATE_CORRUPT: 409,
   PAUSED_DISK_FULL: 507,
   PAUSE_FAILED: 500,
+  // exposed ports (src/sandbox/ports.ts, src/daemon/http/port-proxy.ts)
+  PORT_NOT_FOUND: 404,
+  TOO_MANY_PORTS: 429,
+  TOO_MANY_CONNECTIONS: 429,
+  PORT_NOT_LISTENING: 502,
+  PORT_CONNECT_FAILED: 502,
   // egress (src/sandbox/egress/)
   EGRESS_UNAVAILABLE: 501,
   EGRESS_SETUP_FAILED: 500,

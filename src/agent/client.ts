@@ -9,6 +9,7 @@ import {
   fieldsToObject, type Frame,
 } from './codec.ts';
 import { EmberdError } from '../errors.ts';
+import { PortConnection } from './port-channel.ts';
 
 export interface HelloAck {
   protoVersion: number;
@@ -274,6 +275,8 @@ export class AgentClient {
   private readonly stream: Duplex;
   private readonly decoder: FrameDecoder;
   private readonly execs = new Map<number, ExecHandle>();
+  /** Proxied TCP connections (port-channel.ts): channels of their own, never saved with a pause. */
+  private readonly ports = new Map<number, PortConnection>();
   private readonly waiters = new Set<{ type: number; match: (f: Frame) => boolean; resolve: (f: Frame) => void; reject: (e: Error) => void }>();
   private readonly opts: AgentClientOptions;
   private nextChannel = 1;
@@ -325,6 +328,7 @@ export class AgentClient {
     if (this.closedError) return;
     this.closedError = reason;
     for (const e of this.execs.values()) e.fail(reason);
+    for (const p of [...this.ports.values()]) p.fail(reason);
     for (const w of this.waiters) w.reject(reason);
     this.waiters.clear();
     this.onClosed();
@@ -448,6 +452,39 @@ export class AgentClient {
   }
 
   /**
+   * A TCP connection to 127.0.0.1:`port` in the guest, once the guest has connected
+   * (PORT_NOT_LISTENING when nothing listens there, AGENT_TIMEOUT past `timeoutMs`).
+   */
+  async connectPort(port: number, timeoutMs: number): Promise<PortConnection> {
+    if (this.closedError) throw this.closedError;
+    if (!this.capabilities.includes('port')) {
+      throw new EmberdError('AGENT_VERSION_MISMATCH', 'the guest agent cannot forward ports; rebuild the images with `emberd images build --force`');
+    }
+    const channel = this.allocChannel();
+    const conn = new PortConnection(this, channel, port);
+    this.ports.set(channel, conn);
+    this.send(encodeMessage('CONNECT', channel, { port }));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new EmberdError('AGENT_TIMEOUT', `the guest did not connect to port ${port} within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([conn.connected, late]);
+      return conn;
+    } catch (e) {
+      conn.destroy();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Open proxied connections. */
+  portConnections(): PortConnection[] {
+    return [...this.ports.values()];
+  }
+
+  /**
    * Before the VM is paused or saved: from now on frames are held back (suspendedState() keeps
    * them for the resumed guest), and a PING round trip makes sure the guest has read everything
    * sent before, so no byte the host wrote is lost in a buffer the saved state does not hold.
@@ -501,7 +538,10 @@ export class AgentClient {
 
   /** After suspend() and the end of the stream: what a client on the resumed guest needs. */
   suspendedState(): AgentState {
-    return { nextChannel: this.nextChannel, channels: this.channels().map((h) => h.state()), held: [...this.held] };
+    // Proxied connections stay with this client (a fork's parent) or end (a pause): their frames
+    // are not the saved guest's business.
+    const held = this.held.filter((f) => !this.ports.has(f.readUInt32BE(4)));
+    return { nextChannel: this.nextChannel, channels: this.channels().map((h) => h.state()), held };
   }
 
   /**
@@ -528,6 +568,7 @@ export class AgentClient {
   abandon(): void {
     for (const h of this.execs.values()) h.abandon();
     this.execs.clear();
+    for (const p of [...this.ports.values()]) p.abandon();
     this.held = [];
     this.stream.destroy();
   }
@@ -567,18 +608,21 @@ export class AgentClient {
   /** @internal */
   release(channel: number): void {
     this.execs.delete(channel);
+    this.ports.delete(channel);
   }
 
   private allocChannel(): number {
     for (;;) {
       const c = this.nextChannel;
       this.nextChannel = this.nextChannel >= 0x7fffffff ? 1 : this.nextChannel + 1;
-      if (!this.execs.has(c)) return c;
+      if (!this.execs.has(c) && !this.ports.has(c)) return c;
     }
   }
 
   private dispatch(f: Frame): void {
     try {
+      const port = f.channel !== 0 ? this.ports.get(f.channel) : undefined;
+      if (port) { port.handle(f); return; }
       if (f.channel !== 0 && this.execs.has(f.channel)) {
         const h = this.execs.get(f.channel)!;
         if (f.type === MsgType.ERROR) {

@@ -53,6 +53,9 @@ const DOC: Record<MsgTypeName, Spec[] | null> = {
   SIGNAL: [{ tag: 1, name: 'signo', kind: 'u32', required: true }],
   WINDOW: [{ tag: 1, name: 'increment', kind: 'u32', required: true }],
   RESIZE: [{ tag: 1, name: 'rows', kind: 'u32', required: true }, { tag: 2, name: 'cols', kind: 'u32', required: true }],
+  CONNECT: [{ tag: 1, name: 'port', kind: 'u32', required: true }],
+  CONNECTED: [],
+  CLOSE: [{ tag: 1, name: 'code', kind: 'bytes' }, { tag: 2, name: 'message', kind: 'bytes' }],
   SHUTDOWN: [],
   ERROR: [{ tag: 1, name: 'code', kind: 'bytes', required: true }, { tag: 2, name: 'message', kind: 'bytes', required: true }],
 };

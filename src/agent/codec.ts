@@ -22,6 +22,9 @@ export const MsgType = {
   SIGNAL: 0x15,
   WINDOW: 0x16,
   RESIZE: 0x17,
+  CONNECT: 0x18,
+  CONNECTED: 0x19,
+  CLOSE: 0x1a,
   SHUTDOWN: 0x20,
   ERROR: 0x7f,
 } as const;
@@ -79,6 +82,12 @@ const SCHEMA: Partial<Record<MsgTypeName, FieldSpec[]>> = {
   RESIZE: [
     { tag: 1, name: 'rows', kind: 'u32', required: true },
     { tag: 2, name: 'cols', kind: 'u32', required: true },
+  ],
+  CONNECT: [{ tag: 1, name: 'port', kind: 'u32', required: true }],
+  CONNECTED: [],
+  CLOSE: [
+    { tag: 1, name: 'code', kind: 'bytes' },
+    { tag: 2, name: 'message', kind: 'bytes' },
   ],
   SHUTDOWN: [],
   ERROR: [

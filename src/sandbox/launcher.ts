@@ -244,6 +244,7 @@ export class Launcher {
   release(sb: Sandbox, graceMs: number): Promise<void> {
     sb.released ??= (async () => {
       void sb.sessions.closeAll(); // no new sessions; the VM's end takes the interpreters along
+      void sb.ports.closeAll(); // listeners closed, connections reset
       if (sb.vm) {
         if (graceMs > 0 && sb.state !== 'failed') sb.agent?.shutdown();
         await sb.vm.stop(sb.state === 'failed' ? 0 : graceMs);

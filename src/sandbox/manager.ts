@@ -8,6 +8,8 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ExecRequest, ExecResult } from '../agent/client.ts';
+import type { PortConnection } from '../agent/port-channel.ts';
+import type { PortView } from './ports.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Backend, MachineConfig } from '../vmm/backend.ts';
@@ -193,6 +195,9 @@ const SHUTDOWN_GRACE_MS = 2000;
 
 /** The most forks one call makes. */
 export const MAX_FORKS = 16;
+
+/** How long the guest may take to connect to a port on 127.0.0.1 (a refusal is immediate). */
+const PORT_CONNECT_TIMEOUT_MS = 10_000;
 
 /** A forced pause (at the deadline, at shutdown) waits this long for the execs it kills to end. */
 const FORCED_PAUSE_WAIT_MS = 5000;
@@ -488,6 +493,7 @@ export class SandboxManager {
     }
     await this.quiesce(sb, o.force ?? false);
     sb.state = 'pausing';
+    sb.ports.endConnections(); // host sockets cannot be saved; the ports stay exposed
     clearTimeout(sb.expiryTimer);
     const t0 = performance.now();
     const run = (async () => {
@@ -707,6 +713,38 @@ export class SandboxManager {
   // ---- files ----------------------------------------------------------------------------------
 
   /** Streams `source` into the file at `path` (atomically: a failed upload leaves nothing). */
+  // ---- exposed ports (docs/network.md, "Ports") -------------------------------------------------
+
+  /**
+   * Exposes `port` of the sandbox (a paused one stays paused: its first connection resumes it);
+   * `tcp` adds a listener on 127.0.0.1. `created` is false for a port already exposed.
+   */
+  async openPort(id: string, port: number, o: { tcp: boolean }): Promise<{ view: PortView; created: boolean }> {
+    const sb = this.get(id);
+    if (sb.state !== 'paused' && sb.state !== 'pausing' && sb.state !== 'resuming') this.checkReady(sb);
+    return sb.ports.open(port, o, async () => {
+      const live = await this.live(sb.id);
+      return live.agent!.connectPort(port, PORT_CONNECT_TIMEOUT_MS);
+    });
+  }
+
+  listPorts(id: string): PortView[] {
+    return this.get(id).ports.list();
+  }
+
+  getPort(id: string, port: number): PortView {
+    return this.get(id).ports.get(port);
+  }
+
+  async closePort(id: string, port: number): Promise<void> {
+    await this.get(id).ports.close(port);
+  }
+
+  /** One connection to an exposed port in the guest (for the HTTP proxy); resumes a paused sandbox. */
+  async connectPort(id: string, port: number): Promise<PortConnection> {
+    return this.get(id).ports.connect(port);
+  }
+
   async writeFile(id: string, path: string, source: Readable, mode?: string): Promise<{ path: string; size: number }> {
     return (await this.files(id)).writeFile(path, source, { maxBytes: this.cfg.maxUploadBytes, mode });
   }

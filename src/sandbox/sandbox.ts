@@ -8,6 +8,7 @@ import type { SandboxFiles } from './files.ts';
 import { ProcessTable } from './processes.ts';
 import type { SavedFiles } from './saved.ts';
 import { SessionRegistry } from './sessions.ts';
+import { PortForwards } from './ports.ts';
 
 /**
  * creating -> ready -> destroying -> gone
@@ -114,6 +115,8 @@ export class Sandbox {
   bootFiles: SavedFiles | undefined;
   /** Persistent interpreter sessions (`"session": name` on exec). */
   readonly sessions: SessionRegistry;
+  /** Ports exposed to the host (ports.ts); closed with the VM, kept across a pause. */
+  readonly ports: PortForwards;
   /** File operations on the agent, made once the sandbox is ready. */
   files: SandboxFiles | undefined;
   /** Every line about this sandbox carries its id. */
@@ -143,6 +146,7 @@ export class Sandbox {
     this.machine = shape.machine;
     this.env = shape.env;
     this.limits = shape.limits ?? {};
+    this.ports = new PortForwards(id, log);
     this.sessions = new SessionRegistry(pack, () => (this.state === 'ready' ? this.agent : undefined), this.env);
   }
 

@@ -7,12 +7,12 @@ import { VERSION } from '../../version.ts';
 import { SCHEMAS, errorBodyFor, responsesOf, type Body, type RouteResponses } from './responses.ts';
 import {
   createSandboxBody, deleteFileQuery, execBody, getFileQuery, pathQuery, processOutputQuery, processSignalBody, processStdinBody,
-  processWaitQuery, putFileQuery, sandboxTimeoutBody, resumeBody, forkBody,
+  processWaitQuery, putFileQuery, sandboxTimeoutBody, resumeBody, forkBody, exposePortBody,
 } from './schemas.ts';
 import { ptyQuery } from './pty-routes.ts';
 
 interface Operation {
-  method: 'get' | 'post' | 'put' | 'delete';
+  method: 'get' | 'post' | 'put' | 'delete' | 'patch' | 'options';
   path: string;
   summary: string;
   body?: z.ZodType;
@@ -49,6 +49,13 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/sandboxes/{id}/files/stat', summary: 'Stat a path', query: pathQuery, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/files/list', summary: 'List a directory', query: pathQuery, ok: 200 },
   { method: 'get', path: '/sandboxes/{id}/pty', summary: 'Interactive terminal over a WebSocket: binary messages are terminal bytes, text messages JSON control (docs/api.md "PTY")', query: ptyQuery, ok: 101 },
+  { method: 'post', path: '/sandboxes/{id}/ports', summary: 'Expose a TCP port of the sandbox through the daemon, without a network device (docs/network.md "Ports")', body: exposePortBody, ok: 201 },
+  { method: 'get', path: '/sandboxes/{id}/ports', summary: 'List exposed ports', ok: 200 },
+  { method: 'get', path: '/sandboxes/{id}/ports/{port}', summary: 'One exposed port: its path, listener, counters', ok: 200 },
+  { method: 'delete', path: '/sandboxes/{id}/ports/{port}', summary: 'Close an exposed port and its connections', ok: 204 },
+  ...(['get', 'post', 'put', 'delete', 'patch', 'options'] as const).map((method) => ({
+    method, path: '/sandboxes/{id}/ports/{port}/*', summary: 'HTTP and WebSockets proxied to the port in the sandbox (the rest of the path and the query go to its server)', ok: 200,
+  })),
   { method: 'get', path: '/sandboxes/{id}/sessions', summary: 'List interpreter sessions', ok: 200 },
   { method: 'delete', path: '/sandboxes/{id}/sessions/{name}', summary: 'End a session', ok: 204 },
   { method: 'post', path: '/mcp', summary: 'MCP over Streamable HTTP (JSON-RPC; both protocol eras; docs/mcp.md)', ok: 200 },
@@ -161,6 +168,6 @@ export function openApiDocument(): Record<string, unknown> {
 
 /** e.g. "get /sandboxes/{id}/files/stat" -> "getSandboxesIdFilesStat"; "/" -> "getRoot". */
 function operationId(op: Operation): string {
-  const words = op.path.split(/[^A-Za-z0-9]+/).filter(Boolean);
+  const words = op.path.replace(/\/\*$/, '/proxied').split(/[^A-Za-z0-9]+/).filter(Boolean);
   return op.method + (words.length ? words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('') : 'Root');
 }

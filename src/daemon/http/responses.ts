@@ -58,6 +58,20 @@ export const sandboxSummary = z.strictObject({
 
 /** POST /sandboxes/{id}/fork */
 export const forkAnswer = z.strictObject({ sandboxes: z.array(sandboxSummary) });
+
+/** POST /sandboxes/{id}/ports, GET /sandboxes/{id}/ports/{port}, each entry of GET /sandboxes/{id}/ports */
+export const portView = z.strictObject({
+  port: z.number().int(),
+  url: z.string().describe('the proxied path as an absolute URL on this daemon (HTTP and WebSockets; the daemon\'s auth applies)'),
+  path: z.string().describe('/sandboxes/{id}/ports/{port}/'),
+  host: z.string().nullable().describe('127.0.0.1:N for plain TCP (with "tcp"; no auth on it), else null'),
+  created_at: isoTime,
+  connections: z.number().int().describe('proxied connections open now'),
+  connections_total: z.number().int(),
+  bytes_in: z.number().int().describe('bytes carried to the sandbox'),
+  bytes_out: z.number().int().describe('bytes carried from the sandbox'),
+});
+export const portList = z.strictObject({ ports: z.array(portView) });
 /** A sandbox's egress (docs/network.md "Egress"): what it may reach and what it did. */
 export const sandboxNetwork = z.strictObject({
   allow: z.array(z.string()).describe('the allowlist asked at create'),
@@ -222,7 +236,7 @@ export const openApiShape = z.looseObject({ openapi: z.literal('3.1.0'), info: z
 /** The named schemas of /openapi.json's components (responses refer to them by these names). */
 export const SCHEMAS: Record<string, z.ZodType> = {
   DaemonInfo: daemonInfo, OpenApiDocument: openApiShape, PackList: packList, Pack: packView, Snapshot: snapshotView,
-  SandboxSummary: sandboxSummary, SandboxDetails: sandboxDetails, SandboxList: sandboxList, ForkAnswer: forkAnswer,
+  SandboxSummary: sandboxSummary, SandboxDetails: sandboxDetails, SandboxList: sandboxList, ForkAnswer: forkAnswer, Port: portView, PortList: portList,
   ExecAnswer: execAnswer, SessionExecAnswer: sessionExecAnswer, ExecResult: execResult, ResultBundle: resultBundle,
   ExecEvent: execEvent, BackgroundStarted: backgroundStarted,
   Process: processView, ProcessList: processList, ProcessOutput: processOutput,
@@ -241,6 +255,8 @@ export type SandboxSummary = z.infer<typeof sandboxSummary>;
 export type SandboxDetails = z.infer<typeof sandboxDetails>;
 export type SandboxList = z.infer<typeof sandboxList>;
 export type ForkAnswer = z.infer<typeof forkAnswer>;
+export type PortAnswer = z.infer<typeof portView>;
+export type PortList = z.infer<typeof portList>;
 export type ExecAnswer = z.infer<typeof execAnswer>;
 export type SessionExecAnswer = z.infer<typeof sessionExecAnswer>;
 export type BackgroundStarted = z.infer<typeof backgroundStarted>;
@@ -329,6 +345,16 @@ export const RESPONSES: Record<string, RouteResponses> = {
     ok: [{ status: 101, description: 'switching to the WebSocket protocol: the terminal\'s bytes and JSON control messages (docs/api.md "PTY")', bodies: [{ binary: ['application/octet-stream'] }] }],
     errors: [400, ...ID],
   },
+  'POST /sandboxes/{id}/ports': {
+    ok: [
+      { status: 201, description: 'the port, exposed', bodies: [json(portView)] },
+      { status: 200, description: 'the port was already exposed (with "tcp", its listener is now open)', bodies: [json(portView)] },
+    ],
+    errors: [...BODY, 404, 409, 429],
+  },
+  'GET /sandboxes/{id}/ports': { ok: ok(200, 'exposed ports', json(portList)), errors: [404] },
+  'GET /sandboxes/{id}/ports/{port}': { ok: ok(200, 'the port', json(portView)), errors: [400, 404] },
+  'DELETE /sandboxes/{id}/ports/{port}': { ok: noContent('closed, with every connection through it'), errors: [400, 404] },
   'GET /sandboxes/{id}/sessions': { ok: ok(200, 'interpreter sessions', json(sessionList)), errors: [404, 409] },
   'DELETE /sandboxes/{id}/sessions/{name}': { ok: noContent('ended'), errors: [400, 404, 409] },
 };
@@ -348,7 +374,19 @@ export const OTHER_PROTOCOLS: Record<string, RouteResponses> = {
   },
 };
 
+// The proxied path: the sandbox's server answers (any status, any body); emberd's own errors come
+// before a connection to it exists.
+const PROXIED: RouteResponses = {
+  ok: [
+    { status: 200, description: 'what the server in the sandbox answers, passed through (any status; 101 for a WebSocket)', bodies: [{ any: true }] },
+  ],
+  errors: [400, 404, 409, 429, 502, 503, 504],
+  other: 'any',
+};
+for (const m of ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']) OTHER_PROTOCOLS[`${m} /sandboxes/{id}/ports/{port}/*`] = PROXIED;
+
 /** The responses of `METHOD path`, from RESPONSES or, for another protocol's path, OTHER_PROTOCOLS. */
 export function responsesOf(method: string, path: string): RouteResponses | undefined {
-  return RESPONSES[`${method.toUpperCase()} ${path}`] ?? OTHER_PROTOCOLS[path];
+  const key = `${method.toUpperCase()} ${path}`;
+  return RESPONSES[key] ?? OTHER_PROTOCOLS[key] ?? OTHER_PROTOCOLS[path];
 }

@@ -48,6 +48,11 @@ export const resumeBody = z.strictObject({ timeout_s: timeoutS.optional() }).opt
 /** POST /sandboxes/{id}/fork */
 export const forkBody = z.strictObject({ count: z.number().int().min(1).max(MAX_FORKS).optional() }).optional();
 
+/** POST /sandboxes/{id}/ports */
+export const exposePortBody = z.strictObject({
+  port: z.number().int().min(1).max(65535).describe('the TCP port in the sandbox (its server listens on 127.0.0.1 or 0.0.0.0 there)'),
+  tcp: z.boolean().optional().describe('also open a plain TCP listener on 127.0.0.1 (default: true when the daemon has no auth, false with --auth: that listener checks no token)'),
+});
 
 const base64 = z.string().max(4 << 20).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
 export const outputEncoding = z.enum(['utf8', 'base64']);

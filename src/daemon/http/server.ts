@@ -10,6 +10,8 @@ import { registerFileRoutes } from './file-routes.ts';
 import { registerSessionRoutes } from './session-routes.ts';
 import { registerPackRoutes } from './pack-routes.ts';
 import { registerPtyRoutes } from './pty-routes.ts';
+import { registerPortRoutes } from './port-routes.ts';
+import { registerPortProxy } from './port-proxy.ts';
 import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
@@ -94,6 +96,8 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   registerSessionRoutes(app, manager);
   registerPackRoutes(app, manager);
   registerPtyRoutes(app, manager);
+  registerPortRoutes(app, manager, { authOn: opts.auth !== undefined });
+  registerPortProxy(app, manager, { stripAuthorization: opts.auth !== undefined });
   registerMcpRoutes(app, { authToken: opts.auth?.token });
   registerMetricsRoutes(app, opts.metrics ?? new DaemonMetrics({ processMetrics: false }), manager);
   registerE2bRoutes(app, manager, { apiKey: opts.auth?.token });
