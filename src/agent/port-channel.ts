@@ -51,6 +51,10 @@ export class PortConnection extends Duplex {
 
   /** @internal Frames the guest sent on this channel. */
   handle(f: Frame): void {
+    if (this.destroyed) { // only its CLOSE is still expected
+      if (f.type === MsgType.CLOSE || f.type === MsgType.ERROR) { this.guestClosed = true; this.link.release(this.channel); }
+      return;
+    }
     switch (f.type) {
       case MsgType.CONNECTED:
         this.isConnected = true;
@@ -168,7 +172,9 @@ export class PortConnection extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (e: Error | null) => void): void {
-    if (!this.guestClosed) {
+    // Both directions ended in order: the guest's CLOSE is on its way and frees the channel.
+    const orderly = err === null && this.readableEnded && this.writableFinished;
+    if (!this.guestClosed && !orderly) {
       this.guestClosed = true;
       this.link.send(encodeMessage('CLOSE', this.channel, {}));
       this.link.release(this.channel);
