@@ -45,6 +45,8 @@ static const struct field_spec exit_[] = {
 static const struct field_spec signal_[] = { { 1, K_U32, REQ, "signo" }, { 0 } };
 static const struct field_spec window[] = { { 1, K_U32, REQ, "increment" }, { 0 } };
 static const struct field_spec resize[] = { { 1, K_U32, REQ, "rows" }, { 2, K_U32, REQ, "cols" }, { 0 } };
+static const struct field_spec connect_[] = { { 1, K_U32, REQ, "port" }, { 0 } };
+static const struct field_spec close_[] = { { 1, K_BYTES, 0, "code" }, { 2, K_BYTES, 0, "message" }, { 0 } };
 static const struct field_spec none[] = { { 0 } };
 static const struct field_spec error[] = {
     { 1, K_BYTES, REQ, "code" }, { 2, K_BYTES, REQ, "message" }, { 0 } };
@@ -61,6 +63,8 @@ static const struct msg_spec {
     { MSG_EXIT, "EXIT", exit_ },       { MSG_SIGNAL, "SIGNAL", signal_ },
     { MSG_WINDOW, "WINDOW", window },  { MSG_SHUTDOWN, "SHUTDOWN", none },
     { MSG_RESIZE, "RESIZE", resize }, { MSG_ERROR, "ERROR", error },
+    { MSG_CONNECT, "CONNECT", connect_ }, { MSG_CONNECTED, "CONNECTED", none },
+    { MSG_CLOSE, "CLOSE", close_ },
 };
 
 static const struct msg_spec *msg_spec(uint8_t type)

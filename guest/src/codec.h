@@ -27,6 +27,9 @@ enum msg_type {
     MSG_SIGNAL = 0x15,
     MSG_WINDOW = 0x16,
     MSG_RESIZE = 0x17,
+    MSG_CONNECT = 0x18,
+    MSG_CONNECTED = 0x19,
+    MSG_CLOSE = 0x1a,
     MSG_SHUTDOWN = 0x20,
     MSG_ERROR = 0x7f,
 };
@@ -41,6 +44,12 @@ enum msg_type {
 #define E_NO_SUCH_CHANNEL "NO_SUCH_CHANNEL"
 #define E_TOO_MANY_EXECS "TOO_MANY_EXECS"
 #define E_SPAWN_FAILED "SPAWN_FAILED"
+/* CLOSE codes of a proxied connection (portfwd.h). */
+#define C_CONNECT_REFUSED "CONNECT_REFUSED"
+#define C_CONNECT_FAILED "CONNECT_FAILED"
+#define C_TOO_MANY_CONNECTIONS "TOO_MANY_CONNECTIONS"
+#define C_FLOW_CONTROL "FLOW_CONTROL"
+#define C_RESET "RESET"
 /* HELLO_ACK limits_error codes (a HELLO's disk_bytes/pids_max were not applied). */
 #define E_LIMIT_INVALID "LIMIT_INVALID"         /* the value cannot be had: below usage, above the ceiling, 0 */
 #define E_LIMIT_UNSUPPORTED "LIMIT_UNSUPPORTED" /* this guest has no way to enforce it */

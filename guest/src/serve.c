@@ -19,6 +19,7 @@
 #include "codec.h"
 #include "exec.h"
 #include "limits.h"
+#include "portfwd.h"
 #include "util.h"
 
 #define READ_CHUNK (256u * 1024)
@@ -39,8 +40,9 @@ static void send_error(uint32_t channel, const char *code, const char *msg)
 /* The host is gone (or replaced): nobody will read what its execs produce. */
 static void end_host_connection(const char *why)
 {
-    say("host connection ended (%s); killing its execs", why);
+    say("host connection ended (%s); killing its execs, closing its connections", why);
     execs_kill_all();
+    conns_close_all();
     dec_reset(&dec);
     buf_clear(&outq);
 }
@@ -111,6 +113,7 @@ static void on_hello(const struct frame *f)
     enc_str(&outq, 3, "window");
     enc_str(&outq, 3, "stdin");
     enc_str(&outq, 3, "pty");
+    enc_str(&outq, 3, "port");
     enc_str(&outq, 4, ctl->name);
     enc_u64(&outq, 5, up);
     limits_report(&outq);
@@ -125,6 +128,7 @@ static void __attribute__((noreturn)) shutdown_now(void)
 {
     if (!opt.pid1) {
         execs_kill_all();
+        conns_close_all();
         exit(0);
     }
     say("shutdown");
@@ -142,7 +146,8 @@ static void on_frame(const struct frame *f)
     const char *name = msg_name(f->type);
     bool from_host = f->type == MSG_HELLO || f->type == MSG_PING || f->type == MSG_EXEC ||
                      f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW ||
-                     f->type == MSG_RESIZE || f->type == MSG_SHUTDOWN;
+                     f->type == MSG_RESIZE || f->type == MSG_SHUTDOWN || f->type == MSG_CONNECT ||
+                     f->type == MSG_CLOSE;
     if (!from_host) {
         if (name)
             snprintf(why, sizeof why, "%s is not a host->guest message", name);
@@ -152,7 +157,7 @@ static void on_frame(const struct frame *f)
         return;
     }
     bool conn_msg = f->type == MSG_HELLO || f->type == MSG_PING || f->type == MSG_SHUTDOWN;
-    if ((conn_msg && f->channel != 0) || (f->type == MSG_EXEC && f->channel == 0)) {
+    if ((conn_msg && f->channel != 0) || ((f->type == MSG_EXEC || f->type == MSG_CONNECT) && f->channel == 0)) {
         snprintf(why, sizeof why, "%s on channel %u", name, f->channel);
         send_error(f->channel, E_BAD_CHANNEL, why);
         return;
@@ -162,12 +167,20 @@ static void on_frame(const struct frame *f)
         return;
     }
 
+    /* Execs and connections share the channel namespace: STDIN and WINDOW go to whichever owns
+     * the channel, SIGNAL and RESIZE only to an exec, CLOSE only to a connection. */
     struct exec *e = NULL;
-    if (f->type == MSG_STDIN || f->type == MSG_SIGNAL || f->type == MSG_WINDOW || f->type == MSG_RESIZE) {
-        e = exec_find(f->channel);
-        if (!e) {
-            if (!exec_recently_ended(f->channel)) {
-                snprintf(why, sizeof why, "%s for channel %u, which has no exec", name, f->channel);
+    struct conn *pc = NULL;
+    bool any = f->type == MSG_STDIN || f->type == MSG_WINDOW;
+    if (any || f->type == MSG_SIGNAL || f->type == MSG_RESIZE || f->type == MSG_CLOSE) {
+        if (f->type != MSG_CLOSE)
+            e = exec_find(f->channel);
+        if (!e && (any || f->type == MSG_CLOSE))
+            pc = conn_find(f->channel);
+        if (!e && !pc) {
+            if (!exec_recently_ended(f->channel) && !conn_recently_closed(f->channel)) {
+                snprintf(why, sizeof why, "%s for channel %u, which has no %s", name, f->channel,
+                         any ? "exec or connection" : f->type == MSG_CLOSE ? "connection" : "exec");
                 send_error(f->channel, E_NO_SUCH_CHANNEL, why);
             }
             return;
@@ -189,11 +202,26 @@ static void on_frame(const struct frame *f)
     case MSG_SHUTDOWN:
         shutdown_now();
     case MSG_EXEC:
-        if ((err = exec_start(f, why, sizeof why)))
+        if (conn_find(f->channel))
+            send_error(f->channel, E_CHANNEL_IN_USE, "the channel has an open connection");
+        else if ((err = exec_start(f, why, sizeof why)))
+            send_error(f->channel, err, why);
+        else
+            conn_forget(f->channel);
+        break;
+    case MSG_CONNECT:
+        if (exec_find(f->channel))
+            send_error(f->channel, E_CHANNEL_IN_USE, "the channel has a running exec");
+        else if ((err = conn_open(f, &outq, why, sizeof why)))
             send_error(f->channel, err, why);
         break;
+    case MSG_CLOSE:
+        conn_close(pc, &outq);
+        break;
     case MSG_STDIN:
-        if (exec_stdin(e, f->payload, f->len, &outq))
+        if (pc)
+            conn_stdin(pc, f->payload, f->len, &outq);
+        else if (exec_stdin(e, f->payload, f->len, &outq))
             send_error(f->channel, E_BAD_PAYLOAD, "STDIN beyond the granted window");
         break;
     case MSG_SIGNAL:
@@ -205,7 +233,10 @@ static void on_frame(const struct frame *f)
         break;
     case MSG_WINDOW:
         field(f, 1, &t);
-        exec_window(e, (uint32_t)t.num);
+        if (pc)
+            conn_window(pc, (uint32_t)t.num);
+        else
+            exec_window(e, (uint32_t)t.num);
         break;
     case MSG_RESIZE: {
         struct tlv c;
@@ -278,6 +309,7 @@ static void handle_signals(void)
             continue;
         if (!opt.pid1) { /* host mode: terminate cleanly, taking the execs along */
             execs_kill_all();
+            conns_close_all();
             exit(0);
         }
         say("ignoring signal %u", si.ssi_signo);
@@ -309,7 +341,7 @@ void serve(struct control *c)
     handle_signals(); /* children that exited before the signalfd existed */
 
     for (;;) {
-        struct pollfd p[1 + CTL_POLLFDS + EXEC_POLLFDS];
+        struct pollfd p[1 + CTL_POLLFDS + EXEC_POLLFDS + PORTFWD_POLLFDS];
         int n = 0;
         p[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
         int timeout = execs_timeouts();
@@ -317,6 +349,8 @@ void serve(struct control *c)
         n += ctl_prepare(c, pc, buf_pending(&outq) < OUTQ_MAX, buf_pending(&outq) > 0, &timeout);
         struct pollfd *pe = p + n;
         n += execs_poll_prepare(pe, buf_pending(&outq) < OUTQ_HIGH, &timeout);
+        struct pollfd *pp = p + n;
+        n += conns_poll_prepare(pp, buf_pending(&outq) < OUTQ_HIGH);
         if (poll(p, n, timeout) < 0) {
             if (errno != EINTR) {
                 say("poll: %s", strerror(errno));
@@ -332,6 +366,7 @@ void serve(struct control *c)
             read_input(ctl_hangup(c, pc));
         process_input();
         execs_poll_handle(pe, &outq);
+        conns_poll_handle(pp, &outq);
         flush_output();
     }
 }

@@ -27,7 +27,7 @@ def t_hello(c):
     after = boottime_ms()
     ack = parse_tlv(HELLO_ACK, p)
     assert ack[1] == 1 and ack[2] == b'0.1.0', ack
-    assert ack[3] == [b'exec', b'signal', b'window', b'stdin', b'pty'], ack
+    assert ack[3] == [b'exec', b'signal', b'window', b'stdin', b'pty', b'port'], ack
     # Host mode: the agent's CLOCK_BOOTTIME is ours, so its uptime lies between our two readings.
     assert ack[4] == b'unix' and before <= ack[5] <= after, (before, ack, after)
 

@@ -392,7 +392,7 @@ static void fuzz_tests(void)
         size_t n = 0;
         while (n + 64 < sizeof data && (seed = seed * 1103515245 + 12345) % 7 != 0) {
             /* A plausible frame header with a small TLV payload, then random mutations. */
-            uint8_t types[] = { 1, 2, 3, 4, 0x10, 0x11, 0x13, 0x14, 0x15, 0x16, 0x20, 0x7f, 0x42 };
+            uint8_t types[] = { 1, 2, 3, 4, 0x10, 0x11, 0x13, 0x14, 0x15, 0x16, 0x18, 0x1a, 0x20, 0x7f, 0x42 };
             size_t plen = (seed >> 8) % 48;
             uint8_t h[12] = { 0x45, 0x4d, types[(seed >> 4) % sizeof types], 0, 0, 0, 0, 1, 0, 0, 0, (uint8_t)plen };
             memcpy(data + n, h, 12);
