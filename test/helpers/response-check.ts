@@ -34,7 +34,8 @@ export class ResponseChecker {
     // The document as one schema resource, so "#/components/schemas/X" refs resolve inside it.
     this.ajv.addSchema({ $id: DOC_ID, components: doc.components }, DOC_ID);
     for (const [template, item] of Object.entries(doc.paths)) {
-      const re = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{\w+\\?\}/g, '[^/]+')}$`);
+      // {param} is one segment; a trailing /* (the proxied ports) is any rest of the path.
+      const re = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{\w+\\?\}/g, '[^/]+').replace(/\\\*$/, '.*')}$`);
       for (const [method, op] of Object.entries(item)) {
         this.routes.push({ method: method.toUpperCase(), template, re, literal: template.replace(/\{\w+\}/g, '').length, responses: op.responses });
       }
