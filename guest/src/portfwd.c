@@ -94,6 +94,10 @@ static void connected(struct conn *c, struct buf *out);
 
 const char *conn_open(const struct frame *f, struct buf *out, char *msg, size_t msglen)
 {
+    if (conn_find(f->channel)) {
+        snprintf(msg, msglen, "channel %u already has an open connection", f->channel);
+        return E_CHANNEL_IN_USE;
+    }
     uint32_t port = 0;
     struct tlv t;
     struct tlv_iter it;
@@ -104,10 +108,6 @@ const char *conn_open(const struct frame *f, struct buf *out, char *msg, size_t 
     if (port < 1 || port > 65535) {
         snprintf(msg, msglen, "CONNECT port must be 1-65535, not %u", port);
         return E_BAD_PAYLOAD;
-    }
-    if (conn_find(f->channel)) {
-        snprintf(msg, msglen, "channel %u already has an open connection", f->channel);
-        return E_CHANNEL_IN_USE;
     }
     conn_forget(f->channel);
     struct conn *c = NULL;

@@ -202,18 +202,22 @@ static void on_frame(const struct frame *f)
     case MSG_SHUTDOWN:
         shutdown_now();
     case MSG_EXEC:
-        if (conn_find(f->channel))
-            send_error(f->channel, E_CHANNEL_IN_USE, "the channel has an open connection");
-        else if ((err = exec_start(f, why, sizeof why)))
+        if (conn_find(f->channel)) {
+            snprintf(why, sizeof why, "channel %u has an open connection", f->channel);
+            send_error(f->channel, E_CHANNEL_IN_USE, why);
+        } else if ((err = exec_start(f, why, sizeof why))) {
             send_error(f->channel, err, why);
-        else
+        } else {
             conn_forget(f->channel);
+        }
         break;
     case MSG_CONNECT:
-        if (exec_find(f->channel))
-            send_error(f->channel, E_CHANNEL_IN_USE, "the channel has a running exec");
-        else if ((err = conn_open(f, &outq, why, sizeof why)))
+        if (exec_find(f->channel)) {
+            snprintf(why, sizeof why, "channel %u already has a running exec", f->channel);
+            send_error(f->channel, E_CHANNEL_IN_USE, why);
+        } else if ((err = conn_open(f, &outq, why, sizeof why))) {
             send_error(f->channel, err, why);
+        }
         break;
     case MSG_CLOSE:
         conn_close(pc, &outq);
