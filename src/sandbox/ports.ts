@@ -9,8 +9,12 @@ import type { Logger } from '../log.ts';
 
 /** The most ports one sandbox may expose at once. */
 export const MAX_PORTS = 32;
-/** The most proxied connections one sandbox may have open at once (the guest's own limit is 256). */
-export const MAX_CONNECTIONS = 256;
+/**
+ * The most proxied connections one sandbox may have open at once. The guest allows 256, but each
+ * may queue up to a window (256 KiB) of what the host sent in PID 1, whose memory is outside the
+ * exec cgroup: 64 keep that under 16 MiB.
+ */
+export const MAX_CONNECTIONS = 64;
 
 export interface PortView {
   port: number;
