@@ -149,6 +149,39 @@ test('a sandbox created without network has no network device', { skip }, async 
   }
 });
 
+test('a sandbox with a network pauses (holding no netns), resumes and forks with its allowlist, each fork on a network of its own', { skip }, async () => {
+  const c = await call('POST', '/sandboxes', { network: { allow: [`${HOSTS.ok.peer}/32`] } });
+  assert.equal(c.status, 201, c.text);
+  const id = c.json.id;
+  const ids = [id];
+  try {
+    await py(id, 'open("/root/state.txt", "w").write("kept")');
+    const paused = await call('POST', `/sandboxes/${id}/pause`);
+    assert.equal(paused.status, 200, paused.text);
+    assert.deepEqual(plumbingOf(d.runDir).filter((x) => x.includes(id)), [], 'a paused sandbox holds no netns');
+    const resumed = await call('POST', `/sandboxes/${id}/resume`);
+    assert.equal(resumed.status, 200, resumed.text);
+    assert.equal(await py(id, 'print(open("/root/state.txt").read())'), 'kept');
+    assert.equal(await py(id, fetchCode(`http://${HOSTS.ok.peer}:${PORT}/`)), 'allowed-host', 'the allowed host answers after the resume');
+    assert.equal(await py(id, fetchCode(`http://${HOSTS.no.peer}:${PORT}/`)), 'ConnectionRefusedError', 'and the rest is still refused');
+    assert.deepEqual((await call('GET', `/sandboxes/${id}`)).json.network.allow, [`${HOSTS.ok.peer}/32`]);
+
+    const f = await call('POST', `/sandboxes/${id}/fork`, { count: 1 });
+    assert.equal(f.status, 201, f.text);
+    const fork = f.json.sandboxes[0].id as string;
+    ids.push(fork);
+    assert.equal(await py(fork, 'print(open("/root/state.txt").read())'), 'kept');
+    assert.equal(await py(fork, fetchCode(`http://${HOSTS.ok.peer}:${PORT}/`)), 'allowed-host', 'the fork reaches the allowed host');
+    assert.equal(await py(fork, fetchCode(`http://${HOSTS.no.peer}:${PORT}/`)), 'ConnectionRefusedError');
+    assert.equal(await py(id, fetchCode(`http://${HOSTS.ok.peer}:${PORT}/`)), 'allowed-host', 'the parent still does');
+    const nets = plumbingOf(d.runDir);
+    assert.ok(nets.some((x) => x.includes(id)) && nets.some((x) => x.includes(fork)), `a netns each: ${nets.join(' ')}`);
+  } finally {
+    for (const x of ids) await call('DELETE', `/sandboxes/${x}`);
+  }
+  await eventually(() => plumbingOf(d.runDir).length === 0, 20_000, 'no plumbing left after the deletes');
+});
+
 test('bad network requests are 400 with a code and a hint', { skip }, async () => {
   for (const allow of [['198.51.100.0/33'], ['198.51.100.1/24'], ['2001:db8::1'], ['bad name!']]) {
     const r = await call('POST', '/sandboxes', { network: { allow } });

@@ -484,7 +484,6 @@ export class SandboxManager {
     await sb.transition?.catch(() => {});
     if (sb.state === 'paused') return sb;
     this.checkReady(sb);
-    this.checkSavable(sb);
     if (this.cfg.paused!.diskMaxMib > 0) {
       const used = Math.round(store.bytes() / 1048576);
       if (used >= this.cfg.paused!.diskMaxMib) {
@@ -500,6 +499,9 @@ export class SandboxManager {
       const { dir, vmDir } = store.prepare(sb.id, this.bootFilesOf(sb));
       try {
         const { bytes, guest } = await this.launcher.saveLive(sb, vmDir, { keepRunning: false, shared: false });
+        // Its network is built again at resume: a paused sandbox holds no netns, tap or resolver.
+        await sb.egress?.close();
+        sb.egress = undefined;
         const pauseMs = Math.round(performance.now() - t0);
         store.commit(dir, this.record(sb, guest, bytes, pauseMs));
         sb.paused = { dir, pausedAt: new Date(), bytes, pauseMs, expiresAt: undefined };
@@ -553,12 +555,12 @@ export class SandboxManager {
     if (parent.state === 'paused') await this.resume(parent.id);
     await parent.transition?.catch(() => {});
     this.checkReady(parent);
-    this.checkSavable(parent);
     const live = this.running();
     if (live.length + count > this.cfg.sandboxes.max) {
       throw new EmberdError('TOO_MANY_SANDBOXES', `${count} forks would make ${live.length + count} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete some or start emberd with a higher --max-sandboxes`, { retryAfterS: retryAfterExpiry(live) });
     }
     this.checkHostMemory(parent.machine.memoryMib * count);
+    if (parent.egressRequest) this.checkEgress();
     await this.quiesce(parent, false);
     const { dir, vmDir, files: kept } = store.prepare(`sb_fork${process.pid}x${this.forks++}`, this.bootFilesOf(parent));
     const shared = count > 1 && !!this.cfg.backend.snapshots?.prepareShared;
@@ -575,6 +577,7 @@ export class SandboxManager {
         const sb = this.newSandbox(parent.pack, parent.machine, { ...parent.env }, { ...parent.limits });
         sb.bootFiles = store.prepare(sb.id, kept).files;
         sb.forkedFrom = parent.id;
+        sb.egressRequest = parent.egressRequest; // each fork gets a network of its own
         sb.onTimeout = parent.onTimeout;
         sb.autoResume = parent.autoResume;
         sb.state = 'resuming';
@@ -585,6 +588,7 @@ export class SandboxManager {
       await Promise.all(forks.map(async (sb) => {
         const slot = await this.slots.acquire('create', this.cfg.admission.queueTimeoutMs);
         try {
+          await this.reopenEgress(sb);
           await this.launcher.resumeSaved(sb, sb.bootFiles!, vmDir, guest, 'fork');
           sb.state = 'ready';
           sb.readyAt = new Date();
@@ -894,6 +898,7 @@ export class SandboxManager {
   /** Builds the sandbox's network before its VM boots; a failure leaves the sandbox failed with sb.refusal. */
   private async withEgress(sb: Sandbox, req: EgressRequest | undefined): Promise<void> {
     if (!req) return;
+    sb.egressRequest = req;
     try {
       sb.egress = await this.cfg.egress!.open(sb.id, req);
     } catch (e) {
@@ -901,6 +906,16 @@ export class SandboxManager {
       sb.failure = { code: sb.refusal.code, message: sb.refusal.message };
       sb.state = 'failed';
     }
+  }
+
+  /**
+   * A resumed or forked sandbox's network, built again from its request: a netns, tap and
+   * resolver of its own; the guest's side (its address, gateway, MAC) is the same in every
+   * sandbox, so the saved guest finds its network as it left it. Its counters start again.
+   */
+  private async reopenEgress(sb: Sandbox): Promise<void> {
+    if (!sb.egressRequest || sb.egress) return;
+    sb.egress = await this.cfg.egress!.open(sb.id, sb.egressRequest);
   }
 
   /** The sandbox with its network counters read afresh (GET /sandboxes/{id}). */
@@ -989,11 +1004,6 @@ export class SandboxManager {
     return sb.bootFiles ?? { kernel: this.cfg.images.kernel, initramfs: this.cfg.images.initramfs, packImage: this.packs.get(sb.pack)?.image ?? '' };
   }
 
-  /** A sandbox with a network device cannot be saved yet: its netns, tap and resolver would have to come back with it. */
-  private checkSavable(sb: Sandbox): void {
-    if (sb.egress) throw new EmberdError('PAUSE_UNSUPPORTED', `sandbox ${sb.id} has a network (egress), and sandboxes with one cannot be paused or forked yet; create it without "network" to pause it`);
-  }
-
   private pauseStore(): SavedStore {
     if (!this.saved) throw this.noPause();
     return this.saved;
@@ -1052,16 +1062,27 @@ export class SandboxManager {
         throw new EmberdError('TOO_MANY_SANDBOXES', `this daemon already runs ${live.length} sandboxes (the limit is ${this.cfg.sandboxes.max}); delete or pause some to resume ${sb.id}`, { retryAfterS: retryAfterExpiry(live) });
       }
       this.checkHostMemory(sb.machine.memoryMib);
+      if (sb.egressRequest) this.checkEgress();
       clearTimeout(paused.timer);
       sb.state = 'resuming';
       const slot = await this.slots.acquire('create', this.cfg.admission.queueTimeoutMs);
       const t0 = performance.now();
+      try {
+        await this.reopenEgress(sb);
+      } catch (e) {
+        slot.release();
+        sb.state = 'paused';
+        this.keepPaused(sb);
+        throw e;
+      }
       try {
         sb.bootFiles = store.filesOf(paused.dir);
         await this.launcher.resumeSaved(sb, sb.bootFiles, join(paused.dir, VM_DIR), {
           agent: fromSavedAgent(rec.agent), processes: rec.processes, sessions: rec.sessions,
         }, 'resume');
       } catch (e) {
+        await sb.egress?.close();
+        sb.egress = undefined;
         sb.state = 'failed';
         sb.failure = { code: 'SAVED_STATE_CORRUPT', message: `sandbox ${sb.id} could not be resumed from its saved state (${(e as Error).message}); delete it` };
         sb.log.warn({ code: sb.failure.code }, sb.failure.message);
@@ -1105,6 +1126,7 @@ export class SandboxManager {
       timeout_s: sb.timeoutS ?? 0,
       on_timeout: sb.onTimeout,
       auto_resume: sb.autoResume,
+      ...(sb.egressRequest && { network: { allow: sb.egressRequest.allow, ...(sb.egressRequest.rateMbit !== undefined && { rate_mbit: sb.egressRequest.rateMbit }) } }),
       bytes,
       pause_ms: pauseMs,
       processes: guest.processes,
@@ -1133,6 +1155,7 @@ export class SandboxManager {
       sb.timeoutS = r.timeout_s;
       sb.onTimeout = r.on_timeout;
       sb.autoResume = r.auto_resume;
+      sb.egressRequest = r.network && { allow: r.network.allow, rateMbit: r.network.rate_mbit };
       sb.paused = { dir: f.dir, pausedAt: new Date(r.paused_at), bytes: r.bytes, pauseMs: r.pause_ms, expiresAt: undefined };
       this.sandboxes.set(sb.id, sb);
       this.keepPaused(sb);

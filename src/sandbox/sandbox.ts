@@ -1,5 +1,5 @@
 // One sandbox: its state machine and what it holds. The manager drives transitions.
-import type { EgressView, SandboxEgress } from './egress/egress.ts';
+import type { EgressRequest, EgressView, SandboxEgress } from './egress/egress.ts';
 import type { AgentClient } from '../agent/client.ts';
 import type { EmberdError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -134,6 +134,8 @@ export class Sandbox {
   readonly limits: GuestLimits;
   /** Its network, when created with `network` (src/sandbox/egress/); closed with the VM. */
   egress: SandboxEgress | undefined;
+  /** What its create asked for with `network`: a resume or a fork builds the network again from it. */
+  egressRequest: EgressRequest | undefined;
   /** What the guest reported in effect at the last handshake. */
   applied: { diskBytes?: number; pidsMax?: number } = {};
 

@@ -43,6 +43,8 @@ export interface SavedSandbox {
   timeout_s: number;
   on_timeout: 'destroy' | 'pause';
   auto_resume: boolean;
+  /** Its egress (`network` on create), built again at resume; absent: no network device. */
+  network?: { allow: string[]; rate_mbit?: number };
   /** Bytes of the saved VM on disk. */
   bytes: number;
   pause_ms: number;
@@ -154,7 +156,8 @@ export class SavedStore {
     if (raw.format !== SAVED_FORMAT) {
       return { dir, id: name, pausedAt: raw.paused_at, pack: raw.pack, error: { code: 'SAVED_STATE_INCOMPATIBLE', message: `sandbox ${name} was paused by an emberd whose saved format is ${JSON.stringify(raw.format)}; this one reads ${SAVED_FORMAT}: resume it with that version, or delete it` } };
     }
-    if (raw.id !== name || !raw.pack || !raw.machine || !raw.agent || !Array.isArray(raw.processes) || !Array.isArray(raw.sessions)) {
+    if (raw.id !== name || !raw.pack || !raw.machine || !raw.agent || !Array.isArray(raw.processes) || !Array.isArray(raw.sessions)
+      || (raw.network !== undefined && !Array.isArray(raw.network?.allow))) {
       return { dir, id: name, error: { code: 'SAVED_STATE_CORRUPT', message: `the saved state of ${name} is incomplete; delete the sandbox` } };
     }
     return { dir, record: raw as SavedSandbox };

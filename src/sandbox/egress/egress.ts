@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { EmberdError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { GuestNetwork } from '../../vmm/backend.ts';
-import { egressNames, GUEST_MAC, GUEST_NET, guestKernelArg, MAX_SLOTS, slotLayout, TAP, UPLINK, type EgressNames, type SlotLayout } from './layout.ts';
+import { egressNames, GATEWAY_MAC, GUEST_MAC, GUEST_NET, guestKernelArg, MAX_SLOTS, slotLayout, TAP, UPLINK, type EgressNames, type SlotLayout } from './layout.ts';
 import { egressUnavailable, hostAddresses, ip, ipBatch, linksWithPrefix, netnsWithPrefix, nft, readCounters, readSysctl, sysctl, tc, type NftCounters } from './host-net.ts';
 import { parseIpv4, parsePolicy, type EgressPolicy } from './policy.ts';
 import { SandboxResolver, type Upstream } from './resolver.ts';
@@ -149,6 +149,7 @@ export class Egress {
         `link set ${UPLINK} up`,
         `route add default via ${layout.hostAddr}`,
         `tuntap add dev ${TAP} mode tap user ${this.opts.vmmUid} group ${this.opts.vmmGid}`,
+        `link set ${TAP} address ${GATEWAY_MAC}`,
         `addr add ${GUEST_NET.gateway}/${GUEST_NET.prefix} dev ${TAP}`,
         `link set ${TAP} up`,
       ]);

@@ -17,6 +17,11 @@ export const TAP = 'tap0';
 export const UPLINK = 'veth0';
 /** Guest MAC: locally administered, the same in every sandbox (each is alone on its tap). */
 export const GUEST_MAC = '02:eb:00:00:00:02';
+/**
+ * The tap's (the guest's gateway's) MAC, fixed too: a resumed or forked guest still has the
+ * gateway in its ARP cache, and a tap with a new random MAC would drop every frame sent to it.
+ */
+export const GATEWAY_MAC = '02:eb:00:00:00:01';
 export const MAX_SLOTS = 1 << 14; // /30s in a /16
 
 export interface EgressNames {
