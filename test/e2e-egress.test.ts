@@ -149,7 +149,7 @@ test('a sandbox created without network has no network device', { skip }, async 
   }
 });
 
-test('a sandbox with a network pauses (holding no netns), resumes and forks with its allowlist, each fork on a network of its own (regression: a fork'\''s new tap had a MAC its ARP cache did not know)', { skip }, async () => {
+test('a sandbox with a network pauses (holding no netns), resumes and forks with its allowlist, each fork on a network of its own (regression: the new tap of a fork had a MAC its ARP cache did not know)', { skip }, async () => {
   const c = await call('POST', '/sandboxes', { network: { allow: [`${HOSTS.ok.peer}/32`] } });
   assert.equal(c.status, 201, c.text);
   const id = c.json.id;
