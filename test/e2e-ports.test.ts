@@ -10,6 +10,8 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { get as httpGet } from 'node:http';
 import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 
 const SERVER = readFileSync(new URL('./fixtures/port-server.py', import.meta.url));
@@ -125,6 +127,21 @@ describe('ports without auth', () => {
     const closed = new Promise<number>((r) => { ws.onclose = (e) => r(e.code); });
     ws.close(1000);
     await closed;
+  });
+
+  test('a port by host name (8000-ID.localhost, as E2B\'s getHost builds it) with curl: exposed on first use, at the host\'s root', async () => {
+    const port = d.addr.split(':')[1];
+    const run = promisify(execFile);
+    // curl resolves every *.localhost name to loopback itself; nothing else is asked.
+    const { stdout } = await run('curl', ['-sS', '--max-time', '30', `http://8001-${id}.localhost:${port}/at/root?q=1`]);
+    const echo = JSON.parse(stdout) as { path: string; headers: Record<string, string> };
+    assert.equal(echo.path, '/at/root?q=1');
+    assert.equal(echo.headers['x-forwarded-prefix'], undefined, 'no prefix: the app has the host\'s root');
+    assert.equal(echo.headers['x-forwarded-host'], `8001-${id}.localhost:${port}`);
+    assert.equal((await http(d, 'GET', `/sandboxes/${id}/ports/8001`)).status, 200, 'exposed by that first request');
+    // Other names of that shape are not taken (a page on a name someone else owns must not reach a sandbox).
+    const other = await run('curl', ['-sS', '--max-time', '30', '--resolve', `8001-${id}.example.test:${port}:127.0.0.1`, `http://8001-${id}.example.test:${port}/`]);
+    assert.ok('version' in JSON.parse(other.stdout), `the daemon's own GET /, not the port: ${other.stdout.slice(0, 200)}`);
   });
 
   test('errors: nothing listening (502 PORT_NOT_LISTENING), a port not exposed (404), a bad port (400), no such sandbox (404)', async () => {

@@ -744,8 +744,12 @@ export class SandboxManager {
     await this.get(id).ports.close(port);
   }
 
-  /** One connection to an exposed port in the guest (for the HTTP proxy); resumes a paused sandbox. */
-  async connectPort(id: string, port: number): Promise<PortConnection> {
+  /**
+   * One connection to an exposed port in the guest (for the HTTP proxy); resumes a paused sandbox.
+   * `expose`: expose it first if it is not (a port reached by its host name, as E2B's getHost).
+   */
+  async connectPort(id: string, port: number, o: { expose?: boolean } = {}): Promise<PortConnection> {
+    if (o.expose) await this.openPort(id, port, { tcp: false });
     return this.get(id).ports.connect(port);
   }
 

@@ -12,6 +12,7 @@ import { EmberdError, isEmberdError } from '../../errors.ts';
 import type { SandboxManager } from '../../sandbox/manager.ts';
 import type { PortConnection } from '../../agent/port-channel.ts';
 import { parsePort } from './port-routes.ts';
+import { isPortHostRequest } from './port-host.ts';
 
 type ProxyParams = { Params: { id: string; port: string; '*': string } };
 
@@ -36,12 +37,12 @@ export function registerPortProxy(app: FastifyInstance, manager: SandboxManager,
       // A WebSocket is taken here, before @fastify/websocket's handler would answer it itself.
       preHandler: async (req, reply) => {
         if (req.headers.upgrade === undefined) return;
-        const conn = await manager.connectPort(req.params.id, parsePort(req.params.port));
+        const conn = await manager.connectPort(req.params.id, parsePort(req.params.port), { expose: isPortHostRequest(req.raw) });
         reply.hijack();
         tunnel(req, conn, o);
       },
       handler: async (req, reply) => {
-        const conn = await manager.connectPort(req.params.id, parsePort(req.params.port));
+        const conn = await manager.connectPort(req.params.id, parsePort(req.params.port), { expose: isPortHostRequest(req.raw) });
         reply.hijack();
         forward(req, reply, conn, o);
       },
@@ -71,7 +72,7 @@ function upstreamHeaders(req: FastifyRequest<ProxyParams>, port: number, o: Port
   out.host = `127.0.0.1:${port}`;
   out['x-forwarded-host'] = req.headers.host ?? '';
   out['x-forwarded-proto'] = req.protocol;
-  out['x-forwarded-prefix'] = prefixOf(req);
+  if (!isPortHostRequest(req.raw)) out['x-forwarded-prefix'] = prefixOf(req);
   const xff = req.headers['x-forwarded-for'];
   out['x-forwarded-for'] = [xff, req.ip].filter(Boolean).join(', ');
   return out;

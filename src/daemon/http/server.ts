@@ -12,6 +12,7 @@ import { registerPackRoutes } from './pack-routes.ts';
 import { registerPtyRoutes } from './pty-routes.ts';
 import { registerPortRoutes } from './port-routes.ts';
 import { registerPortProxy } from './port-proxy.ts';
+import { rewritePortHost } from './port-host.ts';
 import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
@@ -50,6 +51,8 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
     return503OnClosing: true,
     // Ids are looked up, not pattern-checked: a long one is a sandbox that does not exist (404).
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // 8000-sb_x.localhost: a port by host name (port-host.ts)
+    rewriteUrl: (req) => rewritePortHost(req),
     // Errors the router answers before any route or hook (a malformed %-escape, a path parameter
     // over MAX_PARAM_LENGTH): the same {error: {code, message}} as every other answer.
     frameworkErrors: (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
