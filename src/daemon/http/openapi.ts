@@ -67,12 +67,12 @@ const jsonSchema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresen
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 
-/** Statuses every route can answer: 401 when auth is on, 500 for a bug in emberd. */
-const ALWAYS = [401, 500];
+/** Statuses every route can answer: 401 when auth is on, 403 without it (a host or origin not on loopback), 500 for a bug in emberd. */
+const ALWAYS = [401, 403, 500];
 const ERROR_DESCRIPTIONS: Record<number, string> = {
   400: 'the request is invalid (the message says which part and how to fix it)',
   401: 'auth is on (--auth) and the bearer token is missing or wrong',
-  403: 'the guest refused (permissions)',
+  403: 'without auth: the request names a host, or comes from a page, that is not on loopback (HOST_NOT_ALLOWED, ORIGIN_NOT_ALLOWED); for files: the guest refused (permissions)',
   404: 'no such sandbox, process, session, file or route',
   405: 'method not allowed',
   406: 'not acceptable',
@@ -116,7 +116,7 @@ function responsesObject(op: Operation, r: RouteResponses | undefined, errorStat
     const c = content(s.bodies);
     out[String(s.status)] = { description: s.description, ...(c ? { content: c } : {}) };
   }
-  for (const status of [...new Set([...r.errors, ...ALWAYS])].sort((a, b) => a - b)) {
+  for (const status of [...new Set([...r.errors, ...ALWAYS.filter((x) => !r.ownFormat?.includes(x))])].sort((a, b) => a - b)) {
     errorStatuses.add(status);
     out[String(status)] = {
       description: ERROR_DESCRIPTIONS[status] ?? 'error',

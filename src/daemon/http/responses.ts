@@ -291,6 +291,8 @@ export interface RouteResponses {
   errors: number[];
   /** A protocol of its own (MCP): any other status, in its own format. */
   other?: 'any';
+  /** Statuses every route answers that this one answers in its own format instead (MCP's 403). */
+  ownFormat?: number[];
 }
 
 // A sandbox that does not exist / is not ready / whose guest fails; a paused one that cannot be
@@ -371,6 +373,7 @@ export const OTHER_PROTOCOLS: Record<string, RouteResponses> = {
     ],
     errors: [],
     other: 'any',
+    ownFormat: [403], // its DNS-rebinding refusal is JSON-RPC (src/mcp/http.ts), and applies with auth on too
   },
 };
 

@@ -13,11 +13,12 @@ import { registerPtyRoutes } from './pty-routes.ts';
 import { registerPortRoutes } from './port-routes.ts';
 import { registerPortProxy } from './port-proxy.ts';
 import { rewritePortHost } from './port-host.ts';
+import { requireLoopbackRequest } from './loopback-only.ts';
 import type { DaemonInfo } from './info.ts';
 import { RequestLog } from './request-log.ts';
 import { requireToken } from '../auth.ts';
 import { openApiDocument } from './openapi.ts';
-import { registerMcpRoutes } from '../../mcp/http.ts';
+import { allowedHostsFromEnv, registerMcpRoutes } from '../../mcp/http.ts';
 import { registerMetricsRoutes } from './metrics-routes.ts';
 import { DaemonMetrics } from '../metrics.ts';
 import { isE2bRequest, registerE2bRoutes } from '../../e2b/routes.ts';
@@ -62,6 +63,7 @@ export function buildHttpServer(manager: SandboxManager, opts: HttpOptions): Fas
   });
   app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
   if (opts.auth) app.addHook('onRequest', requireToken(opts.auth.token, opts.auth.tokenFile, isE2bRequest));
+  else app.addHook('onRequest', requireLoopbackRequest(allowedHostsFromEnv())); // DNS rebinding, cross-site posts
   // Every route, as registered: the OpenAPI test compares this list with the document.
   const routes: { method: string; url: string }[] = [];
   app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) routes.push({ method: m, url: r.url }); });
