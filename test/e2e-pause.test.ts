@@ -147,6 +147,21 @@ describe('pause and resume, across daemons', () => {
     assert.deepEqual(readdirSync(pausedDir).filter((n) => n.includes('fork')), [], 'no fork image is left behind');
   });
 
+  test('forks of a session draw different random numbers (its random module is reseeded in each fork, before their first cell)', async () => {
+    const c = await post(d, '/sandboxes', {});
+    assert.equal(c.status, 201, c.text);
+    const sid = c.json.id as string;
+    const draw = 'random.random(), r2(), rnd.random()';
+    await cell(d, sid, 'import random\nfrom random import random as r2\nrnd = random.Random()\nrandom.seed(7)');
+    const f = await post(d, `/sandboxes/${sid}/fork`, { count: 2 });
+    assert.equal(f.status, 201, f.text);
+    const ids = (f.json.sandboxes as { id: string }[]).map((k) => k.id);
+    const drawn = await Promise.all([sid, ...ids].map(async (s) => (await cell(d, s, draw)).value));
+    const globals = drawn.map((v) => v!.split(', ').slice(0, 2).join());
+    assert.equal(new Set(globals).size, 3, `the module's generator differs in each fork and the parent: ${drawn.join(' | ')}`);
+    for (const s of [sid, ...ids]) await http(d, 'DELETE', `/sandboxes/${s}`);
+  });
+
   test('resume of one sandbox keeps the boot files of another resumed one (a resume does not scan and prune the store)', async () => {
     const b = (await post(d, '/sandboxes', {})).json.id as string;
     assert.equal((await post(d, `/sandboxes/${id}/pause`)).status, 200);

@@ -43,6 +43,54 @@ test('create, exec (argument, stdin, stream, session, env), ls, inspect, rm', ()
   assert.match(gone.err, /SANDBOX_NOT_FOUND/);
 });
 
+test('create --on-timeout pause --no-auto-resume, pause, resume, fork: what each prints, SANDBOX_PAUSED while paused', () => {
+  const c = ctl(['create', '--pack', 'python', '--on-timeout', 'pause', '--no-auto-resume']);
+  assert.equal(c.code, 0, c.err);
+  const id = c.out.trim();
+  const forks: string[] = [];
+  try {
+    const info = JSON.parse(ctl(['--json', 'inspect', id]).out);
+    assert.deepEqual([info.on_timeout, info.auto_resume, info.paused, info.forked_from], ['pause', false, null, null]);
+    assert.match(ctl(['inspect', id]).out, /on timeout:\s+pause, auto-resume off/);
+    assert.equal(ctl(['exec', '--session', 's', id, 'x = 41']).code, 0);
+
+    const p = ctl(['pause', id]);
+    assert.equal(p.code, 0, p.err);
+    assert.match(p.out, new RegExp(`^paused ${id}: \\d+\\.\\d MiB in \\d+ ms, kept until \\S+\\n$`));
+    assert.match(ctl(['inspect', id]).out, /state:\s+paused\n[\s\S]*paused:\s+\S+, \d+ bytes on disk/);
+    const refused = ctl(['exec', id, 'print(1)']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /SANDBOX_PAUSED/);
+    const j = JSON.parse(ctl(['--json', 'pause', id]).out);
+    assert.ok(j.state === 'paused' && j.paused.bytes > 0, JSON.stringify(j));
+
+    const r = ctl(['resume', '--timeout', '900', id]);
+    assert.equal(r.code, 0, r.err);
+    const m = new RegExp(`^resumed ${id} in \\d+ ms; expires (\\S+)\\n$`).exec(r.out);
+    assert.ok(m, r.out);
+    assert.ok(Date.parse(m[1]!) > Date.now() + 600_000, `a new lifetime: ${m[1]}`);
+    assert.equal(ctl(['exec', '--session', 's', id, 'x + 1']).out, '42\n');
+
+    const f = ctl(['fork', '--count', '2', id]);
+    assert.equal(f.code, 0, f.err);
+    forks.push(...f.out.trim().split('\n'));
+    assert.equal(forks.length, 2, f.out);
+    for (const k of forks) {
+      assert.match(k, /^sb_[a-z0-9]{20}$/);
+      assert.match(ctl(['inspect', k]).out, new RegExp(`forked from:\\s+${id}`));
+      assert.equal(ctl(['exec', '--session', 's', k, 'x']).out, '41\n');
+    }
+    const bad = ctl(['fork', '--count', '0', id]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /INVALID_REQUEST/);
+    const one = JSON.parse(ctl(['--json', 'fork', id]).out);
+    assert.ok(Array.isArray(one) && one.length === 1 && one[0].forked_from === id, JSON.stringify(one));
+    forks.push(one[0].id);
+  } finally {
+    for (const k of [...forks, id]) assert.equal(ctl(['rm', k]).code, 0);
+  }
+});
+
 test('emberctl test runs the whole cycle and says so', () => {
   const r = ctl(['test', '--pack', 'shell']);
   assert.equal(r.code, 0, r.out + r.err);

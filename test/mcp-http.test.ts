@@ -8,7 +8,7 @@ import { request } from 'node:http';
 import { fetch as plainFetch } from 'undici';
 import { Client, StreamableHTTPClientTransport, type FetchLike } from '@modelcontextprotocol/client';
 import { startDaemon, type TestDaemon } from './helpers/daemon.ts';
-import { checkServer, toolSession, vmsUnder } from './helpers/mcp-tool-session.ts';
+import { call, checkServer, ok, text, toolError, toolSession, vmsUnder } from './helpers/mcp-tool-session.ts';
 
 let d: TestDaemon;
 
@@ -47,6 +47,56 @@ for (const era of ['legacy', 'auto'] as const) {
     }
   });
 }
+
+test('pause_sandbox, resume_sandbox and fork_sandbox through the official client: not destructive (the annotations said so by default), state kept, resumed by a call, forks that diverge', async () => {
+  const c = await connect('auto');
+  const made: string[] = [];
+  try {
+    // Not destructive (MCP's default for a tool that is not read-only): hosts need not confirm them as they do destroy_sandbox.
+    const hints = (await c.listTools()).tools.filter((t) => /^(pause|resume|fork)_sandbox$/.test(t.name)).map((t) => [t.name, t.annotations?.destructiveHint]);
+    assert.deepEqual(hints.sort(), [['fork_sandbox', false], ['pause_sandbox', false], ['resume_sandbox', false]]);
+    const id: string = ok(await call(c, 'create_sandbox', { language_pack: 'python', timeout_s: 600 }), 'create_sandbox').sandbox_id;
+    made.push(id);
+    ok(await call(c, 'run_code', { sandbox_id: id, session: 'main', code: 'x = 41' }), 'a session variable');
+
+    const paused = await call(c, 'pause_sandbox', { sandbox_id: id });
+    const p = ok(paused, 'pause_sandbox');
+    assert.deepEqual([p.sandbox_id, p.sandbox.state], [id, 'paused']);
+    assert.ok(p.sandbox.paused.bytes > 0, JSON.stringify(p.sandbox.paused));
+    assert.match(text(paused), new RegExp(`^Paused sandbox ${id}: \\d+\\.\\d MiB on disk, paused in \\d+ ms; kept until `));
+    assert.match(text(await call(c, 'list_sandboxes', {})), new RegExp(`${id} paused python .*paused, deleted `));
+    // auto_resume (the default): the next call resumes it where it stopped
+    assert.equal(ok(await call(c, 'run_code', { sandbox_id: id, session: 'main', code: 'x + 1' }), 'a call on a paused sandbox').value, '42');
+
+    ok(await call(c, 'pause_sandbox', { sandbox_id: id }), 'pause again');
+    const resumed = await call(c, 'resume_sandbox', { sandbox_id: id, timeout_s: 900 });
+    const r = ok(resumed, 'resume_sandbox');
+    assert.deepEqual([r.sandbox.state, r.sandbox.boot_mode, r.sandbox.timeout_s], ['ready', 'resume', 900]);
+    assert.match(text(resumed), new RegExp(`^Sandbox ${id} is running; it is destroyed at `));
+    ok(await call(c, 'resume_sandbox', { sandbox_id: id }), 'resume of a running sandbox');
+
+    const forked = await call(c, 'fork_sandbox', { sandbox_id: id, count: 2 });
+    const f = ok(forked, 'fork_sandbox');
+    made.push(...f.sandbox_ids);
+    assert.equal(f.sandbox_ids.length, 2);
+    assert.deepEqual(f.sandboxes.map((s: { forked_from: string; boot_mode: string }) => [s.forked_from, s.boot_mode]), [[id, 'fork'], [id, 'fork']]);
+    for (const k of f.sandbox_ids) assert.ok(text(forked).includes(`sandbox_id: ${k}`), text(forked));
+    const [a, b] = f.sandbox_ids as string[];
+    ok(await call(c, 'run_code', { sandbox_id: a, session: 'main', code: 'x = 1' }), 'a fork diverges');
+    const values = await Promise.all([a, b, id].map(async (s) => ok(await call(c, 'run_code', { sandbox_id: s, session: 'main', code: 'x' }), 'x').value));
+    assert.deepEqual(values, ['1', '41', '41']);
+    const one = ok(await call(c, 'fork_sandbox', { sandbox_id: id }), 'fork_sandbox, count defaulted');
+    made.push(...one.sandbox_ids);
+    assert.equal(one.sandbox_ids.length, 1);
+
+    toolError(await call(c, 'pause_sandbox', { sandbox_id: 'sb_doesnotexist000000' }), 'SANDBOX_NOT_FOUND');
+    toolError(await call(c, 'resume_sandbox', { sandbox_id: 'sb_doesnotexist000000' }), 'SANDBOX_NOT_FOUND');
+    toolError(await call(c, 'fork_sandbox', { sandbox_id: 'sb_doesnotexist000000' }), 'SANDBOX_NOT_FOUND');
+  } finally {
+    for (const s of made) ok(await call(c, 'destroy_sandbox', { sandbox_id: s }), 'destroy_sandbox');
+    await c.close();
+  }
+});
 
 /** A raw POST with exactly these headers (fetch cannot set Host). */
 function post(headers: Record<string, string>): Promise<{ status: number; body: string }> {

@@ -16,6 +16,9 @@
 # A frame is b'ES' | type (1 byte) | 0 | length (u32, big-endian) | payload.
 #   host -> server  C  JSON {"id", "code", "cap", "stdin"}: run a cell (stdin: base64 or null)
 #                   K  empty: kill the interpreter now (a cell that ignored the interrupt); X follows
+#                   S  empty: reseed the interpreter's `random` module (if imported) from the
+#                      kernel's entropy before the next cell: the host sends it first to each
+#                      session of a forked sandbox, whose interpreter state is the parent's
 #   server -> host  R  JSON {"pid", "python"}: ready, once, first (pid: the interpreter's)
 #                   O  raw bytes the cell wrote to fd 1 (stdout)
 #                   E  raw bytes the cell wrote to fd 2 (stderr)
@@ -27,7 +30,7 @@
 #                   X  JSON {"exit_code", "signal", "duration_us"}: the interpreter ended and its
 #                      state is lost; every O/E it wrote came before it. The last frame.
 # Between the pump and the interpreter (a socketpair): the same frames; a C carries the write ends
-# of the cell's two pipes as SCM_RIGHTS on its first byte. For each B the pump first forwards what
+# of the cell's two pipes as SCM_RIGHTS on its first byte (an S carries none). For each B the pump first forwards what
 # the pipes hold (the interpreter flushed its prints before it), then the B, then answers the
 # interpreter A, which display() waits for: so bundles keep their place among the cell's writes. EOF on stdin ends the server and every
 # process the session started.
@@ -242,6 +245,8 @@ def _pump(child, sock):
                         os.close(err_w)
                     elif kind == b'K' and status is None:
                         os.kill(child, signal.SIGKILL)
+                    elif kind == b'S' and status is None:
+                        sock.sendall(_frame(b'S'))  # handled in order, before any later C
             elif cell and fd in cell.pipes:
                 cell.read(fd)
 
@@ -646,8 +651,20 @@ def _run_cell(req, out_w, err_w):
             'truncated': False, 'duration_us': duration}
 
 
+def _reseed():
+    """A fork's interpreter has its parent's `random` state: draw a new seed from this VM's kernel
+    (its entropy is the fork's own). Only the module's generator (random.random(), the functions
+    imported from it); Random() instances the cells made, and numpy's, keep theirs."""
+    mod = sys.modules.get('random')
+    try:
+        if mod is not None:
+            mod.seed()
+    except Exception as e:  # the cells replaced it: theirs to seed
+        print(f'emberd session: could not reseed random: {e!r}', file=sys.stderr)
+
+
 def _recv_request(sock):
-    """The next C frame and the two pipe ends that came with it; None at EOF."""
+    """The next C frame and the two pipe ends that came with it, or 'S' for a reseed; None at EOF."""
     header, fds = b'', []
     while len(header) < _HEADER:
         data, got, _, _ = socket.recv_fds(sock, _HEADER - len(header), 2)
@@ -655,6 +672,8 @@ def _recv_request(sock):
         if not data:
             return None
         header += data
+    if header[:3] == b'ESS' and not fds:
+        return 'S'
     n = int.from_bytes(header[4:8], 'big')
     payload = bytearray()
     while len(payload) < n:
@@ -680,6 +699,9 @@ def _interpret(sock):
         got = _recv_request(sock)
         if got is None:
             return
+        if got == 'S':
+            _reseed()
+            continue
         done = _run_cell(got[0], *got[1])
         with _send_lock:
             done['truncated'], _out = _out['truncated'], None

@@ -449,6 +449,20 @@ def test_no_cell_imports_matplotlib_unless_it_does():
         s.close()
 
 
+def test_s_reseeds_random_before_the_next_cell():
+    s = Session()
+    try:
+        seeded = s.run('import random\nrandom.seed(7)\nrandom.random()')['value']
+        assert s.run('random.seed(7)\nrandom.random()')['value'] == seeded, 'the same seed, the same draw'
+        s.run('random.seed(7)')
+        s.send(b'S')  # what the host sends each session of a fork first
+        r = s.run('from random import random as r\nr()')
+        assert (r['exit_code'], r['stderr']) == (0, b''), r
+        assert r['value'] != seeded, 'the seed came from the kernel, not from the cells'
+    finally:
+        s.close()
+
+
 def need_matplotlib():
     if subprocess.run([sys.executable, '-c', 'import matplotlib.pyplot'], capture_output=True).returncode != 0:
         raise Skip(f'{sys.executable} has no matplotlib (python3-matplotlib); the VM test test/rich-outputs.test.ts covers it')

@@ -159,6 +159,7 @@ program.command('inspect')
       `created:       ${d.created_at}`,
       `boot:          ${d.boot_ms ?? '-'} ms`,
       `expires:       ${d.expires_at ?? 'never'}`,
+      `on timeout:    ${d.on_timeout}, auto-resume ${d.auto_resume ? 'on' : 'off'}`,
       ...(d.paused ? [`paused:        ${d.paused.paused_at}, ${d.paused.bytes} bytes on disk, kept until ${d.paused.expires_at ?? 'deleted'}`] : []),
       ...(d.forked_from ? [`forked from:   ${d.forked_from}`] : []),
       `vmm pid:       ${d.vmm_pid ?? '-'}`,

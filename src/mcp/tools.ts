@@ -194,7 +194,7 @@ export function createEmberdMcpServer(api: EmberdApi): McpServer {
   server.registerTool('pause_sandbox', {
     title: 'Pause a sandbox',
     description: 'Pause a sandbox: its whole state (files, installed packages, session variables, background processes) is saved to disk and its VM stops, using no CPU or memory. It keeps its sandbox_id; run_code, run_command and the file tools resume it transparently (or call resume_sandbox). Fails with SANDBOX_BUSY while a call is still running in it.',
-    annotations: { idempotentHint: true },
+    annotations: { destructiveHint: false, idempotentHint: true },
     inputSchema: z.object({ sandbox_id: sandboxId }),
   }, async (args) => {
     try {
@@ -210,7 +210,7 @@ export function createEmberdMcpServer(api: EmberdApi): McpServer {
   server.registerTool('resume_sandbox', {
     title: 'Resume a sandbox',
     description: 'Resume a paused sandbox: it runs again exactly as it was paused (files, session variables, background processes). A running sandbox is left as is. Optionally give it a new lifetime.',
-    annotations: { idempotentHint: true },
+    annotations: { destructiveHint: false, idempotentHint: true },
     inputSchema: z.object({
       sandbox_id: sandboxId,
       timeout_s: z.number().int().min(0).optional().describe('Seconds from now until the sandbox is destroyed (default: the lifetime it had)'),
@@ -226,6 +226,7 @@ export function createEmberdMcpServer(api: EmberdApi): McpServer {
 
   server.registerTool('fork_sandbox', {
     title: 'Fork a sandbox',
+    annotations: { destructiveHint: false, idempotentHint: false },
     description: 'Copy a sandbox as it is now into count new sandboxes (files, installed packages, session variables, background processes), to try several approaches from the same state. Each fork has its own sandbox_id and is independent afterwards; the original keeps running. Returns the new sandbox_ids: destroy_sandbox each when done.',
     inputSchema: z.object({
       sandbox_id: sandboxId.describe('The sandbox to copy'),

@@ -211,7 +211,7 @@ export class Launcher {
     try {
       await this.launch(sb, files, deadline, vmDir);
       sb.bootMode = mode;
-      const owners: ChannelOwner[] = [...sb.processes.revive(guest.processes), ...sb.sessions.revive(guest.sessions)];
+      const owners: ChannelOwner[] = [...sb.processes.revive(guest.processes), ...sb.sessions.revive(guest.sessions, { reseed: mode === 'fork' })];
       const byChannel = new Map(owners.map((ow) => [ow.channel, ow]));
       // Without the connection (Firecracker's vsock reset) the guest ended what ran on it.
       const handles = this.cfg.backend.snapshots?.keepsConnections

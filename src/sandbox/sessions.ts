@@ -216,10 +216,15 @@ class Session {
     return { onStdout: (b) => this.onData(b), onStderr: (b) => { this.stderrTail = (this.stderrTail + b.toString()).slice(-4096); } };
   }
 
-  /** Binds the session to its exec: the one it started, or its channel adopted on a resumed guest (then it is ready). */
-  attach(handle: ExecHandle, resumed = false): void {
+  /**
+   * Binds the session to its exec: the one it started, or its channel adopted on a resumed guest
+   * (then it is ready). `reseed` (a fork): S goes first, so the interpreter reseeds `random`
+   * before any cell; a server too old to know S ignores it.
+   */
+  attach(handle: ExecHandle, resumed = false, reseed = false): void {
     this.handle = handle;
     handle.exited.then((e) => this.ended(e, undefined), (err: Error) => this.ended(undefined, err));
+    if (reseed) handle.writeStdin(frame('S', Buffer.alloc(0))).catch(() => {});
     if (resumed) this.resolveReady();
   }
 
@@ -496,15 +501,16 @@ export class SessionRegistry {
 
   /**
    * The saved sessions of a resumed guest replace whatever this registry held; each is bound to
-   * its channel when the agent adopts it (ChannelOwner.attach).
+   * its channel when the agent adopts it (ChannelOwner.attach). `reseed`: the guest is a fork, whose
+   * interpreters hold the parent's `random` state.
    */
-  revive(saved: SavedSession[]): ChannelOwner[] {
+  revive(saved: SavedSession[], o: { reseed?: boolean } = {}): ChannelOwner[] {
     this.sessions.clear();
     this.closed = false;
     return saved.map((r) => {
       const s = new Session(r.name, { saved: r }, (gone) => { if (this.sessions.get(r.name) === gone) this.sessions.delete(r.name); });
       this.sessions.set(r.name, s);
-      return { channel: r.channel, callbacks: () => s.callbacks(), attach: (h: ExecHandle) => s.attach(h, true), lost: (e: Error) => s.lost(e) };
+      return { channel: r.channel, callbacks: () => s.callbacks(), attach: (h: ExecHandle) => s.attach(h, true, o.reseed), lost: (e: Error) => s.lost(e) };
     });
   }
 

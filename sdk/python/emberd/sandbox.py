@@ -16,7 +16,7 @@ class Sandbox:
     def __init__(self, info: Dict[str, Any], conn: Connection):
         self.id: str = info["id"]
         #: The daemon's summary of the sandbox as last seen (state, language_pack, vcpus,
-        #: memory_mib, env, expires_at, ...; docs/api.md).
+        #: memory_mib, env, expires_at, on_timeout, auto_resume, paused, forked_from, ...; docs/api.md).
         self.info: Dict[str, Any] = info
         self.commands = Commands(conn, self.id)
         self.files = Files(conn, self.id)
@@ -41,16 +41,20 @@ class Sandbox:
         token: Optional[str] = None,
         disk_mib: Optional[int] = None,
         pids_max: Optional[int] = None,
+        on_timeout: Optional[str] = None,
+        auto_resume: Optional[bool] = None,
     ) -> "Sandbox":
         """Boots a sandbox of language pack ``pack`` (None: the daemon's default) and returns once
         it serves. Unset options take the daemon's defaults: ``timeout_s`` (seconds until the daemon
         destroys it; 3600), ``vcpus``, ``memory_mib``, ``disk_mib``, ``pids_max``; ``env``: variables
-        every exec inherits. ``url`` and ``token``: see the package docs (EMBERD_URL, the token
-        file)."""
+        every exec inherits; ``on_timeout``: what its deadline does, ``"destroy"`` (the default) or
+        ``"pause"`` (kept on disk, resumable); ``auto_resume=False``: calls on it while it is paused
+        fail with SANDBOX_PAUSED instead of resuming it. ``url`` and ``token``: see the package docs
+        (EMBERD_URL, the token file)."""
         conn = Connection(url, token)
         body = {
             "language_pack": pack, "vcpus": vcpus, "memory_mib": memory_mib, "timeout_s": timeout_s,
-            "env": env, "disk_mib": disk_mib, "pids_max": pids_max,
+            "env": env, "disk_mib": disk_mib, "pids_max": pids_max, "on_timeout": on_timeout, "auto_resume": auto_resume,
         }
         return cls(conn.json("POST", "/sandboxes", {k: v for k, v in body.items() if v is not None}), conn)
 
@@ -95,6 +99,29 @@ class Sandbox:
         """The daemon destroys the sandbox ``timeout_s`` seconds from now (instead of its previous
         deadline)."""
         self.info = self._conn.json("POST", self._conn.path("sandboxes", self.id, "timeout"), {"timeout_s": timeout_s})
+
+    def pause(self) -> Dict[str, Any]:
+        """Saves the whole sandbox (memory, files, sessions, background processes) to the daemon's
+        disk and ends its VM: no CPU or memory until it resumes, on ``resume()`` or (unless created
+        with ``auto_resume=False``) on the next call. Returns the summary: state ``"paused"``,
+        ``paused`` = {paused_at, bytes, pause_ms, expires_at}. SANDBOX_BUSY while an exec, a session
+        cell or a file transfer runs in it; a paused one is returned as it is."""
+        self.info = self._conn.json("POST", self._conn.path("sandboxes", self.id, "pause"))
+        return self.info
+
+    def resume(self, timeout_s: Optional[int] = None) -> Dict[str, Any]:
+        """Brings a paused sandbox back as it was; ``timeout_s`` gives it a new lifetime from now
+        (else the one it had). A running sandbox is returned as it is. Returns the summary."""
+        body = {} if timeout_s is None else {"timeout_s": timeout_s}
+        self.info = self._conn.json("POST", self._conn.path("sandboxes", self.id, "resume"), body)
+        return self.info
+
+    def fork(self, count: int = 1) -> List["Sandbox"]:
+        """``count`` (1-16) new sandboxes, each starting from this one's state now (memory, files,
+        sessions, background processes) and independent afterwards; this one goes on running. Kill
+        each when done (they are not killed with this one)."""
+        answer = self._conn.json("POST", self._conn.path("sandboxes", self.id, "fork"), {"count": count})
+        return [Sandbox(info, self._conn) for info in answer["sandboxes"]]
 
     def get_info(self) -> Dict[str, Any]:
         """The daemon's details now: the summary plus ready_at, vmm_pid, error, boot_log_tail."""
