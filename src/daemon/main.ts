@@ -11,6 +11,7 @@ import { SandboxManager } from '../sandbox/manager.ts';
 import { prepareRunBase } from '../sandbox/run-dir.ts';
 import { selectBackend } from '../vmm/select.ts';
 import { QemuBackend } from '../vmm/qemu/qemu-backend.ts';
+import { FirecrackerBackend } from '../vmm/firecracker/firecracker-backend.ts';
 import { Egress } from '../sandbox/egress/egress.ts';
 import { INITRAMFS_REL, VMLINUX_REL, loadImageSet, type ImageSet } from '../images/manifest.ts';
 import { goldenName, type SnapshotInputs } from '../sandbox/snapshots.ts';
@@ -125,6 +126,7 @@ function vmmIdentity(backend: Backend, cfg: DaemonConfig): { vmmUid: number; vmm
     const drop = backend.confinement.drop;
     return { vmmUid: drop?.uid ?? process.getuid?.() ?? 0, vmmGid: drop?.gid ?? process.getgid?.() ?? 0 };
   }
+  if (backend instanceof FirecrackerBackend) return { vmmUid: backend.vmmUser.uid, vmmGid: backend.vmmUser.gid };
   return { vmmUid: cfg.vmm.jailerUid ?? 0, vmmGid: cfg.vmm.jailerGid ?? 0 };
 }
 

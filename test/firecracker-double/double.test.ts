@@ -3,13 +3,15 @@
 // InstanceStart, and the CONNECT/OK semantics. One guest boot.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { createConnection } from 'node:net';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIRECRACKER_DOUBLE } from './path.ts';
+import { FAKE_JAILER, FIRECRACKER_DOUBLE } from './path.ts';
+import { egressUnavailable } from '../../src/sandbox/egress/host-net.ts';
+import { NSENTER } from '../../src/vmm/netns.ts';
 import { FirecrackerApiSpec } from '../../src/vmm/firecracker/api-spec.ts';
 import { bootRequests } from '../../src/vmm/firecracker/boot-config.ts';
 import { connectHybridVsock } from '../../src/agent/connect.ts';
@@ -28,12 +30,14 @@ after(() => {
 
 interface Double { proc: ChildProcess; sock: string; dir: string; exit: Promise<number | null>; out(): string }
 
-async function startDouble(name: string, extra: string[] = [], env: Record<string, string> = {}): Promise<Double> {
+/** `wrap`: commands exec'ing the double, e.g. nsenter into a netns. */
+async function startDouble(name: string, extra: string[] = [], env: Record<string, string> = {}, wrap: string[] = []): Promise<Double> {
   const dir = join(work, name);
   mkdirSync(dir, { recursive: true });
   const sock = join(dir, 'api.sock');
+  const command = [...wrap, FIRECRACKER_DOUBLE, '--api-sock', sock, '--id', name, ...extra];
   // fd 3: the double's readiness fd (FC_DOUBLE_READY_FD), written once the API socket listens.
-  const proc = spawn(FIRECRACKER_DOUBLE, ['--api-sock', sock, '--id', name, ...extra], {
+  const proc = spawn(command[0]!, command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     env: { ...process.env, FC_DOUBLE_RECORD: join(dir, 'rec.jsonl'), FC_DOUBLE_READY_FD: '3', ...env },
   });
@@ -112,7 +116,8 @@ test('pre-boot API rules, errors as 400 {fault_message}, every request recorded'
     await expect400(d, 'PUT', '/drives/root2', { drive_id: 'root2', is_root_device: true, path_on_host: '/etc/hostname', is_read_only: true }, /root block device already exists/);
     await expect400(d, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' }, /not supported before starting/);
     await expect400(d, 'PUT', '/actions', { action_type: 'InstanceStart' }, /without kernel configuration/);
-    await expect400(d, 'PUT', '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0' }, /not supported by the emberd Firecracker test double/);
+    // No such tap in the double's netns (the host's): Firecracker's TUNSETIFF error shape.
+    await expect400(d, 'PUT', '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'emtapnone' }, /^Could not create the network device: Open tap device failed: Error while creating ifreq structure: .*Invalid TUN\/TAP Backend provided by emtapnone\./);
     await expect400(d, 'DELETE', '/machine-config', undefined, /Invalid request method and\/or path: DELETE \/machine-config\./);
     await expect400(d, 'PUT', '/boot-source', { kernel_image_path: '/x'.repeat(30_000) }, /larger than the limit/);
     writeFileSync(join(d.dir, 'taken.vsock'), '');
@@ -168,6 +173,59 @@ test('boot under QEMU: post-boot rules, CONNECT/OK to the guest agent, SendCtrlA
     agent?.close();
     d.proc.kill('SIGKILL');
     await d.exit;
+  }
+});
+
+// Needs root, iproute2 and nsenter: a netns of this test's own with a tap, a tun and lo in it.
+const netSkip = egressUnavailable() ?? (NSENTER ? undefined : 'nsenter (util-linux) is not installed');
+test('network interfaces: host_dev_name must be a single-queue tap in the double\'s own netns, else Firecracker\'s 400', { skip: netSkip }, async () => {
+  const ns = `emtest-fcd-${process.pid % 100000}`;
+  const sh = (...a: string[]) => execFileSync('ip', a, { stdio: 'ignore' });
+  try { sh('netns', 'del', ns); } catch { /* none left */ }
+  sh('netns', 'add', ns);
+  try {
+    sh('-n', ns, 'tuntap', 'add', 'dev', 'fctap0', 'mode', 'tap');
+    sh('-n', ns, 'tuntap', 'add', 'dev', 'fctun0', 'mode', 'tun');
+    sh('-n', ns, 'tuntap', 'add', 'dev', 'fcmq0', 'mode', 'tap', 'multi_queue');
+    const nic = (tap: string, over: Record<string, unknown> = {}) => ({ iface_id: 'eth0', host_dev_name: tap, guest_mac: '02:eb:00:00:00:02', ...over });
+    // Outside the netns the tap does not exist for the double, whatever the host has.
+    const outside = await startDouble('net-outside');
+    try {
+      await expect400(outside, 'PUT', '/network-interfaces/eth0', nic('fctap0'), /Operation not permitted \(os error 1\)\. Invalid TUN\/TAP Backend provided by fctap0\..*no interface fctap0 in this process's network namespace/);
+    } finally { outside.proc.kill('SIGKILL'); }
+
+    const d = await startDouble('net-inside', [], {}, [NSENTER!, `--net=/run/netns/${ns}`, '--']);
+    try {
+      assert.equal(statSync(`/proc/${d.proc.pid}/ns/net`).ino, statSync(`/run/netns/${ns}`).ino, 'the double runs in the test netns');
+      await expect400(d, 'PUT', '/network-interfaces/eth0', { iface_id: 'eth0' }, /deserializing.*host_dev_name/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('fctap0', { mtu: 1500 }), /unknown field "mtu"/); // 1.16 only
+      await expect400(d, 'PUT', '/network-interfaces/eth1', nic('fctap0'), /id from the path does not match/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('lo'), /Invalid argument \(os error 22\)\. Invalid TUN\/TAP Backend provided by lo\..*not a single-queue tap/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('fctun0'), /os error 22.*a tun/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('fcmq0'), /os error 22.*multi_queue/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('nosuchtap'), /os error 1\)\. Invalid TUN\/TAP Backend provided by nosuchtap/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('a-name-of-16-chr'), /Invalid interface name/);
+      await expect400(d, 'PUT', '/network-interfaces/eth0', nic('fctap0', { rx_rate_limiter: { bandwidth: { size: 1000, refill_time: 100 } } }), /rx_rate_limiter is not supported by the emberd Firecracker test double/);
+      assert.equal((await api(d, 'PUT', '/network-interfaces/eth0', nic('fctap0'))).status, 204);
+      // The same iface again replaces it, as Firecracker does; another one on the same tap is refused.
+      assert.equal((await api(d, 'PUT', '/network-interfaces/eth0', nic('fctap0'))).status, 204);
+      await expect400(d, 'PUT', '/network-interfaces/eth1', nic('fctap0', { iface_id: 'eth1', guest_mac: '02:eb:00:00:00:03' }), /Device or resource busy/);
+      await expect400(d, 'PUT', '/network-interfaces/eth1', nic('fctap0', { iface_id: 'eth1' }), /MAC address is already in use/);
+      const rec = readFileSync(join(d.dir, 'rec.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      for (const r of rec) assert.deepEqual(Object.keys(r).includes('status'), true);
+      assert.deepEqual(rec.filter((r) => r.status === 204).length, 2);
+    } finally { d.proc.kill('SIGKILL'); }
+    // The stand-in jailer refuses a --netns that is not a namespace handle, as the jailer's open/setns does, before any jail exists.
+    const jargs = (netns: string) => ['--id', 'j1', '--exec-file', FIRECRACKER_DOUBLE, '--uid', '0', '--gid', '0', '--chroot-base-dir', join(work, 'jails'), '--netns', netns, '--new-pid-ns', '--', '--api-sock', '/run/firecracker.socket'];
+    const missing = spawnSync(FAKE_JAILER, jargs(join(work, 'no-such-netns')), { encoding: 'utf8' });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /Failed to open file .*no-such-netns/);
+    const notNs = spawnSync(FAKE_JAILER, jargs('/etc/hostname'), { encoding: 'utf8' });
+    assert.equal(notNs.status, 1);
+    assert.match(notNs.stderr, /Failed to join network namespace/);
+    assert.equal(existsSync(join(work, 'jails')), false);
+  } finally {
+    try { sh('netns', 'del', ns); } catch { /* already gone */ }
   }
 });
 

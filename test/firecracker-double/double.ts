@@ -20,6 +20,10 @@
 //    logger/metrics configured -> QEMU `-incoming` from mem_file_path, the vsock UDS bound at the
 //    recorded path (or vsock_override, 1.16), resumed when resume_vm; a failed load answers 400
 //    and ends the process (exit 1), as Firecracker does; `--snapshot-version` prints the format;
+//  - network interfaces (pre-boot): host_dev_name must be a tap in the double's own network
+//    namespace, as Firecracker's TUNSETIFF needs (so a double not started in the sandbox's netns
+//    fails the PUT with Firecracker's error); the tap is handed to QEMU as the guest's virtio-net,
+//    so guest traffic really goes through it;
 //  - never unlinks its sockets (Firecracker doesn't either: the driver must);
 //  - dies with its parent (spawned with PDEATHSIG by the driver) and QEMU dies with it (same).
 // Deviations, on purpose: the guest sees virtio-serial instead of a virtio-vsock device (QEMU
@@ -43,6 +47,7 @@
 // polling the socket; Firecracker has no such signal, so the driver never uses it).
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, createConnection, type Server, type Socket } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, writeSync, constants as fsc } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -55,6 +60,7 @@ import { spawnVmm, type VmmProcess } from '../../src/vmm/vmm-process.ts';
 import { connectUnix } from '../../src/agent/connect.ts';
 import { parseFirecrackerVersion, SNAPSHOT_FORMAT_BY_MINOR } from '../../src/vmm/firecracker/version.ts';
 import { DOUBLE_MARKER } from '../../src/vmm/firecracker/probe.ts';
+import { IP } from '../../src/sandbox/egress/host-net.ts';
 import { decodeVmState, encodeVmState, SnapshotFileError, type DoubleVmState } from './snapshot-file.ts';
 
 const VERSION = process.env.FC_DOUBLE_VERSION ?? '1.15.1';
@@ -100,12 +106,14 @@ function argError(msg: string): never {
 }
 
 // ---- VM configuration, as Firecracker keeps it before InstanceStart ----
+interface NetIf { iface_id: string; host_dev_name: string; guest_mac?: string }
 interface Drive { drive_id: string; path_on_host?: string; is_root_device: boolean; is_read_only?: boolean; partuuid?: string }
 const vmConfig = {
   machine: { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false } as Record<string, unknown>,
   boot: undefined as { kernel_image_path: string; initrd_path?: string; boot_args?: string } | undefined,
   drives: new Map<string, Drive>(),
   vsock: undefined as { guest_cid: number; uds_path: string; server: Server } | undefined,
+  nets: new Map<string, NetIf>(),
   logger: undefined as Record<string, unknown> | undefined,
   metrics: undefined as Record<string, unknown> | undefined,
 };
@@ -168,7 +176,7 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
     case 'GET /machine-config':
       return { status: 200, body: vmConfig.machine };
     case 'GET /vm/config':
-      return { status: 200, body: { 'boot-source': restored ? undefined : vmConfig.boot, 'machine-config': vmConfig.machine, drives: [...vmConfig.drives.values()], vsock: vmConfig.vsock && { guest_cid: vmConfig.vsock.guest_cid, uds_path: vmConfig.vsock.uds_path } } };
+      return { status: 200, body: { 'boot-source': restored ? undefined : vmConfig.boot, 'machine-config': vmConfig.machine, drives: [...vmConfig.drives.values()], 'network-interfaces': [...vmConfig.nets.values()], vsock: vmConfig.vsock && { guest_cid: vmConfig.vsock.guest_cid, uds_path: vmConfig.vsock.uds_path } } };
     case 'PUT /machine-config':
     case 'PATCH /machine-config': {
       preBoot();
@@ -201,6 +209,22 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
       if (err) throw new Fault(`Drive config error: Unable to create the virtio block device: ${err}`);
       bootPath = true;
       vmConfig.drives.set(b.drive_id, b as Drive);
+      return { status: 204 };
+    }
+    case 'PUT /network-interfaces/{iface_id}': {
+      preBoot();
+      if (b.iface_id !== param) throw new Fault('The id from the path does not match the id from the body!');
+      for (const k of ['rx_rate_limiter', 'tx_rate_limiter']) if (b[k] !== undefined) throw new Fault(`${k} is not supported by the emberd Firecracker test double`);
+      if (b.guest_mac !== undefined && [...vmConfig.nets.values()].some((n) => n.iface_id !== b.iface_id && n.guest_mac?.toLowerCase() === String(b.guest_mac).toLowerCase())) {
+        throw new Fault(`The MAC address is already in use: ${b.guest_mac}`);
+      }
+      if ([...vmConfig.nets.values()].some((n) => n.iface_id !== b.iface_id && n.host_dev_name === b.host_dev_name)) {
+        throw new Fault(tapFault(b.host_dev_name, 'Device or resource busy (os error 16)')); // the tap is attached already
+      }
+      if (vmConfig.nets.size && !vmConfig.nets.has(b.iface_id)) throw new Fault('more than one network interface is not supported by the emberd Firecracker test double');
+      checkTap(b.host_dev_name);
+      bootPath = true;
+      vmConfig.nets.set(b.iface_id, { iface_id: b.iface_id, host_dev_name: b.host_dev_name, ...(b.guest_mac !== undefined ? { guest_mac: b.guest_mac } : {}) });
       return { status: 204 };
     }
     case 'PUT /vsock': {
@@ -253,6 +277,7 @@ async function handle(method: string, path: string, body: unknown): Promise<{ st
       if (state === 'Not started') throw new Fault(POST_BOOT_ONLY);
       // Firecracker's vCPUs refuse to save their state while running (VcpuResponse::NotAllowed).
       if (state !== 'Paused') throw new Fault('Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running');
+      if (vmConfig.nets.size) throw new Fault('snapshots of a VM with a network interface are not supported by the emberd Firecracker test double');
       if (b.snapshot_type === 'Diff') throw new Fault('Diff snapshots are not supported by the emberd Firecracker test double');
       await createSnapshot(b.snapshot_path, b.mem_file_path);
       return { status: 204 };
@@ -308,6 +333,44 @@ api.listen(apiSockPath, () => {
   closeSync(fd); // before QEMU is spawned, which would otherwise inherit it
 });
 
+// ---- network interfaces ----
+
+/** Firecracker's error for a tap it cannot attach (vmm_config/net.rs, devices/virtio/net/tap.rs). */
+function tapFault(name: string, osError: string, note = ''): string {
+  return `Could not create the network device: Open tap device failed: Error while creating ifreq structure: ${osError}. Invalid TUN/TAP Backend provided by ${name}. Check our documentation on setting up the network devices.${note}`;
+}
+
+/**
+ * What Firecracker's TUNSETIFF(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) on host_dev_name needs, in this
+ * process's network namespace: an interface of that name (read from /proc/self/net/dev, which is
+ * per netns, unlike /sys/class/net, which shows the netns sysfs was mounted in), that is a tap
+ * without multi_queue. Deviation: Firecracker with CAP_NET_ADMIN (root, no jailer) would create a
+ * new tap for a name that does not exist, connected to nothing; the double refuses, with the
+ * error an unprivileged (jailed) Firecracker gets. The tap's owner is not checked: the double
+ * runs as root (the stand-in jailer drops no uid), and root may attach to any tap.
+ */
+function checkTap(name: string): void {
+  if (!name || Buffer.byteLength(name) >= 16) throw new Fault('Could not create the network device: Open tap device failed: Invalid interface name');
+  const here = readFileSync('/proc/self/net/dev', 'utf8').split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean);
+  if (!here.includes(name)) {
+    throw new Fault(tapFault(name, 'Operation not permitted (os error 1)', ` (emberd Firecracker test double: there is no interface ${name} in this process's network namespace; interfaces here: ${here.join(', ')})`));
+  }
+  if (!IP) return; // no iproute2: existence is all that can be checked
+  const [link] = JSON.parse(execFileSync(IP, ['-d', '-j', 'link', 'show', 'dev', name], { encoding: 'utf8' })) as { linkinfo?: { info_kind?: string; info_data?: { type?: string; multi_queue?: boolean } } }[];
+  const info = link?.linkinfo;
+  if (info?.info_kind !== 'tun' || info.info_data?.type !== 'tap' || info.info_data.multi_queue) {
+    throw new Fault(tapFault(name, 'Invalid argument (os error 22)', ` (emberd Firecracker test double: ${name} is ${info?.info_kind === 'tun' ? `a ${info.info_data?.type}${info.info_data?.multi_queue ? ' with multi_queue' : ''}` : `of kind ${info?.info_kind ?? 'none'}`}, not a single-queue tap)`));
+  }
+}
+
+/** The guest's NIC as QEMU takes it (qemuArgs' network): the tap, and the MAC (Firecracker picks one when none is given). */
+function guestNetwork(): { netns: string; tap: string; mac: string } | undefined {
+  const n = [...vmConfig.nets.values()][0];
+  if (!n) return undefined;
+  const mac = n.guest_mac ?? `06:${[...randomBytes(5)].map((x) => x.toString(16).padStart(2, '0')).join(':')}`;
+  return { netns: '', tap: n.host_dev_name, mac };
+}
+
 // ---- the guest, under QEMU ----
 let qemu: VmmProcess | undefined;
 let qmp: QmpClient | undefined;
@@ -345,6 +408,7 @@ function buildQemuArgs(): string[] {
     machine: { vcpus: Number(vmConfig.machine.vcpu_count), memoryMib: Number(vmConfig.machine.mem_size_mib) },
     kernelArgs: [],
     deadline: 0,
+    network: guestNetwork(),
   }, { controlSocket: names.control, qmpSocket: names.qmp }, { accel });
   replaceValue(args, '-append', () => true, kernelCommandLine(accel));
   // Abstract sockets: nothing of the double's own is left on disk, even when it is SIGKILLed.

@@ -2,7 +2,10 @@
 // binary (or KVM). It checks the argv the way the jailer parses it, lays out the chroot
 // (<base>/<exec name>/<id>/root with /run and /dev, a copy of the exec file, the pid file
 // <root>/<exec name>.pid, created exclusively) and, as with --new-pid-ns, starts the "exec file"
-// as a separate process, writes its pid and exits 0.
+// as a separate process, writes its pid and exits 0. With --netns PATH it checks, as the jailer's
+// open + setns(CLONE_NEWNET) would, that PATH is a network namespace handle, and starts the exec
+// file in that namespace (through `nsenter --net=PATH`, which execs in place: the pid written is
+// the exec file's).
 //
 // What it does NOT do, because it cannot without the real thing: chroot, drop to --uid/--gid,
 // create device nodes or cgroups, enter a PID namespace. Instead it tells the test double
@@ -10,9 +13,11 @@
 // Firecracker would: a host path sent by the driver then fails to open, so chroot-relative paths
 // are checked for real. FAKE_JAILER_RECORD=FILE appends its argv as one JSON line.
 import { spawn } from 'node:child_process';
-import { appendFileSync, copyFileSync, mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, openSync, closeSync, statfsSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
+/** statfs f_type of a namespace handle such as /run/netns/NAME (include/uapi/linux/magic.h) */
+const NSFS_MAGIC = 0x6e736673;
 const argv = process.argv.slice(2);
 if (process.env.FAKE_JAILER_RECORD) appendFileSync(process.env.FAKE_JAILER_RECORD, JSON.stringify(argv) + '\n');
 
@@ -44,6 +49,15 @@ if (!/^\d+$/.test(v['--uid']!) || !/^\d+$/.test(v['--gid']!)) fail('uid and gid 
 if (!v['--new-pid-ns']) fail('the fake jailer only implements --new-pid-ns (the driver\'s default)');
 if (v['--cgroup-version'] && v['--cgroup-version'] !== '1' && v['--cgroup-version'] !== '2') fail('cgroup version must be 1 or 2');
 
+// The jailer joins the netns before anything else of the jail (env.rs run()): a bad handle fails it.
+const netns = v['--netns'];
+if (netns !== undefined) {
+  try { closeSync(openSync(netns, 'r')); } catch (e) { fail(`Failed to open file ${netns}: ${(e as Error).message}`); }
+  if (statfsSync(netns).type !== NSFS_MAGIC) fail('Failed to join network namespace: netns: Invalid argument (os error 22)');
+}
+const nsenter = ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p));
+if (netns !== undefined && !nsenter) fail('the fake jailer needs nsenter (util-linux) for --netns');
+
 const execName = basename(v['--exec-file']!);
 const root = join(v['--chroot-base-dir'] ?? '/srv/jailer', execName, v['--id']!, 'root');
 for (const d of ['run', 'dev/net']) mkdirSync(join(root, d), { recursive: true, mode: 0o700 });
@@ -55,7 +69,9 @@ try {
   fail(`Failed to open file ${join(root, `${execName}.pid`)}: ${(e as Error).message}`);
 }
 
-const child = spawn(v['--exec-file']!, ['--id', v['--id']!, ...fcArgs], {
+const exec = [v['--exec-file']!, '--id', v['--id']!, ...fcArgs];
+const command = netns !== undefined ? [nsenter!, `--net=${netns}`, '--', ...exec] : exec;
+const child = spawn(command[0]!, command.slice(1), {
   stdio: ['ignore', 'inherit', 'inherit'],
   env: { ...process.env, FC_DOUBLE_CHROOT: root, FC_DOUBLE_NO_PARENT_WATCH: '1' },
   detached: false,

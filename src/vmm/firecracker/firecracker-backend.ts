@@ -33,6 +33,13 @@ export interface FirecrackerBackendOptions {
 export class FirecrackerBackend implements Backend {
   readonly name = 'firecracker' as const;
   readonly info: BackendInfo;
+  /**
+   * A sandbox's network: Firecracker runs in its netns (the jailer's --netns, else nsenter) and
+   * gets PUT /network-interfaces/eth0 on the netns's tap before InstanceStart (docs/network.md).
+   */
+  readonly network = true;
+  /** The uid/gid Firecracker runs as (the jail's, else emberd's own): a sandbox's tap is made owned by it. */
+  readonly vmmUser: { uid: number; gid: number };
   /** Golden snapshots: docs/snapshots.md "Firecracker". */
   readonly snapshots: FirecrackerSnapshots;
   private readonly probe: FirecrackerProbe;
@@ -59,6 +66,7 @@ export class FirecrackerBackend implements Backend {
       warnings,
     };
     const jail = o.jailer;
+    this.vmmUser = jail ? { uid: jail.uid, gid: jail.gid } : { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
     this.starting = {
       probe: this.probe,
       jailer: jail,

@@ -48,6 +48,23 @@ test('jailer argv: uid/gid, chroot base, cgroup v2 limits, new PID namespace, ch
   assert.equal(argv.filter((a) => a === '--id').length, 1);
 });
 
+test('jailer argv with a network: --netns names the sandbox netns handle, before `--` (the jailer joins it before exec)', () => {
+  const layout = jailLayout(opts, '/usr/local/bin/firecracker', 'e1-sb-x');
+  const argv = jailerArgs(opts, layout, '/usr/local/bin/firecracker', [], '/run/netns/emberd-ab12-sb_x');
+  assert.deepEqual(argv, [
+    '--id', 'e1-sb-x',
+    '--exec-file', '/usr/local/bin/firecracker',
+    '--uid', '123', '--gid', '100',
+    '--chroot-base-dir', '/srv/jailer',
+    '--netns', '/run/netns/emberd-ab12-sb_x',
+    '--new-pid-ns',
+    '--', '--api-sock', '/run/firecracker.socket',
+  ]);
+  // Without a network there is no --netns: the jailer then leaves Firecracker in emberd's netns,
+  // where it has no device to attach to (no network-interfaces request is sent either).
+  assert.ok(!jailerArgs(opts, layout, '/usr/local/bin/firecracker', []).includes('--netns'));
+});
+
 test('no cgroup arguments when cgroup v2 or its controllers are missing', () => {
   const layout = jailLayout(opts, '/usr/local/bin/firecracker', 'e1-sb-x');
   assert.deepEqual(cgroupLimits({ vcpus: 1, memoryMib: 256 }, undefined), []);

@@ -13,7 +13,12 @@
 //  - --new-pid-ns: the jailer clone()s Firecracker into a new PID namespace, writes its pid file
 //    and exits 0, so Firecracker is no longer the spawned process;
 //  - the jailer forwards everything after `--` to Firecracker and adds `--id <id>` itself;
-//  - it removes nothing: chroot and cgroup are the caller's to clean up.
+//  - it removes nothing: chroot and cgroup are the caller's to clean up;
+//  - --netns PATH (a namespace handle such as /run/netns/NAME): the jailer opens it and
+//    setns(CLONE_NEWNET) first thing in run(), before cgroups, chroot and exec, so Firecracker
+//    and its TUNSETIFF on host_dev_name are in that netns; after pivoting into the chroot it
+//    mknods /dev/net/tun (c 10 200, 0600, chowned to --uid/--gid) there, so the dropped uid can
+//    open it and attach to a tap it owns (env.rs run(), mknod_and_own_dev; docs/jailer.md).
 import { createHash } from 'node:crypto';
 import { copyFileSync, constants as fsc, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -118,8 +123,11 @@ export function cgroupLimits(machine: MachineConfig, cg: CgroupV2Info | undefine
   return out;
 }
 
-/** The jailer's argv (after the binary), ending in `-- <firecracker args>`. */
-export function jailerArgs(o: JailerOptions, layout: JailLayout, firecrackerBinary: string, limits: string[]): string[] {
+/**
+ * The jailer's argv (after the binary), ending in `-- <firecracker args>`; `netns`: the handle of
+ * the network namespace Firecracker must run in (a sandbox with egress), passed as --netns.
+ */
+export function jailerArgs(o: JailerOptions, layout: JailLayout, firecrackerBinary: string, limits: string[], netns?: string): string[] {
   const args = [
     '--id', layout.id,
     '--exec-file', firecrackerBinary,
@@ -131,6 +139,7 @@ export function jailerArgs(o: JailerOptions, layout: JailLayout, firecrackerBina
     args.push('--cgroup-version', '2', '--parent-cgroup', o.parentCgroup ?? 'emberd');
     for (const l of limits) args.push('--cgroup', l);
   }
+  if (netns) args.push('--netns', netns);
   if (o.newPidNs ?? true) args.push('--new-pid-ns');
   // Firecracker's built-in default seccomp filters stay on: no --no-seccomp, no --seccomp-filter.
   args.push('--', '--api-sock', layout.api.inJail);

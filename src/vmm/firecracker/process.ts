@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BootSpec } from '../backend.ts';
 import type { ConsoleBuffer } from '../console-buffer.ts';
+import { netnsPath, nsenterArgv } from '../netns.ts';
 import { spawnVmm, type VmmProcess } from '../vmm-process.ts';
 import { firecrackerInstanceId, SNAPSHOT_FILES, type FcGuestPaths, type FcSnapshotPaths } from './boot-config.ts';
 import { FirecrackerError, isFirecrackerError } from './errors.ts';
@@ -92,6 +93,8 @@ export interface FcInstance {
 export interface LaunchOptions extends PlaceOptions {
   /** the host's cgroup v2 hierarchy, for a jailed VM's limits */
   cgroup?: CgroupV2Info;
+  /** nsenter binary for a non-jailed VM with a network (default: found on the host) */
+  nsenter?: string;
   log?: (msg: string) => void;
 }
 
@@ -114,10 +117,11 @@ export async function launchFirecracker(spec: BootSpec, place: FcPlacement, o: L
       if (host.log) { writeFileSync(host.log, ''); chownSync(host.log, jail.uid, jail.gid); }
       const limits = cgroupLimits(spec.machine, o.cgroup);
       cgDir = cgroupDir(jail, layout, o.cgroup, limits);
-      proc = await startJailed(spawnVmm(jail.binary, jailerArgs(jail, layout, o.binary, limits)), layout, jail.newPidNs ?? true, spec.deadline);
+      proc = await startJailed(spawnVmm(jail.binary, jailerArgs(jail, layout, o.binary, limits, spec.network && netnsPath(spec.network))), layout, jail.newPidNs ?? true, spec.deadline);
     } else {
       for (const f of [host.log, host.metrics]) if (f) writeFileSync(f, '');
-      proc = directProcess(spawnVmm(o.binary, ['--api-sock', host.api, '--id', firecrackerInstanceId(spec.id)], { cwd: spec.runDir }));
+      const c = directCommand(spec, host, o.nsenter);
+      proc = directProcess(spawnVmm(o.binary, c.args, { cwd: spec.runDir, wrap: c.wrap }));
     }
   } catch (e) {
     if (layout) await removeJail(layout, cgDir).catch(() => {});
@@ -133,6 +137,16 @@ export async function launchFirecracker(spec: BootSpec, place: FcPlacement, o: L
       if (layout) await removeJail(layout, cgDir).catch(() => {});
     },
   };
+}
+
+/**
+ * A non-jailed Firecracker's argv, and for a sandbox with a network the wrapper that puts it in
+ * the sandbox's netns (the one QEMU uses: nsenter execs Firecracker in place, so PDEATHSIG and
+ * the pid hold). It runs as emberd's uid then, root (egress needs root), which may open the tap.
+ */
+export function directCommand(spec: Pick<BootSpec, 'id' | 'network'>, host: Pick<FcHostPaths, 'api'>, nsenter?: string): { args: string[]; wrap?: string[] } {
+  const args = ['--api-sock', host.api, '--id', firecrackerInstanceId(spec.id)];
+  return spec.network ? { args, wrap: nsenterArgv(netnsPath(spec.network), nsenter) } : { args };
 }
 
 /** The end of Firecracker's log file, for an error message ('' without one). */

@@ -15,6 +15,7 @@ import { chmodSync, chownSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmberdError } from '../../errors.ts';
 import type { QemuConfinement } from './confinement.ts';
+import { nsenterArgv } from '../netns.ts';
 
 /** A path as emberd reaches it on the host and as QEMU names it (relative to its cwd, or in its chroot). */
 export interface JailPath { host: string; qemu: string }
@@ -84,7 +85,7 @@ export interface WrapperTools { setpriv: string; unshare: string; sh: string; ns
 export function wrapperArgv(c: QemuConfinement, tools: WrapperTools, cgroupProcs?: string, netnsPath?: string): string[] {
   const out: string[] = [];
   if (cgroupProcs) out.push(tools.sh, '-c', 'echo $$ > "$0" && exec "$@"', cgroupProcs);
-  if (netnsPath) out.push(tools.nsenter ?? 'nsenter', `--net=${netnsPath}`, '--');
+  if (netnsPath) out.push(...nsenterArgv(netnsPath, tools.nsenter));
   // A dropped QEMU opens /dev/net/tun, which may be root's alone (0600): in a mount namespace of
   // its own (private propagation: nothing reaches the host) /dev/net becomes a tmpfs holding only
   // a tun node owned by QEMU's uid. It can still attach only to a tap it owns (the kernel checks).

@@ -14,6 +14,7 @@ import { hostTscKhz, probeKvm } from '../host.ts';
 import { onlyChildOf, SETPRIV, spawnVmm } from '../vmm-process.ts';
 import { createVmCgroup, isStaleCgroup, probeCgroups, reapEmptyCgroups, removeVmCgroup, type VmCgroup } from '../confine/cgroup-v2.ts';
 import { vmLimits } from '../confine/vm-limits.ts';
+import { netnsPath, NSENTER } from '../netns.ts';
 import { QmpClient } from './qmp.ts';
 import { qemuArgs, type QemuOptions } from './cmdline.ts';
 import { planConfinement, type QemuConfineOptions, type QemuConfinement } from './confinement.ts';
@@ -53,7 +54,6 @@ export function findQemu(binary?: string): string {
 }
 
 const UNSHARE = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
-const NSENTER = ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p));
 
 /** Whether a non-root emberd can give QEMU its own user, pid, net and ipc namespaces. */
 function usernsWorks(): boolean {
@@ -316,7 +316,7 @@ export class QemuBackend implements Backend {
       ];
       const proc = spawnVmm(this.binary, args, {
         cwd: layout.dir,
-        wrap: wrapperArgv(c, this.tools, cgroup?.procs, spec.network ? `/run/netns/${spec.network.netns}` : undefined),
+        wrap: wrapperArgv(c, this.tools, cgroup?.procs, spec.network ? netnsPath(spec.network) : undefined),
         extraFds: [...fds.slice(0, 3), ...(incoming ? ['pipe' as const] : []), ...fds.slice(3)],
       });
       spawned = true;
