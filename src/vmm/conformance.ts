@@ -7,11 +7,12 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Backend, BootSpec, VmHandle } from './backend.ts';
+import { randomBytes } from 'node:crypto';
 import { AgentClient } from '../agent/client.ts';
 import { isEmberdError } from '../errors.ts';
 import { testBootSpec, TEST_BOOT_DEADLINE_MS } from '../../test/helpers/boot-spec.ts';
 
-export type ConformanceCase = 'boot-and-exec' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel' | 'snapshot-restore' | 'live-save' | 'shared-memory-clones' | 'shared-memory-fallback';
+export type ConformanceCase = 'boot-and-exec' | 'port-forward' | 'forced-stop' | 'killed-from-outside' | 'bad-kernel' | 'snapshot-restore' | 'live-save' | 'shared-memory-clones' | 'shared-memory-fallback';
 
 /** Runs every case against `makeBackend()`, booting the built `pack` (default shell). */
 export function runBackendConformance(label: string, makeBackend: () => Backend, opts: { pack?: string; skip?: Partial<Record<ConformanceCase, string>> } = {}): void {
@@ -86,6 +87,33 @@ export function runBackendConformance(label: string, makeBackend: () => Backend,
     const s = spec({ kernel: join(base, 'no-such-vmlinux'), deadline: Date.now() + 20_000 });
     await assert.rejects(makeBackend().boot(s), (e) => isEmberdError(e, 'BOOT_FAILED') || isEmberdError(e, 'BOOT_TIMEOUT'));
     assert.deepEqual(existsSync(s.runDir) ? readdirSync(s.runDir) : [], [], 'no socket left in the run dir');
+  });
+
+  // Ports over the control stream (docs/protocol.md "CONNECT"): whatever carries it (virtio-serial,
+  // vsock), a TCP connection to the guest's loopback moves bytes both ways, in order, under credit.
+  caseTest('port-forward', async () => {
+    const vm = await makeBackend().boot(spec());
+    try {
+      const agent = await ready(vm);
+      await assert.rejects(agent.connectPort(8001, 10_000), (e) => isEmberdError(e, 'PORT_NOT_LISTENING'));
+      await sh(agent, 'busybox nc -ll -p 8000 -e /bin/cat </dev/null >/dev/null 2>&1 &');
+      let conn = await agent.connectPort(8000, 10_000).catch(() => undefined);
+      for (let i = 0; !conn && i < 100; i++) { // until nc listens
+        await sh(agent, 'sleep 0.1');
+        conn = await agent.connectPort(8000, 10_000).catch(() => undefined);
+      }
+      assert.ok(conn, 'nc never listened on 8000');
+      const sent = randomBytes(1 << 20); // four windows' worth: credit must come back both ways
+      const got: Buffer[] = [];
+      let n = 0;
+      const all = new Promise<void>((resolve) => conn.on('data', (b: Buffer) => { got.push(b); n += b.length; if (n >= sent.length) resolve(); }));
+      conn.write(sent);
+      await all;
+      assert.ok(Buffer.concat(got).equals(sent), 'the echo came back whole and in order');
+      conn.destroy();
+    } finally {
+      await vm.stop(0);
+    }
   });
 
   caseTest('snapshot-restore', async () => {
