@@ -1,7 +1,8 @@
 // The Python SDK (sdk/python) against real daemons, with Debian's python3: its unittest suite
 // (sdk/python/tests), then the package installed by pip into a fresh venv, offline, running the
-// README's example. One daemon serves both runs (seven VM boots in all: the suite's shared python
-// sandbox, its context-manager case, test_pause.py's sandbox and its two forks, the README twice);
+// README's example. One daemon serves both runs (eight VM boots in all: the suite's shared python
+// sandbox, its context-manager case, test_pause.py's sandbox and its two forks, test_ports.py's
+// sandbox, the README twice);
 // a second daemon with --auth on boots none.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -73,7 +74,7 @@ test('the unittest suite passes against a real daemon, every case run', async ()
   assert.equal(r.code, 0, `python3 -m unittest failed:\n${r.output}`);
   assert.match(r.output, /^Ran \d+ tests? in /m, r.output);
   assert.doesNotMatch(r.output, /skipped/, `every case must run here:\n${r.output}`);
-  for (const file of ['test_auth', 'test_compat', 'test_errors', 'test_pause', 'test_readme', 'test_sandbox']) assert.match(r.output, new RegExp(`\\(${file}\\.`), `${file}.py ran`);
+  for (const file of ['test_auth', 'test_compat', 'test_errors', 'test_pause', 'test_ports', 'test_readme', 'test_sandbox']) assert.match(r.output, new RegExp(`\\(${file}\\.`), `${file}.py ran`);
   assert.deepEqual(await d.client.listSandboxes(), [], 'the suite killed every sandbox it made');
 });
 

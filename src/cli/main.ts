@@ -146,6 +146,38 @@ program.command('ps')
     print(list, () => list.length === 0 ? 'no background processes' : list.map((p) => `${p.process_id}  ${String(p.state).padEnd(8)} exit=${p.exit_code ?? '-'}  ${p.command}`).join('\n'));
   });
 
+program.command('expose')
+  .description('expose a TCP port of a sandbox through the daemon (the server need not listen yet); prints the URL that reaches it')
+  .argument('<id>', 'sandbox id')
+  .argument('<port>', 'the port the server listens on in the sandbox (1-65535)', (v) => Number(v))
+  .option('--tcp', 'also open a plain TCP listener on 127.0.0.1 (no auth on it; the default when the daemon runs without auth)')
+  .option('--no-tcp', 'the URL only, no TCP listener')
+  .action(async (id: string, port: number, o: { tcp?: boolean }) => {
+    const p = await client().exposePort(id, port, { tcp: o.tcp });
+    print(p, () => p.url);
+    if (!json() && p.host) console.error(`emberctl: plain TCP at ${p.host}`);
+  });
+
+program.command('ports')
+  .description('list the exposed ports of a sandbox: URL, TCP listener, connections open and so far, bytes in and out')
+  .argument('<id>', 'sandbox id')
+  .action(async (id: string) => {
+    const list = await client().listPorts(id);
+    print(list, () => list.length === 0 ? 'no exposed ports' : [
+      'PORT   TCP                  OPEN  TOTAL  IN        OUT       URL',
+      ...list.map((p) => `${String(p.port).padEnd(7)}${(p.host ?? '-').padEnd(21)}${String(p.connections).padEnd(6)}${String(p.connections_total).padEnd(7)}${String(p.bytes_in).padEnd(10)}${String(p.bytes_out).padEnd(10)}${p.url}`),
+    ].join('\n'));
+  });
+
+program.command('unexpose')
+  .description('close an exposed port of a sandbox and every connection through it')
+  .argument('<id>', 'sandbox id')
+  .argument('<port>', 'the exposed port', (v) => Number(v))
+  .action(async (id: string, port: number) => {
+    await client().closePort(id, port);
+    print({ port, closed: true }, () => `closed port ${port} of ${id}`);
+  });
+
 program.command('inspect')
   .description('show a sandbox\'s state, backend, VMM pid and boot log tail')
   .argument('<id>', 'sandbox id')

@@ -9,7 +9,7 @@ import { VERSION } from '../version.ts';
 import { clip, errorResult, execResult, okResult, type ExecAnswer } from './results.ts';
 
 /** What the tools use of the client (a test may hand in another implementation). */
-export type EmberdApi = Pick<EmberdClient, 'createSandbox' | 'exec' | 'uploadFile' | 'downloadFile' | 'list' | 'listSandboxes' | 'deleteSandbox' | 'pauseSandbox' | 'resumeSandbox' | 'forkSandbox'>;
+export type EmberdApi = Pick<EmberdClient, 'createSandbox' | 'exec' | 'uploadFile' | 'downloadFile' | 'list' | 'listSandboxes' | 'deleteSandbox' | 'pauseSandbox' | 'resumeSandbox' | 'forkSandbox' | 'exposePort'>;
 
 /** Default per-stream output shown to the model; the daemon's own cap (8 MiB) is far above it. */
 export const DEFAULT_MAX_OUTPUT_CHARS = 20_000;
@@ -38,6 +38,8 @@ export function createEmberdMcpServer(api: EmberdApi): McpServer {
       vcpus: z.number().int().min(1).optional(),
       memory_mib: z.number().int().min(128).optional(),
       env: env.optional().describe('Variables every command in the sandbox inherits'),
+      on_timeout: z.enum(['destroy', 'pause']).optional().describe('What its timeout does: destroy it (default), or pause it (kept on disk, resumed by the next call on it)'),
+      auto_resume: z.boolean().optional().describe('A call on it while it is paused resumes it first (default true); false: such calls fail with SANDBOX_PAUSED until resume_sandbox'),
     }),
   }, async (args) => {
     try {
@@ -237,6 +239,23 @@ export function createEmberdMcpServer(api: EmberdApi): McpServer {
       const forks = await api.forkSandbox(args.sandbox_id, { count: args.count });
       const ids = forks.map((f) => f.id);
       return okResult(`Forked sandbox ${args.sandbox_id} into ${ids.length} new sandbox${ids.length === 1 ? '' : 'es'}:\n${ids.map((i) => `sandbox_id: ${i}`).join('\n')}\nEach starts from ${args.sandbox_id}'s state and is independent; ${forks[0] ? expiry(forks[0]) : ''}.`, { sandbox_id: args.sandbox_id, sandbox_ids: ids, sandboxes: forks });
+    } catch (e) {
+      return errorResult(e);
+    }
+  });
+
+  server.registerTool('expose_port', {
+    title: 'Expose a port',
+    description: 'Make a server running in a sandbox (a web app, a dev server, an API listening on 127.0.0.1 or 0.0.0.0 at this port) reachable from the host: returns the http:// URL where the server\'s / is served (HTTP and WebSockets; paths under it go to the server), for the user or a browser. Start the server in the background first so that the command returns, e.g. run_command "setsid python3 -m http.server 8000 </dev/null >/dev/null 2>&1 &". The server need not be up yet; exposing a port again returns the same URL.',
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true },
+    inputSchema: z.object({
+      sandbox_id: sandboxId,
+      port: z.number().int().min(1).max(65535).describe('The TCP port the server listens on inside the sandbox, such as 8000'),
+    }),
+  }, async (args) => {
+    try {
+      const p = await api.exposePort(args.sandbox_id, args.port);
+      return okResult(`Port ${p.port} of sandbox ${args.sandbox_id} is at ${p.url}\nurl: ${p.url}\nRequests to it answer 502 PORT_NOT_LISTENING while nothing listens on port ${p.port} in the sandbox (start the server in the background first). The daemon's own authentication applies to the URL.`, { sandbox_id: args.sandbox_id, port: p.port, url: p.url, host: p.host });
     } catch (e) {
       return errorResult(e);
     }

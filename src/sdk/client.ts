@@ -157,6 +157,25 @@ export interface FileStat {
   mtime: string;
 }
 
+/** An exposed port of a sandbox (POST/GET /sandboxes/{id}/ports; docs/network.md "Ports"). */
+export interface PortInfo {
+  port: number;
+  /** The proxied path as an absolute URL on the address this client used: HTTP and WebSockets, the daemon's auth applying. */
+  url: string;
+  /** `/sandboxes/{id}/ports/{port}/` */
+  path: string;
+  /** `127.0.0.1:N`, a plain TCP listener that checks no token (default without auth, or asked with `tcp`); null: none. */
+  host: string | null;
+  created_at: string;
+  /** Proxied connections open now. */
+  connections: number;
+  connections_total: number;
+  /** Bytes carried to the sandbox. */
+  bytes_in: number;
+  /** Bytes carried from the sandbox. */
+  bytes_out: number;
+}
+
 /** What uploadFile streams: bytes, text (UTF-8), a Node stream or any (async) iterable of chunks, a web stream. */
 export type UploadData = string | Uint8Array | Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ReadableStream<Uint8Array>;
 
@@ -341,6 +360,30 @@ export class EmberdClient {
   /** Kills it if it still runs, and forgets it (its output too). */
   async removeProcess(id: string, pid: string): Promise<void> {
     await this.request('DELETE', this.procPath(id, pid, ''));
+  }
+
+  // ---- ports (docs/api.md, "Ports"): a server in the sandbox reached through the daemon ----
+
+  /**
+   * Exposes the sandbox's TCP `port` (the server need not be up yet); an exposed one is answered
+   * as is. `tcp`: also open a plain 127.0.0.1 listener (default: only when the daemon has no auth).
+   */
+  exposePort(id: string, port: number, opts: { tcp?: boolean } = {}): Promise<PortInfo> {
+    return this.request('POST', `/sandboxes/${encodeURIComponent(id)}/ports`, { port, ...(opts.tcp === undefined ? {} : { tcp: opts.tcp }) });
+  }
+
+  async listPorts(id: string): Promise<PortInfo[]> {
+    return (await this.request<{ ports: PortInfo[] }>('GET', `/sandboxes/${encodeURIComponent(id)}/ports`)).ports;
+  }
+
+  /** PORT_NOT_FOUND when it is not exposed. */
+  getPort(id: string, port: number): Promise<PortInfo> {
+    return this.request('GET', `/sandboxes/${encodeURIComponent(id)}/ports/${port}`);
+  }
+
+  /** Closes the port's listener and every connection through it; PORT_NOT_FOUND when it is not exposed. */
+  async closePort(id: string, port: number): Promise<void> {
+    await this.request('DELETE', `/sandboxes/${encodeURIComponent(id)}/ports/${port}`);
   }
 
   private procPath(id: string, pid: string, sub: string): string {

@@ -4,8 +4,9 @@
 export { Sandbox, type ConnectionOptions, type SandboxCreateOptions, type SandboxInfo, type RunCodeOptions, type RunCodeResult } from './sandbox.ts';
 export { Commands, CommandHandle, type CommandOptions, type CommandResult } from './commands.ts';
 export { Files } from './files.ts';
+export { Ports, type ExposedPort } from './ports.ts';
 export {
   EmberdClient, EmberdError, EmberdApiError, resolveToken,
-  type ClientOptions, type CreateOptions, type ExecEvent, type ExecOptions, type ExecResponse, type FileStat, type PackInfo, type PausedInfo,
+  type ClientOptions, type CreateOptions, type ExecEvent, type ExecOptions, type ExecResponse, type FileStat, type PackInfo, type PausedInfo, type PortInfo,
   type ProcessInfo, type ProcessOutput, type ResultBundle, type SandboxDetails, type SandboxSummary, type UploadData,
 } from './client.ts';

@@ -3,6 +3,7 @@
 import { EmberdClient, EmberdError, type SandboxSummary } from './client.ts';
 import { Commands, stdinField } from './commands.ts';
 import { Files } from './files.ts';
+import { Ports } from './ports.ts';
 import { gatherRun, type GatheredRun, type StreamCallbacks } from './run-stream.ts';
 
 /** Which daemon, with which credentials. */
@@ -78,6 +79,8 @@ export class Sandbox implements AsyncDisposable {
   readonly client: EmberdClient;
   readonly commands: Commands;
   readonly files: Files;
+  /** Servers in the sandbox reached from the host through the daemon (expose, list, close). */
+  readonly ports: Ports;
   private killed = false;
 
   private constructor(client: EmberdClient, summary: SandboxSummary) {
@@ -86,6 +89,7 @@ export class Sandbox implements AsyncDisposable {
     this.pack = summary.language_pack;
     this.commands = new Commands(client, this.id);
     this.files = new Files(client, this.id);
+    this.ports = new Ports(client, this.id);
   }
 
   /** Boots a sandbox; answers once it serves. */
@@ -132,6 +136,18 @@ export class Sandbox implements AsyncDisposable {
       stdout: r.stdout, stderr: r.stderr, exitCode: r.exit_code, durationMs: r.duration_ms, timedOut: r.timed_out,
       truncated: r.truncated, results: r.results ?? [], value: r.value ?? null, sessionReset: r.session_reset ?? false,
     };
+  }
+
+  /**
+   * The URL to fetch a server listening on `port` in the sandbox, exposing the port first if it is
+   * not (the server need not be up yet): `http://127.0.0.1:7777/sandboxes/{id}/ports/8000/`, the
+   * server's `/` being that URL. Unlike E2B's getHost (synchronous, a host name without scheme),
+   * it is async and answers a whole URL with a path, which every HTTP client resolves; the daemon's
+   * auth applies to it. The host-name form `8000-{id}.localhost:7777` also works where *.localhost
+   * resolves to loopback (browsers, curl).
+   */
+  async getHost(port: number): Promise<string> {
+    return (await this.ports.expose(port)).url;
   }
 
   /** The daemon destroys it `seconds` from now (0: never, if the daemon allows it). */

@@ -13,7 +13,7 @@ import { VERSION } from '../../src/version.ts';
 const SLOW = { timeout: 600_000 };
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-export const TOOL_NAMES = ['create_sandbox', 'destroy_sandbox', 'fork_sandbox', 'list_files', 'list_sandboxes', 'pause_sandbox', 'read_file', 'resume_sandbox', 'run_code', 'run_command', 'write_file'];
+export const TOOL_NAMES = ['create_sandbox', 'destroy_sandbox', 'expose_port', 'fork_sandbox', 'list_files', 'list_sandboxes', 'pause_sandbox', 'read_file', 'resume_sandbox', 'run_code', 'run_command', 'write_file'];
 
 type Content = { type: string; text?: string; data?: string; mimeType?: string };
 export interface ToolAnswer { content: Content[]; structuredContent?: any; isError?: boolean }

@@ -123,6 +123,45 @@ class Sandbox:
         answer = self._conn.json("POST", self._conn.path("sandboxes", self.id, "fork"), {"count": count})
         return [Sandbox(info, self._conn) for info in answer["sandboxes"]]
 
+    # ---- ports: a server in the sandbox reached through the daemon (no network device) ----
+
+    def expose_port(self, port: int, tcp: Optional[bool] = None) -> Dict[str, Any]:
+        """Exposes the sandbox's TCP ``port`` (the server need not listen yet; an exposed one is
+        returned as it is): {port, url, path, host, created_at, connections, connections_total,
+        bytes_in, bytes_out}. ``url`` (``http://127.0.0.1:7777/sandboxes/{id}/ports/8000/``) is
+        where the server's ``/`` is fetched, HTTP and WebSockets, the daemon's auth applying.
+        ``tcp=True`` also opens a plain 127.0.0.1 listener (``host``, which checks no token;
+        default: only when the daemon runs without auth). TOO_MANY_PORTS past 32."""
+        body: Dict[str, Any] = {"port": port}
+        if tcp is not None:
+            body["tcp"] = tcp
+        return self._conn.json("POST", self._conn.path("sandboxes", self.id, "ports"), body)
+
+    def list_ports(self) -> List[Dict[str, Any]]:
+        """The exposed ports (as expose_port returns them) by port number, with their counters."""
+        return self._conn.json("GET", self._conn.path("sandboxes", self.id, "ports"))["ports"]
+
+    def get_port(self, port: int) -> Dict[str, Any]:
+        """One exposed port; EmberdError PORT_NOT_FOUND if it is not exposed."""
+        return self._conn.json("GET", self._conn.path("sandboxes", self.id, "ports", str(port)))
+
+    def close_port(self, port: int) -> bool:
+        """Closes the port and every connection through it. True if this closed it, False if it
+        was not exposed."""
+        try:
+            self._conn.json("DELETE", self._conn.path("sandboxes", self.id, "ports", str(port)))
+            return True
+        except EmberdError as e:
+            if e.code == "PORT_NOT_FOUND":
+                return False
+            raise
+
+    def get_host(self, port: int) -> str:
+        """The URL to fetch the server on ``port`` at, exposing the port first if needed: the
+        ``url`` of expose_port. Unlike E2B's get_host (a host name without scheme), a whole
+        ``http://`` URL, usable with urllib as it is (with the daemon's token under --auth on)."""
+        return self.expose_port(port)["url"]
+
     def get_info(self) -> Dict[str, Any]:
         """The daemon's details now: the summary plus ready_at, vmm_pid, error, boot_log_tail."""
         details = self._conn.json("GET", self._conn.path("sandboxes", self.id))
