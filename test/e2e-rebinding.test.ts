@@ -50,7 +50,7 @@ test('a cross-site request (an Origin that is not loopback) is refused: 403 ORIG
 
 test('loopback names, the daemon\'s own address and local pages are served', async () => {
   const port = d.addr.split(':')[1];
-  for (const host of [d.addr, `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `app.localhost:${port}`, 'localhost']) {
+  for (const host of [d.addr, `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `app.localhost:${port}`, `my_app.localhost:${port}`, 'localhost']) {
     const r = await ask('GET', '/', { host });
     assert.equal(r.status, 200, host);
   }

@@ -136,7 +136,8 @@ export class PortForwards {
   private async listen(e: Exposed): Promise<void> {
     // No Nagle: it would hold a server's second small write (an answer's body after its head) for
     // the client's delayed ACK, 40 ms a request (measured: 52.8 -> see bench/ports.ts).
-    const server = createServer({ pauseOnConnect: true, noDelay: true }, (socket) => { void this.accept(e, socket); });
+    // Half-open: a client that is done sending (shutdown SHUT_WR) still reads the answer, as TCP allows.
+    const server = createServer({ pauseOnConnect: true, noDelay: true, allowHalfOpen: true }, (socket) => { void this.accept(e, socket); });
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
       server.listen({ host: '127.0.0.1', port: 0 }, () => { server.off('error', rej); res(); });

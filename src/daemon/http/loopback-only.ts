@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { EmberdError } from '../../errors.ts';
 
 /** localhost, *.localhost, 127.0.0.0/8, ::1; with or without a port. */
-const LOOPBACK_HOST = /^(?:(?:[a-z0-9-]+\.)*localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$/i;
+const LOOPBACK_HOST = /^(?:(?:[a-z0-9_-]+\.)*localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$/i;
 
 export function isLoopbackHost(host: string): boolean {
   return LOOPBACK_HOST.test(host);
