@@ -80,6 +80,12 @@ export async function envdRest(reg: E2bRegistry, req: IncomingMessage, res: Serv
       const id = req.headers['e2b-sandbox-id'];
       // 502 for a sandbox that is gone is how E2B's proxy says it (Sandbox.isRunning reads it).
       if (typeof id !== 'string' || !reg.get(id)) { sendJson(res, 502, { code: 502, message: `sandbox ${String(id)} is not running` }); return; }
+      // A paused one is not running either, unless traffic resumes it (lifecycle autoResume), as at E2B.
+      const sb = reg.manager.get(id);
+      if (sb.state === 'paused' || sb.state === 'pausing') {
+        if (!sb.autoResume) { sendJson(res, 502, { code: 502, message: `sandbox ${id} is paused; resume it with Sandbox.connect()` }); return; }
+        await reg.manager.resume(id);
+      }
       res.writeHead(204).end();
       return;
     }

@@ -212,10 +212,13 @@ export class E2bProcess {
     }
   }
 
-  private async poll(bp: BackgroundProcess): Promise<void> {
+  private async poll(started: BackgroundProcess): Promise<void> {
     const off = { stdout: 0, stderr: 0 };
+    let bp = started;
     try {
       for (;;) {
+        // A resume replaces the sandbox's process objects: follow the current one, by id.
+        bp = this.manager.listProcesses(this.sandboxId).find((p) => p.id === started.id) ?? bp;
         let got = false;
         for (const stream of ['stdout', 'stderr'] as const) {
           const out = this.manager.readProcessOutput(this.sandboxId, bp.id, { stream, offset: off[stream], maxBytes: 64 << 10 });
@@ -223,7 +226,9 @@ export class E2bProcess {
           if (out.data.length) { got = true; await this.publish({ kind: stream, data: Buffer.from(out.data) }); }
         }
         if (!got && !bp.running) break;
-        if (!got) await this.manager.waitProcess(this.sandboxId, bp.id, POLL_MS);
+        // waitProcess would resume a paused sandbox (or fail with SANDBOX_PAUSED): a follower must not do that.
+        if (!got && this.manager.get(this.sandboxId).state !== 'ready') await new Promise((r) => setTimeout(r, POLL_MS));
+        else if (!got) await this.manager.waitProcess(this.sandboxId, bp.id, POLL_MS);
       }
       const v = bp.view();
       this.finish(bp.error ? { exitCode: -1, exited: false, status: 'error', error: bp.error.message } : endOf(v.exit_code ?? -1, v.signal ?? 0, v.timed_out));

@@ -7,6 +7,7 @@ import type { SandboxManager } from '../sandbox/manager.ts';
 import type { Sandbox } from '../sandbox/sandbox.ts';
 import { EmberdError, isEmberdError } from '../errors.ts';
 import { E2bProcessTable } from './process-table.ts';
+import type { E2bNetworkAsked } from './network.ts';
 
 /** The envd version emberd answers as: >= 0.4.0 (no forced user), 0.5.2 (closeStdin), 0.5.7 (octet-stream uploads). */
 export const ENVD_VERSION = '0.5.7';
@@ -24,6 +25,8 @@ export interface E2bSandbox {
   clientID: string;
   token: string;
   metadata: Record<string, string>;
+  /** The create's egress options, as asked (getInfo answers them back). */
+  network: E2bNetworkAsked;
   startedAt: Date;
   procs: E2bProcessTable;
   /** context id -> context; the id is the python session's name. */
@@ -47,9 +50,9 @@ export class E2bRegistry {
     clearInterval(this.sweep);
   }
 
-  add(sb: Sandbox, templateID: string, metadata: Record<string, string>): E2bSandbox {
+  add(sb: Sandbox, templateID: string, metadata: Record<string, string>, network: E2bNetworkAsked = { allowInternetAccess: null }): E2bSandbox {
     const e: E2bSandbox = {
-      id: sb.id, templateID, clientID: 'emberd', token: `ea_${randomBytes(24).toString('hex')}`, metadata, startedAt: new Date(),
+      id: sb.id, templateID, clientID: 'emberd', token: `ea_${randomBytes(24).toString('hex')}`, metadata, network, startedAt: new Date(),
       procs: new E2bProcessTable(this.manager, sb.id), contexts: new Map(),
     };
     this.byId.set(sb.id, e);
