@@ -140,3 +140,21 @@ test('network options: denyOut emberd cannot express is a 400; the rest needs eg
   assert.match((await sbx.commands.run('ls /sys/class/net')).stdout, /\beth0\b/, 'a network device, as emberd gives only with network');
   await sbx.kill();
 });
+
+test('getHost(port) names the port through the daemon: curl reaches a server started with commands.run', { timeout: 120_000 }, async () => {
+  const sbx = await create();
+  await sbx.commands.run('python3 -m http.server 8000 --bind 127.0.0.1 --directory /run/e2b', { background: true });
+  const host = sbx.getHost(8000);
+  assert.equal(host, `8000-${sbx.sandboxId}.localhost:${d.addr.split(':')[1]}`);
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  // curl resolves *.localhost to loopback itself; the server may take a moment to listen.
+  let body = '';
+  await eventually(async () => {
+    const r = await promisify(execFile)('curl', ['-s', '--max-time', '20', `http://${host}/.E2B_SANDBOX_ID`]).catch(() => ({ stdout: '' }));
+    body = r.stdout;
+    return body.trim() === sbx.sandboxId;
+  }, 60_000, 'the server in the sandbox answering through getHost');
+  assert.equal(body.trim(), sbx.sandboxId);
+  await sbx.kill();
+});

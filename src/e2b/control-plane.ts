@@ -34,8 +34,18 @@ function notFound(id: string): EmberdError {
  * only that one (E2B-Traffic-Access-Token) with its context calls, so every code-interpreter
  * request can be checked.
  */
-function created(e: E2bSandbox): Record<string, unknown> {
-  return { sandboxID: e.id, templateID: e.templateID, clientID: e.clientID, envdVersion: ENVD_VERSION, envdAccessToken: e.token, trafficAccessToken: e.token, domain: null };
+function created(e: E2bSandbox, domain: string): Record<string, unknown> {
+  return { sandboxID: e.id, templateID: e.templateID, clientID: e.clientID, envdVersion: ENVD_VERSION, envdAccessToken: e.token, trafficAccessToken: e.token, domain };
+}
+
+/**
+ * The sandbox domain the SDK builds `getHost(port)` from (`{port}-{id}.{domain}`): `localhost`
+ * with the port the client reached the daemon on, so the name is one browsers and curl resolve to
+ * loopback and the daemon routes to the port (docs/network.md, "Ports").
+ */
+function domainOf(req: IncomingMessage): string {
+  const port = /:(\d{1,5})$/.exec(req.headers.host ?? '')?.[1];
+  return port ? `localhost:${port}` : 'localhost';
 }
 
 /** E2B's two states: a sandbox being paused is reported paused, one being resumed running. */
@@ -102,7 +112,7 @@ export async function handleControlPlane(reg: E2bRegistry, req: IncomingMessage,
       await m.destroy(sb.id).catch(() => {});
       throw err;
     }
-    sendJson(res, 201, created(reg.add(sb, templateID, metadata, asked)));
+    sendJson(res, 201, created(reg.add(sb, templateID, metadata, asked), domainOf(req)));
     return;
   }
 
@@ -151,12 +161,12 @@ export async function handleControlPlane(reg: E2bRegistry, req: IncomingMessage,
       if (stateOf(m, id) === 'paused') {
         if (body.memory === false) throw new EmberdError('INVALID_REQUEST', 'emberd cannot resume from disk only (onResume: "reboot"); it always restores memory: leave onResume unset');
         await m.resume(id, { timeoutS });
-        sendJson(res, 201, created(e));
+        sendJson(res, 201, created(e, domainOf(req)));
         return;
       }
       if (op === 'resume') throw new EmberdError('SANDBOX_NOT_READY', `sandbox ${id} is already running; connect to it with Sandbox.connect()`);
       if (timeoutS !== undefined) await m.setTimeout(id, timeoutS);
-      sendJson(res, 200, created(e));
+      sendJson(res, 200, created(e, domainOf(req)));
       return;
     }
     if (op === 'timeout' && timeoutS === undefined) throw new EmberdError('INVALID_REQUEST', 'timeout (seconds) is required');
