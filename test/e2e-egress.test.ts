@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { isLive, vmmsBelow } from './helpers/procs.ts';
 import { parsePromText, valueOf } from './helpers/prom-text.ts';
@@ -235,6 +235,39 @@ test('egress reaches only the allowlist; DNS answers only allowed names; counter
   await eventually(() => plumbingOf(d.runDir).length === 0, 20_000, 'the sandbox netns and veth removed after DELETE');
   const m = parsePromText((await call('GET', '/metrics')).text);
   assert.ok(valueOf(m, 'emberd_egress_refused_connections_total', {})! >= 6, 'a gone sandbox still counts');
+});
+
+test('a paused sandbox with a network is resumed by the next daemon with its allowlist', { skip }, async () => {
+  const stateDir = mkdtempSync('/tmp/emb-egstate-');
+  const args = ['--pool-size', '0', '--snapshots', 'off', '--egress-dns', `127.0.0.1:${dns.address().port}`, '--state-dir', stateDir];
+  const json = { 'content-type': 'application/json' };
+  const first = await startDaemon(args);
+  let id = '';
+  try {
+    const c = await http(first, 'POST', '/sandboxes', JSON.stringify({ network: { allow: [`${HOSTS.ok.peer}/32`] } }), json);
+    assert.equal(c.status, 201, c.text);
+    id = c.json.id;
+    const p = await http(first, 'POST', `/sandboxes/${id}/pause`);
+    assert.equal(p.status, 200, p.text);
+  } finally {
+    assert.equal(await first.stop(), 0, first.log());
+  }
+  const next = await startDaemon(args);
+  try {
+    assert.equal((await http(next, 'GET', `/sandboxes/${id}`)).json.state, 'paused');
+    const run = async (url: string) => {
+      const r = await http(next, 'POST', `/sandboxes/${id}/exec`, JSON.stringify({ code: fetchCode(url), timeout_ms: 30_000 }), json);
+      assert.equal(r.status, 200, r.text);
+      return String(r.json.stdout).trim();
+    };
+    assert.equal(await run(`http://${HOSTS.ok.peer}:${PORT}/`), 'allowed-host', 'resumed by the call, its network built again from the saved allowlist');
+    assert.equal(await run(`http://${HOSTS.no.peer}:${PORT}/`), 'ConnectionRefusedError');
+    assert.equal((await http(next, 'DELETE', `/sandboxes/${id}`)).status, 204);
+    await eventually(() => plumbingOf(next.runDir).length === 0, 20_000, 'no plumbing left after the delete');
+  } finally {
+    assert.equal(await next.stop(), 0, next.log());
+    rmSync(stateDir, { recursive: true, force: true });
+  }
 });
 
 test('a daemon start removes the netns and veths a SIGKILLed daemon left', { skip }, async () => {

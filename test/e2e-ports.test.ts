@@ -244,6 +244,15 @@ describe('ports with auth on', () => {
     const wsAnon = new WebSocket(`ws://${d.addr}/sandboxes/${id}/ports/8000/echo`);
     const refused = await new Promise<string>((r) => { wsAnon.onopen = () => r('open'); wsAnon.onerror = () => r('refused'); });
     assert.equal(refused, 'refused', 'a WebSocket without the token is refused before the upgrade');
+    // With the token (the ws package: Node's WebSocket sends no custom headers), the echo answers.
+    const { default: WsClient } = await import('ws');
+    const ws = new WsClient(`ws://${d.addr}/sandboxes/${id}/ports/8000/echo`, { headers: auth });
+    await once(ws, 'open');
+    ws.send('with the token');
+    const [msg] = await once(ws, 'message') as [Buffer];
+    assert.equal(msg.toString(), 'with the token');
+    ws.close();
+    await once(ws, 'close');
     const r = await http(d, 'GET', `/sandboxes/${id}/ports/8000/who`, undefined, auth);
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.path, '/who');
