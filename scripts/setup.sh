@@ -15,8 +15,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # in libclang-rt, clang alone cannot link -fsanitize=fuzzer); umoci: `emberd packs import --oci-archive`
 # (applies an image's layers and whiteouts; no daemon).
 # python3, python3-venv, python3-setuptools, python3-wheel: the Python SDK (sdk/python) is tested with
-# Debian's python3, and installed offline into a venv by its test.
-packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates clang libclang-rt-dev umoci python3 python3-venv python3-setuptools python3-wheel nftables iproute2)
+# Debian's python3, and installed offline into a venv by its test. curl: the port tests' real HTTP
+# client for *.localhost names (it resolves them to loopback itself).
+packages=(qemu-system-x86 squashfs-tools busybox-static musl-tools make gcc libc6-dev cpio zstd lz4 xz-utils util-linux ca-certificates clang libclang-rt-dev umoci python3 python3-venv python3-setuptools python3-wheel nftables iproute2 curl)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
