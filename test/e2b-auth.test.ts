@@ -2,18 +2,13 @@
 // cannot send emberd's bearer token on per-sandbox requests, so the control plane takes the
 // daemon's token as the E2B API key (X-API-KEY) and every per-sandbox request needs the sandbox's
 // own access token, which only the create answer holds.
+// First: it keeps the real fetch before daemon.ts checks the global one (see the helper).
+import { startDaemon, realFetch } from './helpers/e2b-fetch.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Sandbox, AuthenticationError } from 'e2b';
 
-const realFetch = globalThis.fetch;
-const { startDaemon } = await import('./helpers/daemon.ts');
-const checkedFetch = globalThis.fetch;
-globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
-  const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
-  return (url.pathname.startsWith('/e2b/') ? realFetch : checkedFetch)(input, init);
-}) as typeof fetch;
 
 let d: Awaited<ReturnType<typeof startDaemon>>;
 before(async () => { d = await startDaemon(['--pool-size', '0', '--snapshots', 'off', '--auth', 'on']); });

@@ -3,20 +3,16 @@
 // (an "allowed" host 198.51.100.2 and a "denied" host 198.51.100.6, documentation addresses,
 // skipped if the host uses them), from python's urllib in the guest. Skipped, saying why, where
 // root, netns or nft are missing.
+// First: it keeps the real fetch before daemon.ts checks the global one (see the helper).
+import { startDaemon, eventually } from './helpers/e2b-fetch.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Sandbox, ALL_TRAFFIC, type SandboxOpts } from 'e2b';
 import { egressUnavailable } from '../src/sandbox/egress/host-net.ts';
+import { makeTestHost, removeTestHost, testNetsInUse } from './helpers/test-hosts.ts';
 
-const realFetch = globalThis.fetch;
-const { startDaemon, eventually } = await import('./helpers/daemon.ts');
-const checkedFetch = globalThis.fetch;
-globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
-  const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
-  return (url.pathname.startsWith('/e2b/') ? realFetch : checkedFetch)(input, init);
-}) as typeof fetch;
 
 const tag = `${process.pid % 10000}`;
 const HOSTS = {
@@ -25,13 +21,7 @@ const HOSTS = {
 };
 const PORT = 8080;
 
-function netsInUse(): string | undefined {
-  try {
-    const routes = execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' }) + execFileSync('ip', ['-4', 'addr'], { encoding: 'utf8' });
-    return routes.includes('198.51.100.') ? 'the host already uses 198.51.100.0/24, which this test creates its hosts in' : undefined;
-  } catch (e) { return `ip: ${(e as Error).message}`; }
-}
-const skip = egressUnavailable() ?? (existsSync('/usr/bin/python3') ? undefined : '/usr/bin/python3 is needed for the test servers') ?? netsInUse();
+const skip = egressUnavailable() ?? (existsSync('/usr/bin/python3') ? undefined : '/usr/bin/python3 is needed for the test servers') ?? testNetsInUse(['198.51.100.']);
 if (skip) console.log(`# e2b-egress skipped: ${skip}`);
 
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' });
@@ -40,35 +30,9 @@ type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 let d: Daemon;
 let opts: { apiKey: string; apiUrl: string; sandboxUrl: string };
 
-function makeHost(h: typeof HOSTS.ok): void {
-  sh('ip', ['netns', 'add', h.ns]);
-  sh('ip', ['link', 'add', h.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns]);
-  sh('ip', ['addr', 'add', `${h.host}/30`, 'dev', h.veth]);
-  sh('ip', ['link', 'set', h.veth, 'up']);
-  sh('ip', ['-n', h.ns, 'addr', 'add', `${h.peer}/30`, 'dev', 'eth0']);
-  sh('ip', ['-n', h.ns, 'link', 'set', 'eth0', 'up']);
-  sh('ip', ['-n', h.ns, 'link', 'set', 'lo', 'up']);
-  sh('ip', ['-n', h.ns, 'route', 'add', 'default', 'via', h.host]);
-  const server = `
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        b = b${JSON.stringify(h.word)}
-        self.send_response(200); self.send_header('content-length', str(len(b))); self.end_headers(); self.wfile.write(b)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(('0.0.0.0', ${PORT}), H).serve_forever()
-`;
-  servers.push(spawn('ip', ['netns', 'exec', h.ns, '/usr/bin/python3', '-c', server], { stdio: 'ignore' }));
-}
-
-function removeHost(h: typeof HOSTS.ok): void {
-  try { execFileSync('ip', ['netns', 'del', h.ns], { stdio: 'ignore' }); } catch { /* not made */ }
-  try { execFileSync('ip', ['link', 'del', h.veth], { stdio: 'ignore' }); } catch { /* gone with its peer */ }
-}
-
 before(async () => {
   if (skip) return;
-  for (const h of Object.values(HOSTS)) { removeHost(h); makeHost(h); }
+  for (const h of Object.values(HOSTS)) { removeTestHost(h); servers.push(makeTestHost(h, PORT)); }
   d = await startDaemon(['--pool-size', '0', '--snapshots', 'off']);
   opts = { apiKey: 'e2b_0', apiUrl: `${d.url}/e2b`, sandboxUrl: `${d.url}/e2b/sbx` };
   for (const h of Object.values(HOSTS)) {
@@ -82,7 +46,7 @@ after(async () => {
   if (existsSync(file)) writeFileSync(file, readFileSync(file, 'utf8').split('\n').filter((l) => l && !/^[A-Z]+ \/e2b\//.test(l)).map((l) => `${l}\n`).join(''));
   await d.stop();
   for (const s of servers) s.kill('SIGKILL');
-  for (const h of Object.values(HOSTS)) removeHost(h);
+  for (const h of Object.values(HOSTS)) removeTestHost(h);
 });
 
 /** What a GET of each test host gives in the sandbox: its word, or the exception's class name. */

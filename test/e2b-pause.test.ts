@@ -1,20 +1,14 @@
 // The official E2B SDK's pause, resume (connect) and lifecycle onTimeout 'pause' against a real
 // daemon and real VMs (docs/e2b.md), and its network options on create as far as a daemon
 // answers them here (the translation itself: src/e2b/network.test.ts).
+// First: it keeps the real fetch before daemon.ts checks the global one (see the helper).
+import { startDaemon, eventually } from './helpers/e2b-fetch.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Sandbox, SandboxError, CommandExitError, ALL_TRAFFIC, type SandboxOpts } from 'e2b';
 import { egressUnavailable } from '../src/sandbox/egress/host-net.ts';
 
-const realFetch = globalThis.fetch;
-const { startDaemon, eventually } = await import('./helpers/daemon.ts');
-const checkedFetch = globalThis.fetch;
-// E2B's surfaces answer in E2B's shapes, not emberd's OpenAPI (as in e2b-sdk.test.ts).
-globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
-  const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
-  return (url.pathname.startsWith('/e2b/') ? realFetch : checkedFetch)(input, init);
-}) as typeof fetch;
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 let d: Daemon;

@@ -3,19 +3,13 @@
 // a real daemon. Each test is named "<their file>: <their case>"; where a case asserts what SDK
 // 2.51 itself no longer does (it now answers commands.kill of an unknown pid with false, and
 // sendStdin needs stdin: true), the port follows the SDK. docs/e2b.md lists what passes.
+// First: it keeps the real fetch before daemon.ts checks the global one (see the helper).
+import { startDaemon, eventually, realFetch } from './helpers/e2b-fetch.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Sandbox, CommandExitError, NotFoundError, FileType } from 'e2b';
 
-const realFetch = globalThis.fetch;
-const { startDaemon, eventually } = await import('./helpers/daemon.ts');
-const checkedFetch = globalThis.fetch;
-// E2B's answers follow E2B's API, not emberd's /openapi.json (see e2b-sdk.test.ts).
-globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
-  const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
-  return (url.pathname.startsWith('/e2b/') ? realFetch : checkedFetch)(input, init);
-}) as typeof fetch;
 const E2B_ANSWER = /^[A-Z]+ (\/e2b\/|\/files )/;
 
 let d: Awaited<ReturnType<typeof startDaemon>>;

@@ -1,18 +1,13 @@
 // E2B's sandbox.pty (the official `e2b` SDK) against a real daemon and a real VM: create with a
 // size and onData, sendInput, resize, kill, and a shell's exit status. Pointed at the daemon, and
 // its answers exempted from emberd's OpenAPI check, as in test/e2b-sdk.test.ts.
+// First: it keeps the real fetch before daemon.ts checks the global one (see the helper).
+import { startDaemon, eventually } from './helpers/e2b-fetch.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Sandbox, CommandExitError } from 'e2b';
 
-const realFetch = globalThis.fetch;
-const { startDaemon, eventually } = await import('./helpers/daemon.ts');
-const checkedFetch = globalThis.fetch;
-globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
-  const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
-  return (url.pathname.startsWith('/e2b/') ? realFetch : checkedFetch)(input, init);
-}) as typeof fetch;
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 let d: Daemon;

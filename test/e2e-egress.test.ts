@@ -9,15 +9,15 @@
 // SIGKILLed daemon left. Skipped, saying why, where root, netns or nft are missing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createSocket, type Socket } from 'node:dgram';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:dgram';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { startDaemon, http, eventually, type TestDaemon } from './helpers/daemon.ts';
 import { isLive, vmmsBelow } from './helpers/procs.ts';
 import { parsePromText, valueOf } from './helpers/prom-text.ts';
 import { egressNames } from '../src/sandbox/egress/layout.ts';
 import { egressUnavailable } from '../src/sandbox/egress/host-net.ts';
-import { buildResponse, parseQuery } from '../src/sandbox/egress/dns-codec.ts';
+import { makeTestHost, removeTestHost, testDnsServer, testNetsInUse } from './helpers/test-hosts.ts';
 
 
 const tag = `${process.pid % 10000}`;
@@ -30,21 +30,14 @@ const TEST_NETS = ['198.51.100.', '203.0.113.', '10.99.0.'];
 const PORT = 8080;
 const DNS_NAMES: Record<string, string> = { 'named.test': '203.0.113.66', 'denied.test': '198.51.100.6' };
 
-function netsInUse(): string | undefined {
-  try {
-    const routes = execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' }) + execFileSync('ip', ['-4', 'addr'], { encoding: 'utf8' });
-    const hit = TEST_NETS.find((n) => routes.includes(n));
-    return hit ? `the host already uses ${hit}0/24, which this test creates its hosts in` : undefined;
-  } catch (e) { return `ip: ${(e as Error).message}`; }
-}
-const skip = egressUnavailable() ?? (existsSync('/usr/bin/python3') ? undefined : '/usr/bin/python3 is needed for the test servers') ?? netsInUse();
+const skip = egressUnavailable() ?? (existsSync('/usr/bin/python3') ? undefined : '/usr/bin/python3 is needed for the test servers') ?? testNetsInUse(TEST_NETS);
 if (skip) console.log(`# e2e-egress skipped: ${skip}`);
 
 let d: TestDaemon;
 /** The host's own addresses besides loopback and the test's (each must be refused). */
 let hostOwn: string[] = [];
 let dns: Socket;
-const dnsAsked: string[] = [];
+let dnsAsked: string[] = [];
 const servers: ChildProcess[] = [];
 
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' });
@@ -68,36 +61,6 @@ except Exception as e:
     print(type(r).__name__)
 `;
 
-function makeHost(h: typeof HOSTS.ok): void {
-  sh('ip', ['netns', 'add', h.ns]);
-  sh('ip', ['link', 'add', h.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns]);
-  sh('ip', ['addr', 'add', `${h.host}/30`, 'dev', h.veth]);
-  sh('ip', ['link', 'set', h.veth, 'up']);
-  sh('ip', ['-n', h.ns, 'addr', 'add', `${h.peer}/30`, 'dev', 'eth0']);
-  for (const a of h.extra) {
-    sh('ip', ['-n', h.ns, 'addr', 'add', `${a}/32`, 'dev', 'eth0']);
-    sh('ip', ['route', 'add', `${a}/32`, 'dev', h.veth]);
-  }
-  sh('ip', ['-n', h.ns, 'link', 'set', 'eth0', 'up']);
-  sh('ip', ['-n', h.ns, 'link', 'set', 'lo', 'up']);
-  sh('ip', ['-n', h.ns, 'route', 'add', 'default', 'via', h.host]);
-  const server = `
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        b = b${JSON.stringify(h.word)}
-        self.send_response(200); self.send_header('content-length', str(len(b))); self.end_headers(); self.wfile.write(b)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(('0.0.0.0', ${PORT}), H).serve_forever()
-`;
-  servers.push(spawn('ip', ['netns', 'exec', h.ns, '/usr/bin/python3', '-c', server], { stdio: 'ignore' }));
-}
-
-function removeHost(h: typeof HOSTS.ok): void {
-  try { execFileSync('ip', ['netns', 'del', h.ns], { stdio: 'ignore' }); } catch { /* not made */ }
-  try { execFileSync('ip', ['link', 'del', h.veth], { stdio: 'ignore' }); } catch { /* gone with its peer */ }
-}
-
 /** The daemon's sandbox netns and host veths (by its names' prefixes). */
 function plumbingOf(runDir: string): string[] {
   const n = egressNames(runDir);
@@ -108,15 +71,8 @@ function plumbingOf(runDir: string): string[] {
 before(async () => {
   if (skip) return;
   hostOwn = (JSON.parse(sh('ip', ['-j', '-4', 'addr'])) as { addr_info: { local: string }[] }[]).flatMap((l) => l.addr_info.map((a) => a.local)).filter((a) => !a.startsWith('127.') && !a.startsWith('10.231.'));
-  for (const h of Object.values(HOSTS)) { removeHost(h); makeHost(h); }
-  dns = createSocket('udp4');
-  dns.on('message', (m, r) => {
-    const q = parseQuery(m);
-    dnsAsked.push(q.question.name);
-    const a = DNS_NAMES[q.question.name];
-    dns.send(buildResponse(q, a ? 0 : 3, a && q.question.type === 1 ? [{ addr: a, ttl: 300 }] : []), r.port, r.address);
-  });
-  await new Promise<void>((r) => dns.bind(0, '127.0.0.1', r));
+  for (const h of Object.values(HOSTS)) { removeTestHost(h); servers.push(makeTestHost(h, PORT)); }
+  ({ socket: dns, asked: dnsAsked } = await testDnsServer(DNS_NAMES));
   d = await startDaemon(['--pool-size', '0', '--snapshots', 'off', '--egress-dns', `127.0.0.1:${dns.address().port}`]);
   // both servers answer before any sandbox relies on them
   for (const h of Object.values(HOSTS)) {
@@ -132,7 +88,7 @@ after(async () => {
   assert.deepEqual(vmmsBelow(pid), []);
   assert.deepEqual(plumbingOf(runDir), [], 'no netns or veth of the daemon after it stopped');
   for (const s of servers) s.kill('SIGKILL');
-  for (const h of Object.values(HOSTS)) removeHost(h);
+  for (const h of Object.values(HOSTS)) removeTestHost(h);
   dns.close();
 });
 

@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createSocket, type Socket } from 'node:dgram';
+import type { Socket } from 'node:dgram';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,7 @@ import { FIRECRACKER_DOUBLE, FAKE_JAILER } from './firecracker-double/path.ts';
 import { egressNames } from '../src/sandbox/egress/layout.ts';
 import { egressUnavailable } from '../src/sandbox/egress/host-net.ts';
 import { Egress } from '../src/sandbox/egress/egress.ts';
-import { buildResponse, parseQuery } from '../src/sandbox/egress/dns-codec.ts';
+import { testDnsServer } from './helpers/test-hosts.ts';
 import { NSENTER } from '../src/vmm/netns.ts';
 import { FirecrackerBackend } from '../src/vmm/firecracker/firecracker-backend.ts';
 import { FirecrackerApiSpec, SPEC_VERSIONS } from '../src/vmm/firecracker/api-spec.ts';
@@ -36,18 +36,11 @@ if (skip) console.log(`# e2e-firecracker-egress skipped: ${skip}`);
 const work = mkdtempSync(join(tmpdir(), 'emb-fcnet-'));
 const DNS_NAMES: Record<string, string> = { 'named.test': '203.0.113.66' };
 let dns: Socket;
-const dnsAsked: string[] = [];
+let dnsAsked: string[] = [];
 
 before(async () => {
   if (skip) return;
-  dns = createSocket('udp4');
-  dns.on('message', (m, r) => {
-    const q = parseQuery(m);
-    dnsAsked.push(q.question.name);
-    const a = DNS_NAMES[q.question.name];
-    dns.send(buildResponse(q, a ? 0 : 3, a && q.question.type === 1 ? [{ addr: a, ttl: 300 }] : []), r.port, r.address);
-  });
-  await new Promise<void>((r) => dns.bind(0, '127.0.0.1', r));
+  ({ socket: dns, asked: dnsAsked } = await testDnsServer(DNS_NAMES));
 });
 after(() => {
   dns?.close();
