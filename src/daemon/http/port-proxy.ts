@@ -21,6 +21,11 @@ const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
 /** RFC 9110 7.6.1 hop-by-hop headers, never forwarded (an Upgrade's own are put back for a tunnel). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
+/** The headers a Connection header names: hop-by-hop too (RFC 9110 7.6.1), whichever side sent it. */
+function namedHopByHop(connection: string | string[] | undefined): Set<string> {
+  return new Set(String(connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
+}
+
 export interface PortProxyOptions {
   /** Auth is on: the client's Authorization header is the daemon's token, never the sandbox's business. */
   stripAuthorization: boolean;
@@ -63,7 +68,7 @@ function prefixOf(req: FastifyRequest<ProxyParams>): string {
 /** The client's headers for the server: hop-by-hop ones dropped, Host the server's own, X-Forwarded-* added. */
 function upstreamHeaders(req: FastifyRequest<ProxyParams>, port: number, o: PortProxyOptions): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  const listed = new Set(String(req.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
+  const listed = namedHopByHop(req.headers.connection);
   for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) {
     if (v === undefined || HOP_BY_HOP.has(k) || listed.has(k) || k === 'host') continue;
     if (k === 'authorization' && o.stripAuthorization) continue;
@@ -96,7 +101,7 @@ function forward(req: FastifyRequest<ProxyParams>, reply: FastifyReply, conn: Po
   upstream.on('error', fail);
   upstream.on('response', (up: IncomingMessage) => {
     const headers: string[] = [];
-    const listed = new Set(String(up.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
+    const listed = namedHopByHop(up.headers.connection);
     for (let i = 0; i < up.rawHeaders.length; i += 2) {
       const k = up.rawHeaders[i]!.toLowerCase();
       if (!HOP_BY_HOP.has(k) && !listed.has(k)) headers.push(up.rawHeaders[i]!, up.rawHeaders[i + 1]!);
